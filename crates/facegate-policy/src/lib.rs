@@ -1,1 +1,28 @@
-//! placeholder
+//! The rules that make facegate lawful under China's facial-recognition Measures, and the guard
+//! that keeps face data on the device. This crate owns the policy sections of the config
+//! (deployment purpose and site kind, notice, retention, alternative credentials, filing alert,
+//! matching operating point) and validates them once into types other crates use as they are;
+//! it owns the [`Consent`] proof that a template write requires (only [`PolicyConfig::grant`] and
+//! [`PolicyConfig::restore`] construct it), retention expiry, the false-match-rate operating
+//! points, the Art. 15 filing alert and the Art. 9 report drafts, all as pure functions of their
+//! inputs. Its one side effect is [`egress::install`], which makes the kernel refuse network
+//! sockets for the whole process. It must never do I/O beyond that guard, never read a clock
+//! (callers pass `now`), and never see, hold or log face data: its events and errors carry ids,
+//! counts and config keys only.
+
+mod config;
+mod consent;
+mod error;
+
+pub use config::{
+    Alternatives, Deployment, EXAMPLE_TOML, FilingPolicy, MAX_FMR, MAX_FRAMES_TO_AGREE,
+    MAX_NOTICE_TEXT, MAX_RETENTION_DAYS, MAX_SHORT_TEXT, MatchingPolicy, Mode, Notice,
+    NoticeChange, OperatingPoint, PolicyConfig, Purpose, RawAlternatives, RawDeployment, RawFiling,
+    RawMatching, RawNotice, RawPolicyConfig, RawRetention, RetentionPolicy, SiteKind,
+};
+pub use consent::{
+    Consent, ConsentMethod, ConsentRecord, GUARDIAN_CONSENT_AGE_YEARS, Guardian, GuardianRelation,
+    MAX_CLOCK_SKEW_MS, MAX_GUARDIAN_IDENTITY_LEN, MAX_OPERATOR_LEN, MAX_PLAUSIBLE_AGE_YEARS,
+    MINOR_AGE_YEARS, Withdrawal,
+};
+pub use error::PolicyError;
