@@ -1,0 +1,272 @@
+use std::path::{Path, PathBuf};
+
+use facegate_types::{SubjectId, TemplateId, TypesError, UnixMillis};
+use rusqlite::ErrorCode;
+
+/// Everything the store can refuse or fail at.
+///
+/// Each variant names the file, the subject id or the template id concerned, and says what to do
+/// when there is something to do. No variant ever carries template values, key bytes or images.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    // ----- files and the database ----------------------------------------------------------
+    /// A file could not be read, written or created.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// SQLite reported an error that is none of the specific cases below.
+    #[error("database {} ({op}): {source}", file.display())]
+    Database {
+        file: PathBuf,
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The database file (or its directory) is not writable. Reads keep working.
+    #[error(
+        "database {} is read-only ({op} refused); reads keep working, writes need the file, its \
+         -wal/-shm files and the state directory to be writable by the service user",
+        file.display()
+    )]
+    ReadOnly { file: PathBuf, op: &'static str },
+
+    /// SQLite found a malformed page.
+    #[error(
+        "database {} is corrupt ({detail}); stop the service, keep the file for inspection and \
+         restore the latest sealed backup",
+        file.display()
+    )]
+    Corrupt { file: PathBuf, detail: String },
+
+    /// The disk (or the configured size limit) is full.
+    #[error(
+        "database {} could not grow: disk full ({op} refused); free space in the state \
+         directory; committed data is intact",
+        file.display()
+    )]
+    DiskFull { file: PathBuf, op: &'static str },
+
+    /// The database was written by a newer facegate.
+    #[error(
+        "database {} has schema version {found}, this build understands up to {supported}; \
+         upgrade facegate",
+        file.display()
+    )]
+    SchemaTooNew {
+        file: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    /// A migration step failed; the database stays at the previous version.
+    #[error("database {}: migration to schema version {version} failed: {source}", file.display())]
+    Migration {
+        file: PathBuf,
+        version: u32,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A setting the store needs is missing or malformed.
+    #[error("database {}: setting `{key}` {reason}", file.display())]
+    Setting {
+        file: PathBuf,
+        key: &'static str,
+        reason: &'static str,
+    },
+
+    // ----- keys ----------------------------------------------------------------------------
+    /// The master key is not the one the database was sealed with.
+    #[error(
+        "wrong master key (expected key id {expected}, got {got}); use the key this database \
+         was created or last rotated with"
+    )]
+    WrongMasterKey { expected: String, got: String },
+
+    /// The key file is readable or writable by others.
+    #[error(
+        "key file {} has mode {mode:04o}, which lets other users read or change it; run \
+         `chmod 600 {}`",
+        path.display(), path.display()
+    )]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+
+    /// The key file belongs to another user.
+    #[error(
+        "key file {} is owned by uid {owner}, but this process runs as uid {euid}; run \
+         `chown <service-user> {}` (the user this service runs as)",
+        path.display(), path.display()
+    )]
+    KeyFileOwner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+
+    /// The key file does not hold a key.
+    #[error("key file {}: {reason}", path.display())]
+    KeyFormat { path: PathBuf, reason: &'static str },
+
+    /// `generate_key_file` refuses to overwrite.
+    #[error(
+        "key file {} already exists; refusing to overwrite a master key (that would make the \
+         database unreadable); move it away first if you really mean to replace it",
+        path.display()
+    )]
+    KeyFileExists { path: PathBuf },
+
+    /// The systemd credential is not available.
+    #[error("systemd credential `{name}`: {reason}")]
+    CredentialUnavailable { name: String, reason: String },
+
+    /// The operating system's random generator failed.
+    #[error("the system random number generator failed while generating {what}")]
+    Random { what: &'static str },
+
+    /// A subject's wrapped data key does not open (tampered, or copied from another subject).
+    #[error(
+        "data key of subject {subject} does not open under the master key (tampered or moved \
+         row); the subject's templates are unreadable, re-enroll the subject"
+    )]
+    SubjectKey { subject: SubjectId },
+
+    /// The subject has no data key (deleted, or never enrolled).
+    #[error("subject {subject} has no data key (deleted or never enrolled)")]
+    NoSubjectKey { subject: SubjectId },
+
+    /// The wrapped audit key does not open.
+    #[error("database {}: the audit key does not open under the master key (tampered)", file.display())]
+    AuditKey { file: PathBuf },
+
+    // ----- templates -----------------------------------------------------------------------
+    /// A sealed template does not open: tampered, moved to another subject or template id, or
+    /// labelled with another model id than it was sealed for.
+    #[error(
+        "template {template} of subject {subject} (model `{model_id}`) does not open: it was \
+         tampered with, moved from another subject or row, or its model id was changed; \
+         re-enroll the subject"
+    )]
+    TemplateOpen {
+        template: TemplateId,
+        subject: SubjectId,
+        model_id: String,
+    },
+
+    /// A stored template has an impossible shape.
+    #[error("template {template} of subject {subject}: {reason}")]
+    TemplateFormat {
+        template: TemplateId,
+        subject: SubjectId,
+        reason: &'static str,
+    },
+
+    /// The enrollment samples are unusable.
+    #[error("enrollment of subject {subject}: {source}")]
+    Embedding {
+        subject: SubjectId,
+        #[source]
+        source: TypesError,
+    },
+
+    /// A model id that is empty, too long or has unexpected characters.
+    #[error("invalid model id: {reason} (use 1 to 64 characters from A-Z a-z 0-9 . _ : - +)")]
+    InvalidModelId { reason: &'static str },
+
+    /// A probe or template has another dimension than the gallery.
+    #[error("dimension mismatch: the gallery holds {expected}-d templates, got {got}-d")]
+    DimensionMismatch { expected: usize, got: usize },
+
+    // ----- consent -------------------------------------------------------------------------
+    /// Enrollment with a consent that is no longer live.
+    #[error(
+        "consent of subject {subject} is not live (expires at {expires_at}, now {now}); record \
+         a new consent before enrolling"
+    )]
+    ConsentNotLive {
+        subject: SubjectId,
+        expires_at: UnixMillis,
+        now: UnixMillis,
+    },
+
+    /// Enrollment with a consent that was withdrawn after it was granted.
+    #[error(
+        "subject {subject} withdrew consent at {withdrawn_at}, after this consent was granted; \
+         record a new consent before enrolling"
+    )]
+    ConsentWithdrawn {
+        subject: SubjectId,
+        withdrawn_at: UnixMillis,
+    },
+
+    /// The policy refused a stored consent.
+    #[error("stored consent of subject {subject}: {source}")]
+    Policy {
+        subject: SubjectId,
+        #[source]
+        source: facegate_policy::PolicyError,
+    },
+
+    /// A stored consent record does not parse.
+    #[error("stored consent of subject {subject} does not parse: {source}")]
+    ConsentRecord {
+        subject: SubjectId,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// No such subject.
+    #[error("unknown subject {subject}")]
+    UnknownSubject { subject: SubjectId },
+
+    // ----- audit ---------------------------------------------------------------------------
+    /// The audit chain is broken; pruning is refused so the evidence stays.
+    #[error("audit chain broken at seq {seq}: {reason}; run `facegate audit verify`")]
+    AuditBroken { seq: u64, reason: String },
+
+    /// Pruning would remove records younger than the 3-year minimum of Art. 9.
+    #[error(
+        "refusing to prune audit records younger than {minimum_days} days (Art. 9 of the \
+         Measures keeps processing records at least 3 years): cut-off {older_than} is after \
+         {latest_allowed}"
+    )]
+    AuditRetention {
+        older_than: UnixMillis,
+        latest_allowed: UnixMillis,
+        minimum_days: u32,
+    },
+
+    /// Audit details could not be encoded.
+    #[error("audit record `{kind}`: details do not encode: {source}")]
+    AuditDetails {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    /// Classifies a SQLite error: read-only, corrupt and full get their own variants.
+    pub(crate) fn db(file: &Path, op: &'static str, source: rusqlite::Error) -> Self {
+        let file = file.to_path_buf();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::ReadOnly) => Self::ReadOnly { file, op },
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Self::Corrupt {
+                file,
+                detail: format!("{op}: {source}"),
+            },
+            Some(ErrorCode::DiskFull) => Self::DiskFull { file, op },
+            _ => Self::Database { file, op, source },
+        }
+    }
+
+    /// A closure for `map_err` that classifies SQLite errors against `file`.
+    pub(crate) fn db_at(file: &Path, op: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
+        move |source| Self::db(file, op, source)
+    }
+}

@@ -1,0 +1,696 @@
+//! The in-memory gallery: every live template of one model, decrypted once into one contiguous,
+//! row-major `n x dim` matrix of L2-normalised f32, for 1:1 **verification** and 1:N
+//! **identification** (the two modes of Art. 19 of the Measures).
+//!
+//! Memory: the matrix (and its int8 copy) live in buffers that are `mlock`ed where the OS allows
+//! (a warning is logged when it does not, e.g. under a small `RLIMIT_MEMLOCK`; the unit sets
+//! `LimitMEMLOCK=`), so templates are not written to swap, and are zeroised when the gallery is
+//! dropped, when a buffer grows (the old buffer), and row by row when a template is removed.
+//!
+//! Search: identification scans either the exact f32 matrix ([`SearchMode::Exact`]) or an int8
+//! copy with one scale per row ([`SearchMode::Quantised`], the default for large galleries),
+//! keeping the best candidates, then re-scores those candidates exactly in f32. Scores returned
+//! are always exact cosines. The int8 scan reads a quarter of the bytes, and the scan is memory
+//! bandwidth bound, so it is about four times faster; the candidate list is wide enough (at least
+//! 64 rows) that the quantisation error (well under 0.01 in cosine for 512-d unit vectors) does
+//! not change which identities come out on top in practice. Galleries above a size threshold are
+//! scanned by two threads (`std::thread::scope`).
+//!
+//! Updates happen in place: insertion appends a row, removal swap-removes it (the last row moves
+//! into the hole) and keeps the row -> (subject, template) index in step.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Instant;
+
+use facegate_types::{Embedding, SubjectId, TemplateId};
+use zeroize::Zeroize;
+
+use crate::StoreError;
+
+/// Galleries with at least this many matrix elements are scanned by two threads.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 20;
+/// Number of scan threads for large galleries (the terminal boards have two cores to spare).
+const SEARCH_THREADS: usize = 2;
+/// Candidates kept by the quantised scan before the exact re-score.
+const QUANT_CANDIDATES: usize = 64;
+/// Galleries smaller than this use the exact scan even in [`SearchMode::Auto`].
+const QUANT_MIN_ROWS: usize = 4096;
+
+/// Which scan identification uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    /// Quantised for large galleries, exact for small ones.
+    #[default]
+    Auto,
+    /// Scan every row in f32.
+    Exact,
+    /// Scan the int8 copy, then re-score the best candidates in f32.
+    Quantised,
+}
+
+/// One row of the gallery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowRef {
+    pub subject: SubjectId,
+    pub template: TemplateId,
+}
+
+/// A candidate returned by identification (an exact cosine).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub subject: SubjectId,
+    pub template: TemplateId,
+    pub score: f32,
+}
+
+/// The result of 1:N identification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identification {
+    /// Up to `k` hits, one per identity (its best template), best first.
+    pub hits: Vec<Hit>,
+    /// The best score of the second-best identity, whatever `k` was (for the margin rule).
+    pub second_identity_score: Option<f32>,
+    /// Rows scanned.
+    pub scanned: usize,
+    /// The scan that was used (never `Auto`).
+    pub mode: SearchMode,
+}
+
+impl Identification {
+    pub fn best(&self) -> Option<&Hit> {
+        self.hits.first()
+    }
+
+    /// Best score minus the second identity's best score (`None` without two identities).
+    pub fn margin(&self) -> Option<f32> {
+        Some(self.best()?.score - self.second_identity_score?)
+    }
+}
+
+/// Median and 95th percentile of per-query latency, from [`bench_queries`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryTimings {
+    pub queries: usize,
+    pub median_ms: f64,
+    pub p95_ms: f64,
+}
+
+/// The in-memory gallery. See the module docs.
+pub struct Gallery {
+    model_id: String,
+    dim: usize,
+    exact: SecretBuf<f32>,
+    quant: SecretBuf<i8>,
+    /// Per row: `max|x| / 127`, so `x ≈ q * inv_scale`.
+    inv_scale: Vec<f32>,
+    rows: Vec<RowRef>,
+    by_template: HashMap<TemplateId, usize>,
+    by_subject: HashMap<SubjectId, Vec<TemplateId>>,
+}
+
+impl fmt::Debug for Gallery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gallery")
+            .field("model_id", &self.model_id)
+            .field("dim", &self.dim)
+            .field("rows", &self.rows.len())
+            .field("subjects", &self.by_subject.len())
+            .field("locked", &(self.exact.locked && self.quant.locked))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gallery {
+    /// An empty gallery for `dim`-dimensional templates of `model_id`, with room for `capacity`
+    /// rows before it first grows.
+    pub fn new(model_id: impl Into<String>, dim: usize, capacity: usize) -> Self {
+        let cap = capacity.max(16);
+        Self {
+            model_id: model_id.into(),
+            dim,
+            exact: SecretBuf::new(cap * dim),
+            quant: SecretBuf::new(cap * dim),
+            inv_scale: Vec::with_capacity(cap),
+            rows: Vec::with_capacity(cap),
+            by_template: HashMap::with_capacity(cap),
+            by_subject: HashMap::with_capacity(cap),
+        }
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of templates (rows).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Number of distinct subjects.
+    pub fn subjects(&self) -> usize {
+        self.by_subject.len()
+    }
+
+    /// Whether the matrix memory is locked against swapping.
+    pub fn is_locked(&self) -> bool {
+        self.exact.locked && self.quant.locked
+    }
+
+    /// The row index (which row holds which template), in row order.
+    pub fn rows(&self) -> &[RowRef] {
+        &self.rows
+    }
+
+    /// The templates of `subject` in the gallery.
+    pub fn templates_of(&self, subject: &SubjectId) -> &[TemplateId] {
+        self.by_subject.get(subject).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn contains_template(&self, template: TemplateId) -> bool {
+        self.by_template.contains_key(&template)
+    }
+
+    /// Adds (or replaces) a template.
+    pub fn insert(
+        &mut self,
+        subject: &SubjectId,
+        template: TemplateId,
+        values: &Embedding,
+    ) -> Result<(), StoreError> {
+        self.check_dim(values.dim())?;
+        self.remove_template(template);
+        self.push_row(subject.clone(), template, values.as_slice());
+        Ok(())
+    }
+
+    fn push_row(&mut self, subject: SubjectId, template: TemplateId, values: &[f32]) {
+        let (q, inv) = quantise_row(values);
+        self.exact.push(values);
+        self.quant.push(&q);
+        drop(q);
+        self.inv_scale.push(inv);
+        let row = self.rows.len();
+        self.by_template.insert(template, row);
+        self.by_subject
+            .entry(subject.clone())
+            .or_default()
+            .push(template);
+        self.rows.push(RowRef { subject, template });
+    }
+
+    /// Removes one template (swap-remove). Returns whether it was there.
+    pub fn remove_template(&mut self, template: TemplateId) -> bool {
+        let Some(row) = self.by_template.remove(&template) else {
+            return false;
+        };
+        let last = self.rows.len() - 1;
+        self.exact.swap_remove_chunk(row, self.dim);
+        self.quant.swap_remove_chunk(row, self.dim);
+        self.inv_scale.swap_remove(row);
+        let removed = self.rows.swap_remove(row);
+        if row != last {
+            let moved = self.rows[row].template;
+            self.by_template.insert(moved, row);
+        }
+        if let Some(list) = self.by_subject.get_mut(&removed.subject) {
+            list.retain(|t| *t != template);
+            if list.is_empty() {
+                self.by_subject.remove(&removed.subject);
+            }
+        }
+        true
+    }
+
+    /// Removes every template of `subject`. Returns how many.
+    pub fn remove_subject(&mut self, subject: &SubjectId) -> usize {
+        let templates = self.by_subject.get(subject).cloned().unwrap_or_default();
+        templates
+            .into_iter()
+            .filter(|t| self.remove_template(*t))
+            .count()
+    }
+
+    fn check_dim(&self, got: usize) -> Result<(), StoreError> {
+        if got == self.dim {
+            Ok(())
+        } else {
+            Err(StoreError::DimensionMismatch {
+                expected: self.dim,
+                got,
+            })
+        }
+    }
+
+    fn row(&self, r: usize) -> &[f32] {
+        &self.exact.as_slice()[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// 1:1 verification: the best cosine between `probe` and the templates of `subject`, or
+    /// `None` when the subject has no template here.
+    pub fn verify(
+        &self,
+        subject: &SubjectId,
+        probe: &Embedding,
+    ) -> Result<Option<f32>, StoreError> {
+        self.check_dim(probe.dim())?;
+        let p = probe.as_slice();
+        Ok(self
+            .templates_of(subject)
+            .iter()
+            .filter_map(|t| self.by_template.get(t))
+            .map(|&r| dot_f32(self.row(r), p))
+            .reduce(f32::max))
+    }
+
+    /// 1:N identification: the `k` best identities, best first, plus the second identity's best
+    /// score. Scores are exact cosines whatever the mode.
+    pub fn identify(
+        &self,
+        probe: &Embedding,
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<Identification, StoreError> {
+        self.check_dim(probe.dim())?;
+        let n = self.rows.len();
+        let mode = match mode {
+            SearchMode::Auto if n >= QUANT_MIN_ROWS => SearchMode::Quantised,
+            SearchMode::Auto => SearchMode::Exact,
+            m => m,
+        };
+        let k = k.max(1);
+        let p = probe.as_slice();
+        // Enough rows to find k + 1 distinct identities even when several templates per person
+        // crowd the top.
+        let want = (4 * (k + 1)).max(16);
+        let mut candidates = match mode {
+            SearchMode::Quantised => {
+                let (q, _) = quantise_row(p);
+                let found = self.scan(want.max(QUANT_CANDIDATES), |rows, top| {
+                    scan_i8(
+                        self.quant.as_slice(),
+                        &self.inv_scale,
+                        self.dim,
+                        rows,
+                        &q,
+                        top,
+                    );
+                });
+                // Exact re-score.
+                let mut c: Vec<(f32, u32)> = found
+                    .into_iter()
+                    .map(|(_, r)| (dot_f32(self.row(r as usize), p), r))
+                    .collect();
+                c.sort_by(|a, b| b.0.total_cmp(&a.0));
+                c
+            }
+            _ => self.scan(want, |rows, top| {
+                scan_f32(self.exact.as_slice(), self.dim, rows, p, top);
+            }),
+        };
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+
+        let mut hits: Vec<Hit> = Vec::with_capacity(k);
+        let mut second = None;
+        let mut seen: Vec<&SubjectId> = Vec::with_capacity(k + 1);
+        for (score, r) in candidates {
+            let rr = &self.rows[r as usize];
+            if seen.contains(&&rr.subject) {
+                continue;
+            }
+            seen.push(&rr.subject);
+            if seen.len() == 2 {
+                second = Some(score);
+            }
+            if hits.len() < k {
+                hits.push(Hit {
+                    subject: rr.subject.clone(),
+                    template: rr.template,
+                    score,
+                });
+            }
+            if hits.len() >= k && seen.len() >= 2 {
+                break;
+            }
+        }
+        Ok(Identification {
+            hits,
+            second_identity_score: second,
+            scanned: n,
+            mode,
+        })
+    }
+
+    /// Runs `kernel` over all rows (split over two threads when large) and merges the top lists.
+    fn scan<F>(&self, keep: usize, kernel: F) -> Vec<(f32, u32)>
+    where
+        F: Fn(std::ops::Range<usize>, &mut TopN) + Sync,
+    {
+        let n = self.rows.len();
+        let threads = if n * self.dim >= PARALLEL_MIN_ELEMENTS {
+            std::thread::available_parallelism()
+                .map_or(1, |p| p.get())
+                .clamp(1, SEARCH_THREADS)
+        } else {
+            1
+        };
+        if threads == 1 {
+            let mut top = TopN::new(keep);
+            kernel(0..n, &mut top);
+            return top.into_vec();
+        }
+        let split = n / 2;
+        let mut a = TopN::new(keep);
+        let mut b = TopN::new(keep);
+        std::thread::scope(|s| {
+            let kernel = &kernel;
+            let b = &mut b;
+            s.spawn(move || kernel(split..n, b));
+            kernel(0..split, &mut a);
+        });
+        for (score, r) in b.into_vec() {
+            a.offer(score, r);
+        }
+        a.into_vec()
+    }
+
+    /// A gallery of `n` random unit vectors (one template per synthetic subject
+    /// `syn-0000001`, ...), for benchmarks. Deterministic in `seed`.
+    pub fn synthetic(n: usize, dim: usize, seed: u64) -> Self {
+        let mut g = Self::new("synthetic", dim, n);
+        let mut rng = XorShift::new(seed);
+        let mut v = vec![0.0f32; dim];
+        for i in 0..n {
+            rng.unit_vector(&mut v);
+            let subject = match SubjectId::new(format!("syn-{:07}", i + 1)) {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            g.push_row(subject, TemplateId(i as u64 + 1), &v);
+        }
+        v.zeroize();
+        g
+    }
+
+    /// A probe near row `row`: that row plus uniform noise of amplitude `noise` per component,
+    /// renormalised. For benchmarks and tests.
+    pub fn synthetic_probe(&self, row: usize, noise: f32, seed: u64) -> Option<Embedding> {
+        if row >= self.rows.len() {
+            return None;
+        }
+        let mut rng = XorShift::new(seed);
+        let v: Vec<f32> = self
+            .row(row)
+            .iter()
+            .map(|x| x + noise * rng.uniform())
+            .collect();
+        Embedding::from_raw(v).ok()
+    }
+}
+
+/// Runs each query once through [`Gallery::identify`] (`k = 5`) and reports median and p95
+/// latency in milliseconds.
+pub fn bench_queries(gallery: &Gallery, queries: &[Embedding], mode: SearchMode) -> QueryTimings {
+    let mut ms: Vec<f64> = Vec::with_capacity(queries.len());
+    for q in queries {
+        let t = Instant::now();
+        let r = gallery.identify(q, 5, mode);
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(r.ok());
+    }
+    ms.sort_by(f64::total_cmp);
+    let pick = |f: f64| -> f64 {
+        if ms.is_empty() {
+            return 0.0;
+        }
+        let i = ((ms.len() - 1) as f64 * f).round() as usize;
+        ms[i.min(ms.len() - 1)]
+    };
+    QueryTimings {
+        queries: ms.len(),
+        median_ms: pick(0.5),
+        p95_ms: pick(0.95),
+    }
+}
+
+// ----- kernels -------------------------------------------------------------------------------
+
+/// f32 dot product written for auto-vectorisation: 16 independent accumulators.
+#[inline]
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 16;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; L];
+    let ca = a.chunks_exact(L);
+    let cb = b.chunks_exact(L);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// int8 dot product (i32 accumulators, pairwise products summed as `pmaddwd` likes).
+#[inline]
+pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    const L: usize = 32;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0i32; L / 2];
+    let ca = a.chunks_exact(L);
+    let cb = b.chunks_exact(L);
+    let tail: i32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L / 2 {
+            acc[i] += i32::from(x[2 * i]) * i32::from(y[2 * i])
+                + i32::from(x[2 * i + 1]) * i32::from(y[2 * i + 1]);
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+fn scan_f32(m: &[f32], dim: usize, rows: std::ops::Range<usize>, p: &[f32], top: &mut TopN) {
+    let block = &m[rows.start * dim..rows.end * dim];
+    for (i, row) in block.chunks_exact(dim).enumerate() {
+        top.offer(dot_f32(row, p), (rows.start + i) as u32);
+    }
+}
+
+fn scan_i8(
+    m: &[i8],
+    inv_scale: &[f32],
+    dim: usize,
+    rows: std::ops::Range<usize>,
+    q: &[i8],
+    top: &mut TopN,
+) {
+    // Rows are ranked on the integer dot times the row's own scale; the probe's scale is common
+    // to all rows and does not change the order.
+    let block = &m[rows.start * dim..rows.end * dim];
+    let scales = &inv_scale[rows.clone()];
+    for (i, (row, s)) in block.chunks_exact(dim).zip(scales).enumerate() {
+        top.offer(dot_i8(row, q) as f32 * s, (rows.start + i) as u32);
+    }
+}
+
+/// Quantises a unit vector to int8 with one scale: returns the codes and `max|x| / 127`.
+fn quantise_row(v: &[f32]) -> (zeroize::Zeroizing<Vec<i8>>, f32) {
+    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = if max > 0.0 { 127.0 / max } else { 0.0 };
+    let q = v
+        .iter()
+        .map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (
+        zeroize::Zeroizing::new(q),
+        if max > 0.0 { max / 127.0 } else { 0.0 },
+    )
+}
+
+/// The best `cap` (score, row) pairs seen, unordered until `into_vec`.
+struct TopN {
+    cap: usize,
+    items: Vec<(f32, u32)>,
+    /// The lowest score held once full (a cheap rejection test).
+    floor: f32,
+}
+
+impl TopN {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            items: Vec::with_capacity(cap.max(1) + 1),
+            floor: f32::NEG_INFINITY,
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, score: f32, row: u32) {
+        if self.items.len() < self.cap {
+            self.items.push((score, row));
+            if self.items.len() == self.cap {
+                self.floor = self.min_score();
+            }
+        } else if score > self.floor {
+            let mut worst = 0;
+            for (i, it) in self.items.iter().enumerate() {
+                if it.0 < self.items[worst].0 {
+                    worst = i;
+                }
+            }
+            self.items[worst] = (score, row);
+            self.floor = self.min_score();
+        }
+    }
+
+    fn min_score(&self) -> f32 {
+        self.items.iter().map(|i| i.0).fold(f32::INFINITY, f32::min)
+    }
+
+    fn into_vec(self) -> Vec<(f32, u32)> {
+        self.items
+    }
+}
+
+/// A heap buffer of `T` that is `mlock`ed while alive and zeroised before it is freed.
+struct SecretBuf<T: Copy + Default + zeroize::DefaultIsZeroes> {
+    buf: Vec<T>,
+    len: usize,
+    locked: bool,
+}
+
+impl<T: Copy + Default + zeroize::DefaultIsZeroes> SecretBuf<T> {
+    fn new(cap: usize) -> Self {
+        let buf = vec![T::default(); cap.max(1)];
+        let locked = lock(&buf);
+        Self {
+            buf,
+            len: 0,
+            locked,
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.buf[..self.len]
+    }
+
+    fn push(&mut self, values: &[T]) {
+        let need = self.len + values.len();
+        if need > self.buf.len() {
+            let new_cap = need.max(self.buf.len() * 2);
+            let mut bigger = vec![T::default(); new_cap];
+            let locked = lock(&bigger);
+            bigger[..self.len].copy_from_slice(&self.buf[..self.len]);
+            let mut old = std::mem::replace(&mut self.buf, bigger);
+            old.as_mut_slice().zeroize();
+            if self.locked {
+                unlock(&old);
+            }
+            self.locked = locked;
+        }
+        self.buf[self.len..need].copy_from_slice(values);
+        self.len = need;
+    }
+
+    /// Moves the last `width`-chunk into chunk `index` and zeroises the vacated tail.
+    fn swap_remove_chunk(&mut self, index: usize, width: usize) {
+        let last = self.len / width - 1;
+        if index != last {
+            self.buf
+                .copy_within(last * width..(last + 1) * width, index * width);
+        }
+        self.buf[last * width..(last + 1) * width].zeroize();
+        self.len -= width;
+    }
+}
+
+impl<T: Copy + Default + zeroize::DefaultIsZeroes> Drop for SecretBuf<T> {
+    fn drop(&mut self) {
+        self.buf.as_mut_slice().zeroize();
+        if self.locked {
+            unlock(&self.buf);
+        }
+    }
+}
+
+fn lock<T>(buf: &[T]) -> bool {
+    let bytes = std::mem::size_of_val(buf);
+    // SAFETY: the range is one live allocation owned by the caller; mlock only pins pages.
+    let rc = unsafe { libc::mlock(buf.as_ptr().cast(), bytes) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        tracing::warn!(
+            bytes,
+            error = %err,
+            "could not lock the gallery in memory (templates may be swapped out); raise \
+             RLIMIT_MEMLOCK (LimitMEMLOCK= in the unit) or grant CAP_IPC_LOCK"
+        );
+        return false;
+    }
+    true
+}
+
+fn unlock<T>(buf: &[T]) {
+    // SAFETY: same range that was locked; munlock of a live allocation has no other effect.
+    unsafe {
+        libc::munlock(buf.as_ptr().cast(), std::mem::size_of_val(buf));
+    }
+}
+
+/// xorshift64* for synthetic data (not for anything secret).
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [-1, 1).
+    fn uniform(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn unit_vector(&mut self, v: &mut [f32]) {
+        loop {
+            // Sum of three uniforms: close enough to Gaussian for direction sampling.
+            for x in v.iter_mut() {
+                *x = self.uniform() + self.uniform() + self.uniform();
+            }
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 1e-6 {
+                v.iter_mut().for_each(|x| *x /= norm);
+                return;
+            }
+        }
+    }
+}

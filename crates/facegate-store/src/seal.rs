@@ -1,0 +1,299 @@
+//! AES-256-GCM sealing (ring): key-encryption keys derived from the master key, per-subject data
+//! keys wrapped under them, templates sealed under the data keys.
+//!
+//! Key hierarchy:
+//!
+//! ```text
+//! master key (outside the database)
+//!   ├─ HKDF-SHA256 "subject-key-wrap" → KEK_s ── wraps ──> data key of each subject (32 bytes, random)
+//!   │                                                        └─ seals ──> that subject's templates
+//!   └─ HKDF-SHA256 "audit-key-wrap"   → KEK_a ── wraps ──> audit key (32 bytes, random, HMAC-SHA256)
+//! ```
+//!
+//! Every seal uses a fresh random 96-bit nonce from `SystemRandom`. The associated data binds:
+//! a wrapped data key to its subject id; a template to its template id, subject id, model id and
+//! the seal format version it was written with. A row copied onto another subject or template id,
+//! or relabelled with another model id, therefore fails authentication.
+//!
+//! What ring does not do: it does not zeroise its expanded AES key schedules on drop. Data keys are
+//! held in `Zeroizing` buffers and their ring key objects live only for one operation, but a
+//! memory dump taken during that operation can contain a key schedule.
+
+use facegate_types::{SubjectId, TemplateId};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hkdf;
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use crate::MasterKey;
+
+/// The template seal format written by this build (bound into the associated data).
+pub(crate) const SEAL_VERSION: u32 = 1;
+
+const HKDF_SALT: &[u8] = b"facegate-store/v1";
+const INFO_SUBJECT_WRAP: &[u8] = b"facegate-store/subject-key-wrap/v1";
+const INFO_AUDIT_WRAP: &[u8] = b"facegate-store/audit-key-wrap/v1";
+const AAD_SUBJECT_KEY: &[u8] = b"facegate-store/subject-key/v1";
+const AAD_AUDIT_KEY: &[u8] = b"facegate-store/audit-key/v1";
+const AAD_TEMPLATE: &[u8] = b"facegate-store/template";
+
+/// A 256-bit secret (data key or audit key), zeroised on drop.
+pub(crate) type Secret = Zeroizing<[u8; 32]>;
+
+/// Failure to seal or open; callers turn it into an error naming the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealError {
+    /// Authentication failed (wrong key, tampered bytes, wrong associated data).
+    Open,
+    /// The random generator failed.
+    Random,
+}
+
+/// The two key-encryption keys derived from a master key.
+pub(crate) struct Keks {
+    subject: LessSafeKey,
+    audit: LessSafeKey,
+}
+
+impl std::fmt::Debug for Keks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keks(<redacted>)")
+    }
+}
+
+impl Keks {
+    pub(crate) fn derive(master: &MasterKey) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(master.bytes());
+        let derive = |info: &'static [u8]| -> LessSafeKey {
+            let infos = [info];
+            // expand fails only if the requested length exceeds 255 hash lengths; 32 bytes never does.
+            match prk.expand(&infos, &AES_256_GCM) {
+                Ok(okm) => LessSafeKey::new(UnboundKey::from(okm)),
+                Err(_) => unreachable!("HKDF-SHA256 can always expand 32 bytes"),
+            }
+        };
+        Self {
+            subject: derive(INFO_SUBJECT_WRAP),
+            audit: derive(INFO_AUDIT_WRAP),
+        }
+    }
+
+    /// Wraps a subject's data key; returns `(nonce, ciphertext+tag)`.
+    pub(crate) fn wrap_subject_key(
+        &self,
+        subject: &SubjectId,
+        key: &Secret,
+    ) -> Result<([u8; NONCE_LEN], Vec<u8>), SealError> {
+        seal(&self.subject, &subject_key_aad(subject), key.as_slice())
+    }
+
+    pub(crate) fn unwrap_subject_key(
+        &self,
+        subject: &SubjectId,
+        nonce: &[u8],
+        wrapped: &[u8],
+    ) -> Result<Secret, SealError> {
+        open_secret(&self.subject, &subject_key_aad(subject), nonce, wrapped)
+    }
+
+    pub(crate) fn wrap_audit_key(
+        &self,
+        key: &Secret,
+    ) -> Result<([u8; NONCE_LEN], Vec<u8>), SealError> {
+        seal(&self.audit, AAD_AUDIT_KEY, key.as_slice())
+    }
+
+    pub(crate) fn unwrap_audit_key(
+        &self,
+        nonce: &[u8],
+        wrapped: &[u8],
+    ) -> Result<Secret, SealError> {
+        open_secret(&self.audit, AAD_AUDIT_KEY, nonce, wrapped)
+    }
+}
+
+/// A fresh random 256-bit secret.
+pub(crate) fn random_secret() -> Result<Secret, SealError> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(k.as_mut_slice())
+        .map_err(|_| SealError::Random)?;
+    Ok(k)
+}
+
+/// The identity of a template row, bound into its associated data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TemplateBinding<'a> {
+    pub template: TemplateId,
+    pub subject: &'a SubjectId,
+    pub model_id: &'a str,
+    pub seal_version: u32,
+}
+
+/// Seals a template's values (little-endian f32) under the subject's data key.
+pub(crate) fn seal_template(
+    data_key: &Secret,
+    binding: TemplateBinding<'_>,
+    values: &[f32],
+) -> Result<([u8; NONCE_LEN], Vec<u8>), SealError> {
+    let key = data_key_cipher(data_key);
+    let mut plain = Zeroizing::new(Vec::with_capacity(values.len() * 4));
+    for v in values {
+        plain.extend_from_slice(&v.to_le_bytes());
+    }
+    seal(&key, &template_aad(binding), &plain)
+}
+
+/// Opens a sealed template into its f32 values (a zeroised-on-drop buffer).
+pub(crate) fn open_template(
+    data_key: &Secret,
+    binding: TemplateBinding<'_>,
+    nonce: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<f32>>, SealError> {
+    let key = data_key_cipher(data_key);
+    let nonce = to_nonce(nonce)?;
+    let mut buf = Zeroizing::new(sealed.to_vec());
+    let plain = key
+        .open_in_place(nonce, Aad::from(template_aad(binding)), buf.as_mut_slice())
+        .map_err(|_| SealError::Open)?;
+    if plain.len() % 4 != 0 {
+        return Err(SealError::Open);
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(plain.len() / 4));
+    for c in plain.chunks_exact(4) {
+        out.push(f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    Ok(out)
+}
+
+fn data_key_cipher(data_key: &Secret) -> LessSafeKey {
+    match UnboundKey::new(&AES_256_GCM, data_key.as_slice()) {
+        Ok(k) => LessSafeKey::new(k),
+        // 32 bytes is always a valid AES-256 key.
+        Err(_) => unreachable!("AES-256 accepts every 32-byte key"),
+    }
+}
+
+fn seal(
+    key: &LessSafeKey,
+    aad: &[u8],
+    plain: &[u8],
+) -> Result<([u8; NONCE_LEN], Vec<u8>), SealError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| SealError::Random)?;
+    let mut buf = Vec::with_capacity(plain.len() + AES_256_GCM.tag_len());
+    buf.extend_from_slice(plain);
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| SealError::Open)?;
+    Ok((nonce, buf))
+}
+
+fn open_secret(
+    key: &LessSafeKey,
+    aad: &[u8],
+    nonce: &[u8],
+    wrapped: &[u8],
+) -> Result<Secret, SealError> {
+    let nonce = to_nonce(nonce)?;
+    let mut buf = Zeroizing::new(wrapped.to_vec());
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())
+        .map_err(|_| SealError::Open)?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    if plain.len() != out.len() {
+        return Err(SealError::Open);
+    }
+    out.copy_from_slice(plain);
+    Ok(out)
+}
+
+fn to_nonce(nonce: &[u8]) -> Result<Nonce, SealError> {
+    Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Open)
+}
+
+fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+fn subject_key_aad(subject: &SubjectId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(64);
+    push_field(&mut aad, AAD_SUBJECT_KEY);
+    push_field(&mut aad, subject.as_str().as_bytes());
+    aad
+}
+
+fn template_aad(b: TemplateBinding<'_>) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(128);
+    push_field(&mut aad, AAD_TEMPLATE);
+    aad.extend_from_slice(&b.seal_version.to_be_bytes());
+    aad.extend_from_slice(&b.template.0.to_be_bytes());
+    push_field(&mut aad, b.subject.as_str().as_bytes());
+    push_field(&mut aad, b.model_id.as_bytes());
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding<'a>(t: u64, s: &'a SubjectId, m: &'a str) -> TemplateBinding<'a> {
+        TemplateBinding {
+            template: TemplateId(t),
+            subject: s,
+            model_id: m,
+            seal_version: SEAL_VERSION,
+        }
+    }
+
+    #[test]
+    fn template_round_trip_and_binding() {
+        let key = random_secret().unwrap();
+        let alice = SubjectId::new("alice").unwrap();
+        let bob = SubjectId::new("bob").unwrap();
+        let values = [0.6f32, 0.8, 0.0];
+        let (nonce, sealed) = seal_template(&key, binding(7, &alice, "m1"), &values).unwrap();
+        let back = open_template(&key, binding(7, &alice, "m1"), &nonce, &sealed).unwrap();
+        assert_eq!(back.as_slice(), &values);
+        // Any change of the binding fails.
+        assert!(open_template(&key, binding(8, &alice, "m1"), &nonce, &sealed).is_err());
+        assert!(open_template(&key, binding(7, &bob, "m1"), &nonce, &sealed).is_err());
+        assert!(open_template(&key, binding(7, &alice, "m2"), &nonce, &sealed).is_err());
+        let mut other_version = binding(7, &alice, "m1");
+        other_version.seal_version = 2;
+        assert!(open_template(&key, other_version, &nonce, &sealed).is_err());
+        // A flipped byte fails.
+        let mut bad = sealed.clone();
+        bad[0] ^= 1;
+        assert!(open_template(&key, binding(7, &alice, "m1"), &nonce, &bad).is_err());
+        // Another key fails.
+        let other = random_secret().unwrap();
+        assert!(open_template(&other, binding(7, &alice, "m1"), &nonce, &sealed).is_err());
+    }
+
+    #[test]
+    fn wrapped_keys_are_bound_to_subject_and_master() {
+        let m1 = MasterKey::from_bytes([1; 32]);
+        let m2 = MasterKey::from_bytes([2; 32]);
+        let k1 = Keks::derive(&m1);
+        let k2 = Keks::derive(&m2);
+        let alice = SubjectId::new("alice").unwrap();
+        let bob = SubjectId::new("bob").unwrap();
+        let dk = random_secret().unwrap();
+        let (n, w) = k1.wrap_subject_key(&alice, &dk).unwrap();
+        assert_eq!(*k1.unwrap_subject_key(&alice, &n, &w).unwrap(), *dk);
+        assert!(k1.unwrap_subject_key(&bob, &n, &w).is_err());
+        assert!(k2.unwrap_subject_key(&alice, &n, &w).is_err());
+        // The audit wrapping key is a different key.
+        let (n, w) = k1.wrap_audit_key(&dk).unwrap();
+        assert!(k1.unwrap_subject_key(&alice, &n, &w).is_err());
+        assert_eq!(*k1.unwrap_audit_key(&n, &w).unwrap(), *dk);
+    }
+}

@@ -1,0 +1,1500 @@
+//! [`Store`]: the database, the consent ledger, enrollment, withdrawal, deletion, retention,
+//! master key rotation and the audit trail, with the gallery kept in step.
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use facegate_policy::{Consent, ConsentRecord, PolicyConfig, Withdrawal};
+use facegate_types::{Clock, Embedding, SubjectId, TemplateId, UnixMillis};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::json;
+
+use crate::audit::{self, AuditEvent, AuditKey, AuditKind, AuditRecord, AuditVerification};
+use crate::gallery::Gallery;
+use crate::keys::{KeyId, MasterKey};
+use crate::schema::{self, SCHEMA_VERSION};
+use crate::seal::{self, Keks, SEAL_VERSION, Secret, TemplateBinding};
+use crate::{PruneReport, StoreError};
+
+/// The database file inside the state directory.
+pub const DB_FILE_NAME: &str = "facegate.db";
+
+const SETTING_KEY_ID: &str = "master_key_id";
+const SETTING_AUDIT_KEY: &str = "audit_key";
+const SETTING_CREATED: &str = "created_at";
+
+/// The id of a row in the consent ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsentId(pub i64);
+
+/// One subject, as listed (ids, counts and dates; never template values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectSummary {
+    pub subject: SubjectId,
+    pub age_years: u8,
+    pub created_at: UnixMillis,
+    pub templates: usize,
+    pub last_enrolled_at: Option<UnixMillis>,
+    /// The latest expiry among the subject's live (not withdrawn) consents.
+    pub consent_expires_at: Option<UnixMillis>,
+    pub withdrawn_at: Option<UnixMillis>,
+    /// Whether the subject's data key exists (false once withdrawn, expired or deleted).
+    pub has_key: bool,
+}
+
+/// One consent in the ledger.
+#[derive(Debug, Clone)]
+pub struct ConsentEntry {
+    pub id: ConsentId,
+    pub record: ConsentRecord,
+    pub expires_at: UnixMillis,
+    pub withdrawn_at: Option<UnixMillis>,
+}
+
+/// One stored template's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateInfo {
+    pub template: TemplateId,
+    pub consent: ConsentId,
+    pub model_id: String,
+    pub dim: usize,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+/// Everything stored about one subject except template values.
+#[derive(Debug, Clone)]
+pub struct SubjectDetail {
+    pub summary: SubjectSummary,
+    pub consents: Vec<ConsentEntry>,
+    pub templates: Vec<TemplateInfo>,
+}
+
+/// Counts for reports and the Art. 15 filing threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreCounts {
+    /// People whose face information is stored (at least one template): the Art. 15 count.
+    pub subjects_with_templates: u64,
+    pub templates: u64,
+    /// Subjects with a row (including withdrawn ones kept for the consent ledger).
+    pub subjects: u64,
+    /// Consents neither withdrawn nor expired.
+    pub live_consents: u64,
+}
+
+/// What a withdrawal or deletion removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RemovalReport {
+    pub templates_deleted: usize,
+    pub consents_affected: usize,
+    pub key_destroyed: bool,
+}
+
+/// What a retention sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepReport {
+    pub templates_deleted: usize,
+    pub subjects_affected: usize,
+    /// Consents whose expiry the current policy brought forward.
+    pub expiries_shortened: usize,
+    pub keys_destroyed: usize,
+}
+
+/// What a gallery load found.
+#[derive(Debug, Default)]
+pub struct GalleryLoad {
+    pub loaded: usize,
+    /// Rows that did not open (tampered, moved, wrong shape), each naming template and subject.
+    /// The other rows are loaded regardless.
+    pub failures: Vec<StoreError>,
+}
+
+/// What a master key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationReport {
+    pub keys_rewrapped: usize,
+    pub old_key_id: KeyId,
+    pub new_key_id: KeyId,
+}
+
+/// The encrypted template store. See the crate docs.
+pub struct Store {
+    conn: Connection,
+    file: PathBuf,
+    clock: Arc<dyn Clock>,
+    policy: PolicyConfig,
+    key_id: KeyId,
+    keks: Keks,
+    audit_key: AuditKey,
+    read_only: bool,
+    gallery: Option<Gallery>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("file", &self.file)
+            .field("key_id", &self.key_id)
+            .field("read_only", &self.read_only)
+            .field("gallery", &self.gallery)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a write closure sees.
+struct Ctx<'a> {
+    file: &'a Path,
+    keks: &'a Keks,
+    audit: &'a AuditKey,
+    policy: &'a PolicyConfig,
+    now: UnixMillis,
+}
+
+impl Ctx<'_> {
+    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        StoreError::db_at(self.file, op)
+    }
+
+    fn audit(&self, conn: &Connection, event: &AuditEvent) -> Result<u64, StoreError> {
+        audit::append(conn, self.file, self.audit, self.now, event)
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database `facegate.db` in `state_dir`, checks it, migrates
+    /// it to the current schema and checks that `master_key` is the key it was sealed with.
+    ///
+    /// A database whose file is not writable opens read-only: reads (listing, the gallery, audit
+    /// verification) work and every write fails with [`StoreError::ReadOnly`].
+    pub fn open(
+        state_dir: &Path,
+        master_key: &MasterKey,
+        clock: Arc<dyn Clock>,
+        policy: &PolicyConfig,
+    ) -> Result<Self, StoreError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::Io {
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
+        let file = state_dir.join(DB_FILE_NAME);
+        let mut conn = Connection::open(&file).map_err(StoreError::db_at(&file, "open"))?;
+        let read_only = conn
+            .is_readonly("main")
+            .map_err(StoreError::db_at(&file, "open"))?;
+        if read_only {
+            tracing::warn!(file = %file.display(), "database is read-only: serving reads, refusing writes");
+        }
+        schema::configure(&conn, &file, read_only)?;
+        quick_check(&conn, &file)?;
+
+        let found = schema::user_version(&conn, &file)?;
+        if found < SCHEMA_VERSION && read_only {
+            return Err(StoreError::ReadOnly {
+                file,
+                op: "migrate",
+            });
+        }
+        schema::migrate_to(&mut conn, &file, SCHEMA_VERSION)?;
+
+        let keks = Keks::derive(master_key);
+        let key_id = master_key.id();
+        let stored_id = get_setting(&conn, &file, SETTING_KEY_ID)?;
+        let audit_key = match stored_id {
+            Some(expected) if expected != key_id.as_str() => {
+                return Err(StoreError::WrongMasterKey {
+                    expected,
+                    got: key_id.to_string(),
+                });
+            }
+            Some(_) => load_audit_key(&conn, &file, &keks)?,
+            None if read_only => {
+                return Err(StoreError::ReadOnly {
+                    file,
+                    op: "initialise",
+                });
+            }
+            None => initialise(&mut conn, &file, &keks, &key_id, clock.now())?,
+        };
+
+        let mut store = Self {
+            conn,
+            file,
+            clock,
+            policy: policy.clone(),
+            key_id,
+            keks,
+            audit_key,
+            read_only,
+            gallery: None,
+        };
+        if found > 0 && found < SCHEMA_VERSION {
+            store.record(
+                AuditEvent::new(AuditKind::StoreLifecycle, "facegate", "ok")
+                    .details(json!({ "migrated_from": found, "migrated_to": SCHEMA_VERSION })),
+            )?;
+        }
+        tracing::info!(
+            file = %store.file.display(),
+            schema = SCHEMA_VERSION,
+            key_id = %store.key_id,
+            read_only,
+            "store opened"
+        );
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The id of the master key in use.
+    pub fn master_key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &PolicyConfig {
+        &self.policy
+    }
+
+    /// Replaces the policy in force (a config reload), records it, and returns nothing else:
+    /// call [`Store::sweep_expired`] to apply a shortened retention to stored data.
+    pub fn set_policy(&mut self, policy: &PolicyConfig, operator: &str) -> Result<(), StoreError> {
+        self.record(
+            AuditEvent::new(AuditKind::ConfigChange, operator, "ok")
+                .details(json!({ "change": "policy reloaded" })),
+        )?;
+        self.policy = policy.clone();
+        Ok(())
+    }
+
+    fn write<T>(
+        &mut self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>, &Ctx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly {
+                file: self.file.clone(),
+                op,
+            });
+        }
+        let ctx = Ctx {
+            file: &self.file,
+            keks: &self.keks,
+            audit: &self.audit_key,
+            policy: &self.policy,
+            now: self.clock.now(),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::db_at(&self.file, op))?;
+        let out = f(&tx, &ctx)?;
+        tx.commit().map_err(StoreError::db_at(&self.file, op))?;
+        Ok(out)
+    }
+
+    /// Moves the WAL into the database and truncates it, so deleted rows leave no old page
+    /// images in the `-wal` file. Best effort: a busy reader only delays it.
+    fn checkpoint(&self) {
+        let r: rusqlite::Result<(i64, i64, i64)> =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                });
+        match r {
+            Ok((0, _, _)) => {}
+            Ok((busy, log, done)) => {
+                tracing::warn!(
+                    busy,
+                    log,
+                    done,
+                    "WAL checkpoint incomplete; will retry later"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        }
+    }
+
+    // ----- consent and enrollment ----------------------------------------------------------
+
+    /// Records a consent in the ledger (Art. 6, 7), before or independently of enrollment.
+    pub fn record_consent(&mut self, consent: &Consent) -> Result<ConsentId, StoreError> {
+        let now = self.clock.now();
+        self.check_consent(consent, now)?;
+        let subject = consent.subject().clone();
+        let id = self.write("record consent", |tx, ctx| {
+            let (id, _) = upsert_consent(tx, ctx, consent)?;
+            Ok(id)
+        })?;
+        tracing::info!(subject = %subject, consent = id.0, "consent recorded");
+        Ok(id)
+    }
+
+    /// Refuses a consent that is not live now or that the ledger shows as withdrawn later.
+    fn check_consent(&mut self, consent: &Consent, now: UnixMillis) -> Result<(), StoreError> {
+        let subject = consent.subject().clone();
+        let refusal = if !consent.is_live(now) {
+            Some(StoreError::ConsentNotLive {
+                subject: subject.clone(),
+                expires_at: consent.expires_at(),
+                now,
+            })
+        } else {
+            let withdrawn: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT withdrawn_at FROM subjects WHERE id = ?1",
+                    [subject.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(StoreError::db_at(&self.file, "read subject"))?
+                .flatten();
+            withdrawn
+                .filter(|&w| w >= consent.record().granted_at.0)
+                .map(|w| StoreError::ConsentWithdrawn {
+                    subject: subject.clone(),
+                    withdrawn_at: UnixMillis(w),
+                })
+        };
+        match refusal {
+            None => Ok(()),
+            Some(e) => {
+                if !self.read_only {
+                    let ev =
+                        AuditEvent::new(AuditKind::Enroll, &consent.record().operator, "refused")
+                            .subject(&subject)
+                            .details(json!({ "reason": e.to_string() }));
+                    if let Err(a) = self.record(ev) {
+                        tracing::warn!(subject = %subject, error = %a, "could not record a refused enrollment");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Enrolls one template for the consent's subject: the samples (one or several embeddings
+    /// of the same person from one model) are fused into their renormalised mean.
+    ///
+    /// Refuses unless the consent is live now and not withdrawn since. The subject row, its data
+    /// key (created on first enrollment), the consent and the sealed template are written in one
+    /// transaction together with the audit record; the gallery is updated after the commit when
+    /// it holds `model_id`. Returns the new template's id.
+    pub fn enroll(
+        &mut self,
+        consent: &Consent,
+        samples: &[Embedding],
+        model_id: &str,
+    ) -> Result<TemplateId, StoreError> {
+        validate_model_id(model_id)?;
+        let subject = consent.subject().clone();
+        let fused = Embedding::mean(samples).map_err(|source| StoreError::Embedding {
+            subject: subject.clone(),
+            source,
+        })?;
+        if let Some(g) = self.gallery.as_ref().filter(|g| g.model_id() == model_id) {
+            if g.dim() != fused.dim() {
+                return Err(StoreError::DimensionMismatch {
+                    expected: g.dim(),
+                    got: fused.dim(),
+                });
+            }
+        }
+        let now = self.clock.now();
+        self.check_consent(consent, now)?;
+        let record = consent.record();
+        let expires_at = consent.expires_at().min(
+            self.policy
+                .retention_until(record.granted_at, record.age_years),
+        );
+        if expires_at <= now {
+            return Err(StoreError::ConsentNotLive {
+                subject,
+                expires_at,
+                now,
+            });
+        }
+
+        let template = self.write("enroll", |tx, ctx| {
+            let (consent_id, _) = upsert_consent(tx, ctx, consent)?;
+            let data_key = match load_subject_key(tx, ctx.file, ctx.keks, &subject)? {
+                Some(k) => k,
+                None => create_subject_key(tx, ctx, &subject)?,
+            };
+            tx.execute(
+                "INSERT INTO templates (subject_id, consent_id, model_id, dim, seal_version, nonce,
+                                        sealed, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, x'', x'', ?6, ?7)",
+                params![
+                    subject.as_str(),
+                    consent_id.0,
+                    model_id,
+                    fused.dim() as i64,
+                    SEAL_VERSION,
+                    ctx.now.0,
+                    expires_at.0
+                ],
+            )
+            .map_err(ctx.err("insert template"))?;
+            let template = TemplateId(u64::try_from(tx.last_insert_rowid()).unwrap_or(0));
+            let binding = TemplateBinding {
+                template,
+                subject: &subject,
+                model_id,
+                seal_version: SEAL_VERSION,
+            };
+            let (nonce, sealed) = seal::seal_template(&data_key, binding, fused.as_slice())
+                .map_err(|_| StoreError::Random { what: "a nonce" })?;
+            tx.execute(
+                "UPDATE templates SET nonce = ?1, sealed = ?2 WHERE id = ?3",
+                params![nonce.as_slice(), sealed, template.0 as i64],
+            )
+            .map_err(ctx.err("seal template"))?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::Enroll, &record.operator, "ok")
+                    .subject(&subject)
+                    .details(json!({
+                        "template": template.0,
+                        "consent": consent_id.0,
+                        "model_id": model_id,
+                        "samples": samples.len(),
+                        "expires_at": expires_at.0,
+                    })),
+            )?;
+            Ok(template)
+        })?;
+
+        if let Some(g) = self.gallery.as_mut().filter(|g| g.model_id() == model_id) {
+            g.insert(&subject, template, &fused)?;
+        }
+        tracing::info!(subject = %subject, template = %template, model_id, "enrolled");
+        Ok(template)
+    }
+
+    /// The subject's live consent from the ledger, rebuilt through the policy (for example to
+    /// enroll another template without asking again). `None` if there is none.
+    pub fn live_consent(&self, subject: &SubjectId) -> Result<Option<Consent>, StoreError> {
+        let now = self.clock.now();
+        let row: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT record FROM consents
+                 WHERE subject_id = ?1 AND withdrawn_at IS NULL AND expires_at > ?2
+                 ORDER BY expires_at DESC LIMIT 1",
+                params![subject.as_str(), now.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::db_at(&self.file, "read consent"))?;
+        let Some(json) = row else {
+            return Ok(None);
+        };
+        let record = parse_record(subject, &json)?;
+        let consent = self
+            .policy
+            .restore(record)
+            .map_err(|source| StoreError::Policy {
+                subject: subject.clone(),
+                source,
+            })?;
+        Ok(consent.is_live(now).then_some(consent))
+    }
+
+    // ----- withdrawal, deletion, retention -------------------------------------------------
+
+    /// Withdrawal (Art. 6): deletes the subject's templates and data key at once, marks its
+    /// consents withdrawn (the ledger keeps them: earlier processing stays lawful), records it.
+    pub fn withdraw(&mut self, withdrawal: &Withdrawal) -> Result<RemovalReport, StoreError> {
+        let subject = withdrawal.subject.clone();
+        self.require_subject(&subject)?;
+        let details = json!({
+            "at": withdrawal.at.0,
+            "operator": withdrawal.operator,
+            "method": withdrawal.method,
+        });
+        let report = self.write("withdraw", |tx, ctx| {
+            let mut report = remove_templates_and_key(tx, ctx, &subject)?;
+            report.consents_affected = tx
+                .execute(
+                    "UPDATE consents SET withdrawn_at = ?2, withdrawal = ?3
+                     WHERE subject_id = ?1 AND withdrawn_at IS NULL",
+                    params![subject.as_str(), withdrawal.at.0, details.to_string()],
+                )
+                .map_err(ctx.err("withdraw consent"))?;
+            tx.execute(
+                "UPDATE subjects SET withdrawn_at = MAX(COALESCE(withdrawn_at, ?2), ?2)
+                 WHERE id = ?1",
+                params![subject.as_str(), withdrawal.at.0],
+            )
+            .map_err(ctx.err("withdraw consent"))?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::Withdrawal, &withdrawal.operator, "ok")
+                    .subject(&subject)
+                    .details(json!({
+                        "templates_deleted": report.templates_deleted,
+                        "consents_withdrawn": report.consents_affected,
+                        "method": withdrawal.method,
+                        "at": withdrawal.at.0,
+                    })),
+            )?;
+            Ok(report)
+        })?;
+        self.after_removal(&subject);
+        tracing::info!(
+            subject = %subject,
+            templates_deleted = report.templates_deleted,
+            "consent withdrawn; templates and data key deleted"
+        );
+        Ok(report)
+    }
+
+    /// Erases a subject completely: templates, data key, consent ledger rows and the subject
+    /// row. The audit trail keeps the processing record (ids only), as Art. 9 requires.
+    pub fn delete_subject(
+        &mut self,
+        subject: &SubjectId,
+        operator: &str,
+        reason: &str,
+    ) -> Result<RemovalReport, StoreError> {
+        self.require_subject(subject)?;
+        let report = self.write("delete subject", |tx, ctx| {
+            let mut report = remove_templates_and_key(tx, ctx, subject)?;
+            report.consents_affected = tx
+                .execute(
+                    "DELETE FROM consents WHERE subject_id = ?1",
+                    [subject.as_str()],
+                )
+                .map_err(ctx.err("delete consents"))?;
+            tx.execute("DELETE FROM subjects WHERE id = ?1", [subject.as_str()])
+                .map_err(ctx.err("delete subject"))?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::Deletion, operator, "ok")
+                    .subject(subject)
+                    .details(json!({
+                        "templates_deleted": report.templates_deleted,
+                        "consents_deleted": report.consents_affected,
+                        "reason": reason,
+                    })),
+            )?;
+            Ok(report)
+        })?;
+        self.after_removal(subject);
+        tracing::info!(subject = %subject, templates_deleted = report.templates_deleted, "subject deleted");
+        Ok(report)
+    }
+
+    fn require_subject(&self, subject: &SubjectId) -> Result<(), StoreError> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM subjects WHERE id = ?1)",
+                [subject.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::db_at(&self.file, "read subject"))?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::UnknownSubject {
+                subject: subject.clone(),
+            })
+        }
+    }
+
+    fn after_removal(&mut self, subject: &SubjectId) {
+        if let Some(g) = self.gallery.as_mut() {
+            g.remove_subject(subject);
+        }
+        self.checkpoint();
+    }
+
+    /// Retention (Art. 8): re-evaluates every live consent's expiry under the current policy
+    /// (a shortened retention applies to stored data), then deletes every template whose expiry
+    /// has passed, and the data key of every subject left without templates. Run at start-up and
+    /// on a schedule.
+    pub fn sweep_expired(&mut self) -> Result<SweepReport, StoreError> {
+        let (report, subjects) = self.write("retention sweep", |tx, ctx| {
+            let mut report = SweepReport::default();
+            // 1. Bring consent expiries forward where the current policy is shorter.
+            let live: Vec<(i64, String, String, i64)> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT c.id, c.subject_id, c.record, c.expires_at FROM consents c
+                         WHERE c.withdrawn_at IS NULL",
+                    )
+                    .map_err(ctx.err("read consents"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .map_err(ctx.err("read consents"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(ctx.err("read consents"))?
+            };
+            for (id, subject, json, expires_at) in live {
+                let subject = SubjectId::new(subject).map_err(|_| StoreError::Setting {
+                    file: ctx.file.to_path_buf(),
+                    key: "consents.subject_id",
+                    reason: "holds an invalid subject id",
+                })?;
+                let record = parse_record(&subject, &json)?;
+                let now_until = ctx
+                    .policy
+                    .retention_until(record.granted_at, record.age_years);
+                if now_until.0 < expires_at {
+                    tx.execute(
+                        "UPDATE consents SET expires_at = ?2 WHERE id = ?1",
+                        params![id, now_until.0],
+                    )
+                    .map_err(ctx.err("shorten retention"))?;
+                    report.expiries_shortened += 1;
+                }
+            }
+            // Templates never outlive their consent.
+            tx.execute(
+                "UPDATE templates SET expires_at =
+                     (SELECT c.expires_at FROM consents c WHERE c.id = templates.consent_id)
+                 WHERE expires_at >
+                     (SELECT c.expires_at FROM consents c WHERE c.id = templates.consent_id)",
+                [],
+            )
+            .map_err(ctx.err("shorten retention"))?;
+
+            // 2. Delete expired templates.
+            let expired: Vec<(String, i64)> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT subject_id, COUNT(*) FROM templates WHERE expires_at <= ?1
+                         GROUP BY subject_id ORDER BY subject_id",
+                    )
+                    .map_err(ctx.err("find expired"))?;
+                let rows = stmt
+                    .query_map([ctx.now.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(ctx.err("find expired"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(ctx.err("find expired"))?
+            };
+            report.templates_deleted = tx
+                .execute("DELETE FROM templates WHERE expires_at <= ?1", [ctx.now.0])
+                .map_err(ctx.err("delete expired"))?;
+
+            // 3. Crypto-shred the keys of subjects left without templates.
+            report.keys_destroyed = tx
+                .execute(
+                    "DELETE FROM subject_keys
+                     WHERE subject_id NOT IN (SELECT subject_id FROM templates)",
+                    [],
+                )
+                .map_err(ctx.err("delete expired keys"))?;
+
+            let mut subjects = Vec::with_capacity(expired.len());
+            for (subject, n) in expired {
+                let Ok(subject) = SubjectId::new(subject) else {
+                    continue;
+                };
+                ctx.audit(
+                    tx,
+                    &AuditEvent::new(AuditKind::Expiry, "retention-sweeper", "ok")
+                        .subject(&subject)
+                        .details(json!({ "templates_deleted": n })),
+                )?;
+                subjects.push(subject);
+            }
+            report.subjects_affected = subjects.len();
+            if report != SweepReport::default() {
+                ctx.audit(
+                    tx,
+                    &AuditEvent::new(AuditKind::Expiry, "retention-sweeper", "ok").details(json!({
+                        "templates_deleted": report.templates_deleted,
+                        "subjects": report.subjects_affected,
+                        "expiries_shortened": report.expiries_shortened,
+                        "keys_destroyed": report.keys_destroyed,
+                    })),
+                )?;
+            }
+            Ok((report, subjects))
+        })?;
+        if report.templates_deleted > 0 || report.keys_destroyed > 0 {
+            if let Some(g) = self.gallery.as_mut() {
+                for s in &subjects {
+                    g.remove_subject(s);
+                }
+            }
+            self.checkpoint();
+        }
+        // Rows expired by a shortened retention for subjects outside `subjects` cannot exist:
+        // every deleted template's subject is listed.
+        tracing::info!(
+            templates_deleted = report.templates_deleted,
+            subjects = report.subjects_affected,
+            expiries_shortened = report.expiries_shortened,
+            "retention sweep done"
+        );
+        Ok(report)
+    }
+
+    // ----- gallery -------------------------------------------------------------------------
+
+    /// Decrypts every live template of `model_id` into a new gallery (replacing any loaded one).
+    /// Rows that do not open are skipped and reported in [`GalleryLoad::failures`], and recorded
+    /// as an audit alert; every other subject still loads.
+    pub fn load_gallery(&mut self, model_id: &str, dim: usize) -> Result<GalleryLoad, StoreError> {
+        let now = self.clock.now();
+        let err = |op| StoreError::db_at(&self.file, op);
+        let count: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM templates WHERE model_id = ?1 AND expires_at > ?2",
+                params![model_id, now.0],
+                |r| r.get(0),
+            )
+            .map_err(err("count templates"))?;
+        let mut gallery = Gallery::new(model_id, dim, usize::try_from(count).unwrap_or(0));
+        let mut load = GalleryLoad::default();
+        {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT t.id, t.subject_id, t.model_id, t.dim, t.seal_version, t.nonce,
+                            t.sealed, k.nonce, k.wrapped
+                     FROM templates t LEFT JOIN subject_keys k ON k.subject_id = t.subject_id
+                     WHERE t.model_id = ?1 AND t.expires_at > ?2
+                     ORDER BY t.subject_id, t.id",
+                )
+                .map_err(err("read templates"))?;
+            let mut rows = stmt
+                .query(params![model_id, now.0])
+                .map_err(err("read templates"))?;
+            let mut current: Option<(SubjectId, Result<Secret, StoreError>)> = None;
+            while let Some(r) = rows.next().map_err(err("read templates"))? {
+                let row = TemplateRow::from_row(r).map_err(err("read templates"))?;
+                let Ok(subject) = SubjectId::new(row.subject.clone()) else {
+                    load.failures.push(StoreError::Setting {
+                        file: self.file.clone(),
+                        key: "templates.subject_id",
+                        reason: "holds an invalid subject id",
+                    });
+                    continue;
+                };
+                if current.as_ref().is_none_or(|(s, _)| *s != subject) {
+                    let key = match (&row.key_nonce, &row.key_wrapped) {
+                        (Some(n), Some(w)) => {
+                            self.keks.unwrap_subject_key(&subject, n, w).map_err(|_| {
+                                StoreError::SubjectKey {
+                                    subject: subject.clone(),
+                                }
+                            })
+                        }
+                        _ => Err(StoreError::NoSubjectKey {
+                            subject: subject.clone(),
+                        }),
+                    };
+                    if let Err(e) = &key {
+                        load.failures.push(clone_key_error(e, &subject));
+                    }
+                    current = Some((subject.clone(), key));
+                }
+                let Some((_, Ok(data_key))) = current.as_ref() else {
+                    continue;
+                };
+                match open_row(data_key, &row, &subject, dim) {
+                    Ok(e) => {
+                        gallery.insert(&subject, row.template, &e)?;
+                        load.loaded += 1;
+                    }
+                    Err(e) => load.failures.push(e),
+                }
+            }
+        }
+        for f in &load.failures {
+            tracing::error!(error = %f, "template not loaded into the gallery");
+        }
+        if !load.failures.is_empty() && !self.read_only {
+            let what: Vec<String> = load.failures.iter().map(ToString::to_string).collect();
+            self.record(
+                AuditEvent::new(AuditKind::Alert, "facegate", "failed")
+                    .details(json!({ "gallery_load_failures": what })),
+            )?;
+        }
+        tracing::info!(
+            model_id,
+            loaded = load.loaded,
+            failed = load.failures.len(),
+            locked = gallery.is_locked(),
+            "gallery loaded"
+        );
+        self.gallery = Some(gallery);
+        Ok(load)
+    }
+
+    /// The loaded gallery, if any.
+    pub fn gallery(&self) -> Option<&Gallery> {
+        self.gallery.as_ref()
+    }
+
+    // ----- keys ----------------------------------------------------------------------------
+
+    /// Re-wraps every subject data key and the audit key under `new_key` in one transaction,
+    /// without re-enrolling anyone, and records the rotation. Afterwards the database opens only
+    /// with `new_key`.
+    ///
+    /// Why rotate: a byte copy of the database (a backup, a stolen disk image) taken *before* a
+    /// subject was deleted still holds that subject's wrapped data key, so the old copy plus the
+    /// master key in use at the time can still open the deleted subject's templates. Deleting a
+    /// subject crypto-shreds it in the live database (its key row is gone, `secure_delete`
+    /// zeroes the freed cells and the WAL is checkpointed and truncated), but it cannot reach
+    /// into copies. After a rotation, old copies need the *retired* key: destroy the retired key
+    /// (and keep backups sealed under the current one) and every subject deleted before the
+    /// rotation is unreadable in every old copy too.
+    pub fn rotate_master_key(
+        &mut self,
+        new_key: &MasterKey,
+        operator: &str,
+    ) -> Result<RotationReport, StoreError> {
+        let new_keks = Keks::derive(new_key);
+        let new_id = new_key.id();
+        let old_id = self.key_id.clone();
+        let rewrapped = self.write("rotate master key", |tx, ctx| {
+            let keys: Vec<(String, Vec<u8>, Vec<u8>)> = {
+                let mut stmt = tx
+                    .prepare("SELECT subject_id, nonce, wrapped FROM subject_keys")
+                    .map_err(ctx.err("read data keys"))?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(ctx.err("read data keys"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(ctx.err("read data keys"))?
+            };
+            for (subject, nonce, wrapped) in &keys {
+                let subject = SubjectId::new(subject.clone()).map_err(|_| StoreError::Setting {
+                    file: ctx.file.to_path_buf(),
+                    key: "subject_keys.subject_id",
+                    reason: "holds an invalid subject id",
+                })?;
+                let key = ctx
+                    .keks
+                    .unwrap_subject_key(&subject, nonce, wrapped)
+                    .map_err(|_| StoreError::SubjectKey {
+                        subject: subject.clone(),
+                    })?;
+                let (n, w) = new_keks
+                    .wrap_subject_key(&subject, &key)
+                    .map_err(|_| StoreError::Random { what: "a nonce" })?;
+                tx.execute(
+                    "UPDATE subject_keys SET nonce = ?2, wrapped = ?3 WHERE subject_id = ?1",
+                    params![subject.as_str(), n.as_slice(), w],
+                )
+                .map_err(ctx.err("re-wrap data key"))?;
+            }
+            let audit_secret = unwrap_audit_secret(tx, ctx.file, ctx.keks)?;
+            store_audit_secret(tx, ctx.file, &new_keks, &audit_secret)?;
+            set_setting(tx, ctx.file, SETTING_KEY_ID, new_id.as_str())?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::KeyRotation, operator, "ok").details(json!({
+                    "old_key_id": old_id.as_str(),
+                    "new_key_id": new_id.as_str(),
+                    "keys_rewrapped": keys.len(),
+                })),
+            )?;
+            Ok(keys.len())
+        })?;
+        self.keks = new_keks;
+        self.key_id = new_id.clone();
+        self.checkpoint();
+        tracing::info!(old_key_id = %old_id, new_key_id = %new_id, rewrapped, "master key rotated");
+        Ok(RotationReport {
+            keys_rewrapped: rewrapped,
+            old_key_id: old_id,
+            new_key_id: new_id,
+        })
+    }
+
+    // ----- audit ---------------------------------------------------------------------------
+
+    /// Appends a record to the processing record (verification and identification decisions,
+    /// config changes, authentication failures, ...).
+    pub fn record(&mut self, event: AuditEvent) -> Result<u64, StoreError> {
+        self.write("append audit record", |tx, ctx| ctx.audit(tx, &event))
+    }
+
+    /// Walks the whole audit chain and reports the first break (edited, removed, reordered,
+    /// truncated) if any.
+    pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        audit::verify(&self.conn, &self.file, &self.audit_key)
+    }
+
+    /// Removes the longest prefix of audit records older than `older_than` and re-anchors the
+    /// chain, recording the prune itself. Refuses cut-offs younger than 3 years (Art. 9) and a
+    /// broken chain (the evidence stays).
+    pub fn prune_audit(
+        &mut self,
+        older_than: UnixMillis,
+        operator: &str,
+    ) -> Result<PruneReport, StoreError> {
+        let report = self.write("prune audit", |tx, ctx| {
+            let report = audit::prune_prefix(tx, ctx.file, ctx.audit, ctx.now, older_than)?;
+            if report.removed > 0 {
+                ctx.audit(
+                    tx,
+                    &AuditEvent::new(AuditKind::AuditPrune, operator, "ok").details(json!({
+                        "removed": report.removed,
+                        "anchor_seq": report.anchor_seq,
+                        "older_than": older_than.0,
+                    })),
+                )?;
+            }
+            Ok(report)
+        })?;
+        if report.removed > 0 {
+            self.checkpoint();
+        }
+        Ok(report)
+    }
+
+    /// Audit records with `seq >= from`, at most `limit`.
+    pub fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        audit::records(&self.conn, &self.file, from, limit)
+    }
+
+    /// Number of audit records per kind.
+    pub fn audit_counts(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        audit::counts_by_kind(&self.conn, &self.file)
+    }
+
+    // ----- reading -------------------------------------------------------------------------
+
+    /// Counts for reports and the Art. 15 filing threshold.
+    pub fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let now = self.clock.now();
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(DISTINCT subject_id) FROM templates),
+                        (SELECT COUNT(*) FROM templates),
+                        (SELECT COUNT(*) FROM subjects),
+                        (SELECT COUNT(*) FROM consents
+                         WHERE withdrawn_at IS NULL AND expires_at > ?1)",
+                [now.0],
+                |r| {
+                    let g = |i| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+                    Ok(StoreCounts {
+                        subjects_with_templates: g(0)?,
+                        templates: g(1)?,
+                        subjects: g(2)?,
+                        live_consents: g(3)?,
+                    })
+                },
+            )
+            .map_err(StoreError::db_at(&self.file, "count"))
+    }
+
+    /// Every subject, ordered by id.
+    pub fn list_subjects(&self) -> Result<Vec<SubjectSummary>, StoreError> {
+        self.summaries(None)
+    }
+
+    /// Everything stored about one subject, except template values.
+    pub fn subject(&self, subject: &SubjectId) -> Result<Option<SubjectDetail>, StoreError> {
+        let Some(summary) = self.summaries(Some(subject))?.into_iter().next() else {
+            return Ok(None);
+        };
+        let err = |op| StoreError::db_at(&self.file, op);
+        let consents = {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT id, record, expires_at, withdrawn_at FROM consents
+                     WHERE subject_id = ?1 ORDER BY id",
+                )
+                .map_err(err("read consents"))?;
+            let rows = stmt
+                .query_map([subject.as_str()], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })
+                .map_err(err("read consents"))?;
+            let raw: Vec<_> = rows
+                .collect::<Result<_, _>>()
+                .map_err(err("read consents"))?;
+            raw.into_iter()
+                .map(|(id, json, exp, wd)| {
+                    Ok(ConsentEntry {
+                        id: ConsentId(id),
+                        record: parse_record(subject, &json)?,
+                        expires_at: UnixMillis(exp),
+                        withdrawn_at: wd.map(UnixMillis),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?
+        };
+        let templates = {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT id, consent_id, model_id, dim, created_at, expires_at FROM templates
+                     WHERE subject_id = ?1 ORDER BY id",
+                )
+                .map_err(err("read templates"))?;
+            let rows = stmt
+                .query_map([subject.as_str()], |r| {
+                    Ok(TemplateInfo {
+                        template: TemplateId(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                        consent: ConsentId(r.get(1)?),
+                        model_id: r.get(2)?,
+                        dim: usize::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        created_at: UnixMillis(r.get(4)?),
+                        expires_at: UnixMillis(r.get(5)?),
+                    })
+                })
+                .map_err(err("read templates"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(err("read templates"))?
+        };
+        Ok(Some(SubjectDetail {
+            summary,
+            consents,
+            templates,
+        }))
+    }
+
+    fn summaries(&self, only: Option<&SubjectId>) -> Result<Vec<SubjectSummary>, StoreError> {
+        let err = |op| StoreError::db_at(&self.file, op);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.id, s.age_years, s.created_at, s.withdrawn_at,
+                        (SELECT COUNT(*) FROM templates t WHERE t.subject_id = s.id),
+                        (SELECT MAX(created_at) FROM templates t WHERE t.subject_id = s.id),
+                        (SELECT MAX(expires_at) FROM consents c
+                         WHERE c.subject_id = s.id AND c.withdrawn_at IS NULL),
+                        EXISTS(SELECT 1 FROM subject_keys k WHERE k.subject_id = s.id)
+                 FROM subjects s WHERE ?1 IS NULL OR s.id = ?1 ORDER BY s.id",
+            )
+            .map_err(err("list subjects"))?;
+        let rows = stmt
+            .query_map([only.map(SubjectId::as_str)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, bool>(7)?,
+                ))
+            })
+            .map_err(err("list subjects"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, age, created, withdrawn, n, last, exp, has_key) =
+                row.map_err(err("list subjects"))?;
+            let Ok(subject) = SubjectId::new(id) else {
+                continue;
+            };
+            out.push(SubjectSummary {
+                subject,
+                age_years: u8::try_from(age).unwrap_or(u8::MAX),
+                created_at: UnixMillis(created),
+                templates: usize::try_from(n).unwrap_or(0),
+                last_enrolled_at: last.map(UnixMillis),
+                consent_expires_at: exp.map(UnixMillis),
+                withdrawn_at: withdrawn.map(UnixMillis),
+                has_key,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs SQLite's full `integrity_check` and the foreign-key check.
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        let err = |op| StoreError::db_at(&self.file, op);
+        let msgs: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("PRAGMA integrity_check")
+                .map_err(err("integrity_check"))?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))
+                .map_err(err("integrity_check"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(err("integrity_check"))?
+        };
+        if msgs.len() != 1 || msgs[0] != "ok" {
+            return Err(StoreError::Corrupt {
+                file: self.file.clone(),
+                detail: msgs.into_iter().take(3).collect::<Vec<_>>().join("; "),
+            });
+        }
+        let fk_violations: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .map_err(err("foreign_key_check"))?;
+        if fk_violations > 0 {
+            return Err(StoreError::Corrupt {
+                file: self.file.clone(),
+                detail: format!("{fk_violations} foreign key violations"),
+            });
+        }
+        Ok(())
+    }
+}
+
+// ----- helpers -----------------------------------------------------------------------------
+
+struct TemplateRow {
+    template: TemplateId,
+    subject: String,
+    model_id: String,
+    dim: i64,
+    seal_version: i64,
+    nonce: Vec<u8>,
+    sealed: Vec<u8>,
+    key_nonce: Option<Vec<u8>>,
+    key_wrapped: Option<Vec<u8>>,
+}
+
+impl TemplateRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            template: TemplateId(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+            subject: r.get(1)?,
+            model_id: r.get(2)?,
+            dim: r.get(3)?,
+            seal_version: r.get(4)?,
+            nonce: r.get(5)?,
+            sealed: r.get(6)?,
+            key_nonce: r.get(7)?,
+            key_wrapped: r.get(8)?,
+        })
+    }
+}
+
+fn open_row(
+    data_key: &Secret,
+    row: &TemplateRow,
+    subject: &SubjectId,
+    dim: usize,
+) -> Result<Embedding, StoreError> {
+    let format = |reason| StoreError::TemplateFormat {
+        template: row.template,
+        subject: subject.clone(),
+        reason,
+    };
+    if usize::try_from(row.dim).ok() != Some(dim) {
+        return Err(format("dimension differs from the gallery's"));
+    }
+    let binding = TemplateBinding {
+        template: row.template,
+        subject,
+        model_id: &row.model_id,
+        seal_version: u32::try_from(row.seal_version).unwrap_or(u32::MAX),
+    };
+    let values = seal::open_template(data_key, binding, &row.nonce, &row.sealed).map_err(|_| {
+        StoreError::TemplateOpen {
+            template: row.template,
+            subject: subject.clone(),
+            model_id: row.model_id.clone(),
+        }
+    })?;
+    if values.len() != dim {
+        return Err(format("sealed length differs from its dimension"));
+    }
+    Embedding::from_raw(values.to_vec()).map_err(|_| format("not a valid embedding"))
+}
+
+/// `StoreError` is not `Clone` (it carries `io::Error`s); key errors are simple to rebuild.
+fn clone_key_error(e: &StoreError, subject: &SubjectId) -> StoreError {
+    match e {
+        StoreError::NoSubjectKey { .. } => StoreError::NoSubjectKey {
+            subject: subject.clone(),
+        },
+        _ => StoreError::SubjectKey {
+            subject: subject.clone(),
+        },
+    }
+}
+
+fn parse_record(subject: &SubjectId, json: &str) -> Result<ConsentRecord, StoreError> {
+    serde_json::from_str(json).map_err(|source| StoreError::ConsentRecord {
+        subject: subject.clone(),
+        source,
+    })
+}
+
+/// Inserts the subject row if needed and the consent if this exact record is not in the ledger
+/// yet (recording it in the audit trail). Returns the ledger id and whether it is new.
+fn upsert_consent(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    consent: &Consent,
+) -> Result<(ConsentId, bool), StoreError> {
+    let record = consent.record();
+    let subject = consent.subject();
+    let json = serde_json::to_string(record).map_err(|source| StoreError::ConsentRecord {
+        subject: subject.clone(),
+        source,
+    })?;
+    tx.execute(
+        "INSERT INTO subjects (id, age_years, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET age_years = excluded.age_years",
+        params![subject.as_str(), record.age_years, ctx.now.0],
+    )
+    .map_err(ctx.err("insert subject"))?;
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM consents WHERE subject_id = ?1 AND record = ?2
+             AND withdrawn_at IS NULL",
+            params![subject.as_str(), json],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(ctx.err("read consent"))?;
+    if let Some(id) = existing {
+        return Ok((ConsentId(id), false));
+    }
+    tx.execute(
+        "INSERT INTO consents (subject_id, record, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            subject.as_str(),
+            json,
+            record.granted_at.0,
+            consent.expires_at().0
+        ],
+    )
+    .map_err(ctx.err("insert consent"))?;
+    let id = ConsentId(tx.last_insert_rowid());
+    ctx.audit(
+        tx,
+        &AuditEvent::new(AuditKind::Consent, &record.operator, "ok")
+            .subject(subject)
+            .details(json!({
+                "consent": id.0,
+                "notice_version": record.notice_version,
+                "method": record.method,
+                "guardian": record.guardian.is_some(),
+                "granted_at": record.granted_at.0,
+                "expires_at": consent.expires_at().0,
+            })),
+    )?;
+    Ok((id, true))
+}
+
+fn load_subject_key(
+    conn: &Connection,
+    file: &Path,
+    keks: &Keks,
+    subject: &SubjectId,
+) -> Result<Option<Secret>, StoreError> {
+    let row: Option<(Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT nonce, wrapped FROM subject_keys WHERE subject_id = ?1",
+            [subject.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(StoreError::db_at(file, "read data key"))?;
+    let Some((nonce, wrapped)) = row else {
+        return Ok(None);
+    };
+    keks.unwrap_subject_key(subject, &nonce, &wrapped)
+        .map(Some)
+        .map_err(|_| StoreError::SubjectKey {
+            subject: subject.clone(),
+        })
+}
+
+fn create_subject_key(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    subject: &SubjectId,
+) -> Result<Secret, StoreError> {
+    let key = seal::random_secret().map_err(|_| StoreError::Random { what: "a data key" })?;
+    let (nonce, wrapped) = ctx
+        .keks
+        .wrap_subject_key(subject, &key)
+        .map_err(|_| StoreError::Random { what: "a nonce" })?;
+    tx.execute(
+        "INSERT INTO subject_keys (subject_id, nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![subject.as_str(), nonce.as_slice(), wrapped, ctx.now.0],
+    )
+    .map_err(ctx.err("insert data key"))?;
+    Ok(key)
+}
+
+fn remove_templates_and_key(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    subject: &SubjectId,
+) -> Result<RemovalReport, StoreError> {
+    let templates_deleted = tx
+        .execute(
+            "DELETE FROM templates WHERE subject_id = ?1",
+            [subject.as_str()],
+        )
+        .map_err(ctx.err("delete templates"))?;
+    let keys = tx
+        .execute(
+            "DELETE FROM subject_keys WHERE subject_id = ?1",
+            [subject.as_str()],
+        )
+        .map_err(ctx.err("delete data key"))?;
+    Ok(RemovalReport {
+        templates_deleted,
+        consents_affected: 0,
+        key_destroyed: keys > 0,
+    })
+}
+
+fn validate_model_id(id: &str) -> Result<(), StoreError> {
+    if id.is_empty() {
+        return Err(StoreError::InvalidModelId { reason: "empty" });
+    }
+    if id.len() > 64 {
+        return Err(StoreError::InvalidModelId {
+            reason: "longer than 64 characters",
+        });
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-' | b'+'))
+    {
+        return Err(StoreError::InvalidModelId {
+            reason: "character outside the allowed set",
+        });
+    }
+    Ok(())
+}
+
+fn quick_check(conn: &Connection, file: &Path) -> Result<(), StoreError> {
+    let msg: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(StoreError::db_at(file, "quick_check"))?;
+    if msg == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            file: file.to_path_buf(),
+            detail: msg,
+        })
+    }
+}
+
+fn get_setting(conn: &Connection, file: &Path, key: &str) -> Result<Option<String>, StoreError> {
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(StoreError::db_at(file, "read setting"))
+}
+
+fn set_setting(conn: &Connection, file: &Path, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+    .map_err(StoreError::db_at(file, "write setting"))?;
+    Ok(())
+}
+
+fn store_audit_secret(
+    conn: &Connection,
+    file: &Path,
+    keks: &Keks,
+    secret: &Secret,
+) -> Result<(), StoreError> {
+    let (nonce, wrapped) = keks
+        .wrap_audit_key(secret)
+        .map_err(|_| StoreError::Random { what: "a nonce" })?;
+    let value = format!("{}:{}", hex::encode(nonce), hex::encode(wrapped));
+    set_setting(conn, file, SETTING_AUDIT_KEY, &value)
+}
+
+fn unwrap_audit_secret(conn: &Connection, file: &Path, keks: &Keks) -> Result<Secret, StoreError> {
+    let missing = |reason| StoreError::Setting {
+        file: file.to_path_buf(),
+        key: SETTING_AUDIT_KEY,
+        reason,
+    };
+    let value = get_setting(conn, file, SETTING_AUDIT_KEY)?.ok_or(missing("is missing"))?;
+    let (n, w) = value.split_once(':').ok_or(missing("is malformed"))?;
+    let nonce = hex::decode(n).map_err(|_| missing("is malformed"))?;
+    let wrapped = hex::decode(w).map_err(|_| missing("is malformed"))?;
+    keks.unwrap_audit_key(&nonce, &wrapped)
+        .map_err(|_| StoreError::AuditKey {
+            file: file.to_path_buf(),
+        })
+}
+
+fn load_audit_key(conn: &Connection, file: &Path, keks: &Keks) -> Result<AuditKey, StoreError> {
+    Ok(AuditKey::new(&unwrap_audit_secret(conn, file, keks)?))
+}
+
+/// First open of a new database: key id, wrapped audit key, chain genesis, first record.
+fn initialise(
+    conn: &mut Connection,
+    file: &Path,
+    keks: &Keks,
+    key_id: &KeyId,
+    now: UnixMillis,
+) -> Result<AuditKey, StoreError> {
+    let secret = seal::random_secret().map_err(|_| StoreError::Random {
+        what: "the audit key",
+    })?;
+    let key = AuditKey::new(&secret);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::db_at(file, "initialise"))?;
+    set_setting(&tx, file, SETTING_KEY_ID, key_id.as_str())?;
+    set_setting(&tx, file, SETTING_CREATED, &now.0.to_string())?;
+    store_audit_secret(&tx, file, keks, &secret)?;
+    audit::init(&tx, file, &key)?;
+    audit::append(
+        &tx,
+        file,
+        &key,
+        now,
+        &AuditEvent::new(AuditKind::StoreLifecycle, "facegate", "ok").details(json!({
+            "created": true,
+            "schema_version": SCHEMA_VERSION,
+            "master_key_id": key_id.as_str(),
+        })),
+    )?;
+    tx.commit().map_err(StoreError::db_at(file, "initialise"))?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_ids_are_validated() {
+        assert!(validate_model_id("arcface-r100:v1.2").is_ok());
+        assert!(validate_model_id("").is_err());
+        assert!(validate_model_id("a b").is_err());
+        assert!(validate_model_id(&"m".repeat(65)).is_err());
+    }
+}
