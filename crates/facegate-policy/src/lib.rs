@@ -12,7 +12,11 @@
 
 mod config;
 mod consent;
+pub mod egress;
 mod error;
+mod filing;
+mod matching;
+mod report;
 
 pub use config::{
     Alternatives, Deployment, EXAMPLE_TOML, FilingPolicy, MAX_FMR, MAX_FRAMES_TO_AGREE,
@@ -26,3 +30,9 @@ pub use consent::{
     MINOR_AGE_YEARS, Withdrawal,
 };
 pub use error::PolicyError;
+pub use filing::{ART15_FILING_THRESHOLD, FilingStatus};
+pub use matching::{
+    IdentifyOutcome, UnknownReason, VerifyOutcome, identification_outcome, resolve_threshold,
+    verification_outcome,
+};
+pub use report::{PiaChange, PiaFingerprint, PiaReport, StateSummary, filing_report, pia_report};

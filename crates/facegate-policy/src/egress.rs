@@ -1,0 +1,272 @@
+//! The egress guard (Art. 8: face information stays in the device and is not sent over the
+//! internet). Kernel-enforced, not a promise.
+//!
+//! [`install`] applies a seccomp-BPF filter to **every thread of the process** (TSYNC) after
+//! which:
+//!
+//! - `socket()` and `socketpair()` fail with `EACCES` for every address family except `AF_UNIX`
+//!   and `AF_NETLINK`. That covers `AF_INET`, `AF_INET6` and `AF_PACKET` (the ones Art. 8 is
+//!   about) and also every other family that can carry data off the device (Bluetooth, CAN,
+//!   vsock, XDP, TIPC, ...): an allow-list cannot forget a family.
+//! - `io_uring_setup()` fails with `EACCES`, because io_uring can create sockets
+//!   (`IORING_OP_SOCKET`) without the `socket()` system call the filter sees.
+//! - On x86_64 the x32-ABI numbers of those calls fail too, so the x32 entry points are not a
+//!   way around the filter.
+//!
+//! Everything else is allowed. `AF_UNIX` stays open for the admin socket, journald and sd_notify.
+//! `AF_NETLINK` stays open because it is a channel to the local kernel, not to a network (udev
+//! hot-plug events for the camera and interface queries use it); without network sockets it
+//! cannot move data off the device, and the service unit's `PrivateNetwork=yes` leaves the
+//! process with only a loopback interface in any case.
+//!
+//! `EACCES` is chosen over `EPERM` so that [`status`] can tell this guard from other layers:
+//! systemd's `RestrictAddressFamilies=` answers `EAFNOSUPPORT`, a missing capability `EPERM`.
+//!
+//! Rules for callers:
+//!
+//! - **Install it early**: before the inference thread pools start and before anything opens a
+//!   network socket. Sockets that already exist when it is installed keep working, and a thread
+//!   that runs its own, different seccomp filter makes TSYNC fail (install then reports it).
+//! - **It is irreversible**: there is no uninstall; the filter lives until the process exits and
+//!   is inherited by every child process, which is intended (a spawned `curl` cannot connect
+//!   either). Installing twice is harmless.
+//! - It also sets `PR_SET_NO_NEW_PRIVS`, so set-uid programs run from the process gain nothing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+use crate::PolicyError;
+
+/// The errno a blocked call fails with.
+pub const DENY_ERRNO: i32 = libc::EACCES;
+
+/// The address families that stay open.
+pub const ALLOWED_FAMILIES: [i32; 2] = [libc::AF_UNIX, libc::AF_NETLINK];
+
+/// The x32-ABI bit of x86_64 system call numbers.
+const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The system call numbers the guard needs, per architecture. Spelled out rather than taken from
+/// `libc::SYS_*`, which only know the architecture being compiled for.
+#[derive(Debug, Clone, Copy)]
+struct Syscalls {
+    socket: i64,
+    socketpair: i64,
+    io_uring_setup: i64,
+    /// x86_64 only: also deny the x32-ABI numbers.
+    x32: bool,
+}
+
+fn syscalls(arch: &'static str) -> Result<(TargetArch, Syscalls), PolicyError> {
+    match arch {
+        "x86_64" => Ok((
+            TargetArch::x86_64,
+            Syscalls {
+                socket: 41,
+                socketpair: 53,
+                io_uring_setup: 425,
+                x32: true,
+            },
+        )),
+        "aarch64" => Ok((
+            TargetArch::aarch64,
+            Syscalls {
+                socket: 198,
+                socketpair: 199,
+                io_uring_setup: 425,
+                x32: false,
+            },
+        )),
+        other => Err(PolicyError::EgressUnsupportedArch { arch: other }),
+    }
+}
+
+fn build_error(e: seccompiler::BackendError) -> PolicyError {
+    PolicyError::EgressInstall {
+        stage: "building the filter",
+        reason: e.to_string(),
+    }
+}
+
+/// Builds the BPF program for `arch` (`std::env::consts::ARCH` spelling).
+fn build_program(arch: &'static str) -> Result<BpfProgram, PolicyError> {
+    let (target, nr) = syscalls(arch)?;
+    // Domain (argument 0, an `int`) is none of the allowed families.
+    let not_allowed = || -> Result<Vec<SeccompRule>, PolicyError> {
+        let conditions = ALLOWED_FAMILIES
+            .iter()
+            .map(|&family| {
+                SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Ne,
+                    // Families are small positive constants.
+                    u64::from(family.unsigned_abs()),
+                )
+                .map_err(build_error)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(vec![SeccompRule::new(conditions).map_err(build_error)?])
+    };
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    rules.insert(nr.socket, not_allowed()?);
+    rules.insert(nr.socketpair, not_allowed()?);
+    // An empty rule list matches unconditionally.
+    rules.insert(nr.io_uring_setup, Vec::new());
+    if nr.x32 {
+        for n in [nr.socket, nr.socketpair, nr.io_uring_setup] {
+            rules.insert(n | X32_SYSCALL_BIT, Vec::new());
+        }
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(DENY_ERRNO.unsigned_abs()),
+        target,
+    )
+    .map_err(build_error)?;
+    BpfProgram::try_from(filter).map_err(build_error)
+}
+
+/// Installs the egress guard on all threads of this process. Irreversible; see the module docs.
+pub fn install() -> Result<(), PolicyError> {
+    if INSTALLED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let arch = std::env::consts::ARCH;
+    let program = build_program(arch)?;
+    seccompiler::apply_filter_all_threads(&program).map_err(|e| PolicyError::EgressInstall {
+        stage: "applying the filter to all threads",
+        reason: e.to_string(),
+    })?;
+    INSTALLED.store(true, Ordering::SeqCst);
+    tracing::info!(
+        arch,
+        filter_instructions = program.len(),
+        "egress guard installed: no network sockets in this process"
+    );
+    Ok(())
+}
+
+/// The `Seccomp:` field of `/proc/self/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeccompMode {
+    Disabled,
+    Strict,
+    Filter,
+    /// Not readable (no procfs, or an unknown value).
+    Unknown,
+}
+
+/// The result of trying to create an unconnected socket of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Refused with `EACCES` or `EPERM`: what the guard does.
+    Denied { errno: i32 },
+    /// A socket was created (and closed at once): no guard.
+    Allowed,
+    /// Refused for another reason (`EAFNOSUPPORT` from systemd's `RestrictAddressFamilies=` or a
+    /// kernel without that family).
+    OtherError { errno: i32 },
+}
+
+/// Whether the guard is active in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressStatus {
+    pub seccomp: SeccompMode,
+    pub inet: Probe,
+    pub inet6: Probe,
+    /// [`install`] succeeded in this process (a child inherits the filter but not this flag).
+    pub installed_here: bool,
+}
+
+impl EgressStatus {
+    /// Seccomp filtering is on and both IPv4 and IPv6 sockets are refused with EACCES/EPERM.
+    pub fn is_active(&self) -> bool {
+        self.seccomp == SeccompMode::Filter
+            && matches!(self.inet, Probe::Denied { .. })
+            && matches!(self.inet6, Probe::Denied { .. })
+    }
+}
+
+/// Reports whether the guard is active: reads `Seccomp:` from `/proc/self/status` and probes
+/// `socket(AF_INET)` and `socket(AF_INET6)`. When the guard is active the probes create nothing;
+/// without it they create an unconnected socket and close it at once (no packet is sent).
+pub fn status() -> EgressStatus {
+    EgressStatus {
+        seccomp: read_seccomp_mode(),
+        inet: probe(libc::AF_INET),
+        inet6: probe(libc::AF_INET6),
+        installed_here: INSTALLED.load(Ordering::SeqCst),
+    }
+}
+
+fn read_seccomp_mode() -> SeccompMode {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
+        return SeccompMode::Unknown;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map_or(SeccompMode::Unknown, |v| match v.trim() {
+            "0" => SeccompMode::Disabled,
+            "1" => SeccompMode::Strict,
+            "2" => SeccompMode::Filter,
+            _ => SeccompMode::Unknown,
+        })
+}
+
+fn probe(family: libc::c_int) -> Probe {
+    // SAFETY: socket(2) takes plain integers and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd >= 0 {
+        // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+        unsafe { libc::close(fd) };
+        return Probe::Allowed;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(e) if e == libc::EACCES || e == libc::EPERM => Probe::Denied { errno: e },
+        Some(e) => Probe::OtherError { errno: e },
+        None => Probe::OtherError { errno: 0 },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_builds_for_both_supported_arches() {
+        let x86 = build_program("x86_64").unwrap();
+        let arm = build_program("aarch64").unwrap();
+        assert!(!x86.is_empty() && !arm.is_empty());
+        // x86_64 also carries the three x32 entries.
+        assert!(x86.len() > arm.len());
+        assert!(x86.len() < 100, "{}", x86.len());
+    }
+
+    #[test]
+    fn other_arches_are_refused_with_a_clear_error() {
+        let err = build_program("riscv64").unwrap_err();
+        assert!(matches!(
+            err,
+            PolicyError::EgressUnsupportedArch { arch: "riscv64" }
+        ));
+        assert!(err.to_string().contains("Art. 8"));
+    }
+
+    #[test]
+    fn status_in_an_unguarded_test_process_is_inactive() {
+        // The unit-test binary never installs the guard (the integration tests do, in children).
+        let s = status();
+        assert!(!s.installed_here);
+        assert_ne!(s.inet, Probe::Denied { errno: DENY_ERRNO });
+    }
+}

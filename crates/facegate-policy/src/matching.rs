@@ -1,0 +1,235 @@
+//! Thresholds as false-match-rate operating points, and the decision rules for verification
+//! (1:1) and identification (1:N), named as in Art. 19.
+
+use crate::PolicyError;
+use crate::config::{MatchingPolicy, OperatingPoint};
+
+/// Two false-match rates closer than this (relative) are the same operating point; it absorbs
+/// the difference between `1e-4` and `0.0001` written in two files, nothing more.
+const FMR_RELATIVE_TOLERANCE: f64 = 1e-9;
+
+/// The cosine threshold for the configured operating point.
+///
+/// `calibration` is the model's `(fmr, cosine)` table from `models/manifest.toml`. The expert
+/// `cosine_override` wins when set (with a warning, since it bypasses calibration); otherwise the
+/// configured FMR must be an exact entry of the table. An FMR that is not calibrated is refused
+/// with the list of the ones that are: interpolating between calibration points would claim an
+/// error rate nobody measured.
+pub fn resolve_threshold(
+    calibration: &[(f64, f32)],
+    matching: &MatchingPolicy,
+) -> Result<f32, PolicyError> {
+    for &(fmr, cosine) in calibration {
+        if !(fmr.is_finite() && fmr > 0.0 && fmr < 1.0) {
+            return Err(PolicyError::InvalidCalibration {
+                reason: format!("false-match rate {fmr} is not in (0, 1)"),
+            });
+        }
+        if !(cosine.is_finite() && (-1.0..=1.0).contains(&cosine)) {
+            return Err(PolicyError::InvalidCalibration {
+                reason: format!("cosine threshold {cosine} for fmr {fmr:e} is not in [-1, 1]"),
+            });
+        }
+    }
+    match matching.operating_point() {
+        OperatingPoint::CosineOverride(cosine) => {
+            tracing::warn!(
+                cosine_override = f64::from(cosine),
+                configured_fmr = matching.fmr(),
+                "[matching].cosine_override is set: the calibrated false-match rate no longer \
+                 applies"
+            );
+            Ok(cosine)
+        }
+        OperatingPoint::Fmr(requested) => calibration
+            .iter()
+            .find(|(fmr, _)| {
+                (fmr - requested).abs() <= FMR_RELATIVE_TOLERANCE * requested.abs().max(*fmr)
+            })
+            .map(|&(_, cosine)| cosine)
+            .ok_or_else(|| {
+                let mut rates: Vec<f64> = calibration.iter().map(|&(f, _)| f).collect();
+                rates.sort_by(f64::total_cmp);
+                rates.dedup();
+                let available = if rates.is_empty() {
+                    "none (the model has no calibration table)".to_owned()
+                } else {
+                    rates
+                        .iter()
+                        .map(|f| format!("{f:e}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                PolicyError::UncalibratedFmr {
+                    requested,
+                    available,
+                }
+            }),
+    }
+}
+
+/// Why identification said "unknown".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnknownReason {
+    /// The best score is under the threshold (or not a number).
+    BelowThreshold,
+    /// The best identity does not beat the second identity by the margin.
+    AmbiguousMargin,
+}
+
+impl UnknownReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownReason::BelowThreshold => "below_threshold",
+            UnknownReason::AmbiguousMargin => "ambiguous_margin",
+        }
+    }
+}
+
+/// The outcome of one identification (1:N) comparison round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentifyOutcome {
+    Match,
+    Unknown(UnknownReason),
+}
+
+/// Identification: "match" only if the best score clears the threshold *and* beats the best score
+/// of any *other identity* by at least `margin`. `second_identity` is the best score of a
+/// different subject (not a second template of the same one); `None` when the gallery has no
+/// other subject. Non-finite scores are never a match.
+pub fn identification_outcome(
+    best: f32,
+    second_identity: Option<f32>,
+    threshold: f32,
+    margin: f32,
+) -> IdentifyOutcome {
+    if !(best.is_finite() && best >= threshold) {
+        return IdentifyOutcome::Unknown(UnknownReason::BelowThreshold);
+    }
+    match second_identity {
+        Some(second) if second.is_nan() || best - second < margin => {
+            IdentifyOutcome::Unknown(UnknownReason::AmbiguousMargin)
+        }
+        _ => IdentifyOutcome::Match,
+    }
+}
+
+/// The outcome of one verification (1:1) comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerifyOutcome {
+    Accept,
+    Reject,
+}
+
+/// Verification: accept if the score clears the threshold; non-finite scores are rejected.
+pub fn verification_outcome(score: f32, threshold: f32) -> VerifyOutcome {
+    if score.is_finite() && score >= threshold {
+        VerifyOutcome::Accept
+    } else {
+        VerifyOutcome::Reject
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::RawMatching;
+
+    const TABLE: [(f64, f32); 3] = [(1e-3, 0.30), (1e-4, 0.36), (1e-5, 0.42)];
+
+    fn policy(fmr: Option<f64>, cosine_override: Option<f32>) -> MatchingPolicy {
+        MatchingPolicy::from_raw(RawMatching {
+            fmr,
+            cosine_override,
+            margin: 0.05,
+            frames_to_agree: 2,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn calibrated_fmr_resolves_to_its_threshold() {
+        assert_eq!(
+            resolve_threshold(&TABLE, &policy(Some(1e-4), None)).unwrap(),
+            0.36
+        );
+        assert_eq!(
+            resolve_threshold(&TABLE, &policy(Some(0.00001), None)).unwrap(),
+            0.42
+        );
+    }
+
+    #[test]
+    fn uncalibrated_fmr_is_refused_listing_the_calibrated_ones() {
+        let err = resolve_threshold(&TABLE, &policy(Some(2e-4), None)).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PolicyError::UncalibratedFmr { .. }));
+        assert!(msg.contains("2e-4"), "{msg}");
+        assert!(msg.contains("1e-5, 1e-4, 1e-3"), "{msg}");
+        let err = resolve_threshold(&[], &policy(Some(1e-4), None)).unwrap_err();
+        assert!(err.to_string().contains("none"), "{err}");
+    }
+
+    #[test]
+    fn override_wins() {
+        assert_eq!(
+            resolve_threshold(&TABLE, &policy(Some(1e-4), Some(0.5))).unwrap(),
+            0.5
+        );
+        assert_eq!(
+            resolve_threshold(&[], &policy(None, Some(0.5))).unwrap(),
+            0.5
+        );
+    }
+
+    #[test]
+    fn malformed_calibration_is_refused() {
+        for table in [
+            [(0.0, 0.3)],
+            [(1e-4, f32::NAN)],
+            [(f64::NAN, 0.3)],
+            [(1e-4, 1.5)],
+        ] {
+            assert!(matches!(
+                resolve_threshold(&table, &policy(Some(1e-4), None)).unwrap_err(),
+                PolicyError::InvalidCalibration { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn identification_needs_threshold_and_margin() {
+        use IdentifyOutcome::*;
+        use UnknownReason::*;
+        assert_eq!(identification_outcome(0.6, None, 0.4, 0.05), Match);
+        assert_eq!(identification_outcome(0.6, Some(0.5), 0.4, 0.05), Match);
+        assert_eq!(
+            identification_outcome(0.6, Some(0.58), 0.4, 0.05),
+            Unknown(AmbiguousMargin)
+        );
+        assert_eq!(
+            identification_outcome(0.39, None, 0.4, 0.05),
+            Unknown(BelowThreshold)
+        );
+        assert_eq!(identification_outcome(0.4, None, 0.4, 0.0), Match);
+        assert_eq!(
+            identification_outcome(f32::NAN, None, 0.4, 0.05),
+            Unknown(BelowThreshold)
+        );
+        assert_eq!(
+            identification_outcome(0.6, Some(f32::NAN), 0.4, 0.05),
+            Unknown(AmbiguousMargin)
+        );
+    }
+
+    #[test]
+    fn verification_needs_threshold() {
+        assert_eq!(verification_outcome(0.5, 0.4), VerifyOutcome::Accept);
+        assert_eq!(verification_outcome(0.3, 0.4), VerifyOutcome::Reject);
+        assert_eq!(
+            verification_outcome(f32::INFINITY, 0.4),
+            VerifyOutcome::Reject
+        );
+    }
+}
