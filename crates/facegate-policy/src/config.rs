@@ -710,6 +710,7 @@ impl FilingPolicy {
 /// `(0, 1)`, a margin in `[0, 1)`, `1..=MAX_FRAMES_TO_AGREE` frames.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatchingPolicy {
+    point: OperatingPoint,
     fmr: Option<f64>,
     cosine_override: Option<f32>,
     margin: f32,
@@ -753,11 +754,15 @@ impl MatchingPolicy {
                 reason: format!("cosine_override = {c} must be a cosine threshold in (0, 1)"),
             });
         }
-        if raw.fmr.is_none() && raw.cosine_override.is_none() {
-            return Err(PolicyError::InvalidOperatingPoint {
-                reason: "set fmr (e.g. fmr = 1e-4) or, for experts, cosine_override".to_owned(),
-            });
-        }
+        let point = match (raw.cosine_override, raw.fmr) {
+            (Some(c), _) => OperatingPoint::CosineOverride(c),
+            (None, Some(f)) => OperatingPoint::Fmr(f),
+            (None, None) => {
+                return Err(PolicyError::InvalidOperatingPoint {
+                    reason: "set fmr (e.g. fmr = 1e-4) or, for experts, cosine_override".to_owned(),
+                });
+            }
+        };
         if !(raw.margin.is_finite() && raw.margin >= 0.0 && raw.margin < 1.0) {
             return Err(PolicyError::InvalidOperatingPoint {
                 reason: format!(
@@ -776,6 +781,7 @@ impl MatchingPolicy {
             });
         }
         Ok(Self {
+            point,
             fmr: raw.fmr,
             cosine_override: raw.cosine_override,
             margin: raw.margin,
@@ -791,13 +797,7 @@ impl MatchingPolicy {
     }
     /// The override wins when set.
     pub fn operating_point(&self) -> OperatingPoint {
-        match (self.cosine_override, self.fmr) {
-            (Some(c), _) => OperatingPoint::CosineOverride(c),
-            (None, Some(f)) => OperatingPoint::Fmr(f),
-            // from_raw guarantees one of them; this arm is unreachable in practice and
-            // resolves to the strictest configured rate.
-            (None, None) => OperatingPoint::Fmr(1e-6),
-        }
+        self.point
     }
     pub fn margin(&self) -> f32 {
         self.margin
