@@ -60,10 +60,50 @@ impl CameraDevice {
     }
 }
 
-/// `N` of a `/dev/videoN` path.
+/// `N` of a `/dev/videoN` path (nokhwa opens devices by index, so anything outside `/dev` is
+/// refused rather than mapped to an unrelated `/dev/videoN`).
 fn video_node_index(path: &Path) -> Option<u32> {
+    if path.parent() != Some(Path::new("/dev")) {
+        return None;
+    }
     let name = path.file_name()?.to_str()?;
-    name.strip_prefix("video")?.parse().ok()
+    let digits = name.strip_prefix("video")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Why nokhwa could not open a camera, as this crate reports it.
+fn open_error(device: &str, error: nokhwa::NokhwaError) -> CaptureError {
+    use nokhwa::NokhwaError as E;
+    match error {
+        // Raised when no offered mode is in a format we asked for (e.g. a UVC metadata node).
+        E::GetPropertyError { property, .. } if property == "CameraFormat" => {
+            CaptureError::CameraNoMode {
+                device: device.to_owned(),
+                offered: "no mode in MJPG, YUYV, NV12, GREY, RGB3 or BGR3 (a metadata node?)"
+                    .into(),
+            }
+        }
+        E::OpenDeviceError(_, reason) => {
+            let hint = if reason.contains("ermission denied") {
+                " (is the service user in the `video` group?)"
+            } else if reason.contains("busy") {
+                " (another process is using the camera)"
+            } else {
+                ""
+            };
+            CaptureError::CameraOpen {
+                device: device.to_owned(),
+                reason: format!("{reason}{hint}"),
+            }
+        }
+        other => CaptureError::CameraOpen {
+            device: device.to_owned(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 /// Pixel formats a camera may deliver that this crate converts to RGB8.
@@ -295,14 +335,18 @@ impl CameraSource {
             reason,
         };
         let all = CameraPixelFormat::ALL.map(CameraPixelFormat::to_nokhwa);
-        let mut camera = guarded(|| {
+        let opened = catch_unwind(AssertUnwindSafe(|| {
             Camera::with_backend(
                 CameraIndex::Index(index),
                 RequestedFormat::with_formats(RequestedFormatType::None, &all),
                 ApiBackend::Video4Linux,
             )
-        })
-        .map_err(open_err)?;
+        }));
+        let mut camera = match opened {
+            Ok(Ok(camera)) => camera,
+            Ok(Err(e)) => return Err(open_error(&name, e)),
+            Err(_) => return Err(open_err("camera backend panicked".into())),
+        };
         let offered: Vec<CameraMode> = guarded(|| camera.compatible_camera_formats())
             .map_err(open_err)?
             .into_iter()
@@ -590,6 +634,9 @@ mod tests {
     fn device_paths_and_missing_devices() {
         assert_eq!(video_node_index(Path::new("/dev/video12")), Some(12));
         assert_eq!(video_node_index(Path::new("/dev/media0")), None);
+        assert_eq!(video_node_index(Path::new("/tmp/video0")), None);
+        assert_eq!(video_node_index(Path::new("/dev/video")), None);
+        assert_eq!(video_node_index(Path::new("/dev/video+1")), None);
         assert_eq!(CameraDevice::Index(3).to_string(), "/dev/video3");
         let err = CameraDevice::Index(4242).resolve().unwrap_err();
         assert!(
@@ -599,6 +646,38 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(matches!(err, CaptureError::CameraOpen { .. }), "{err}");
+        // A file named like a video node outside /dev is not a camera.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("video0");
+        std::fs::write(&fake, b"").unwrap();
+        let err = CameraDevice::Path(fake).resolve().unwrap_err();
+        assert!(err.to_string().contains("not a V4L2 video node"), "{err}");
+    }
+
+    #[test]
+    fn nokhwa_errors_become_clear_messages() {
+        use nokhwa::NokhwaError as E;
+        let e = open_error(
+            "/dev/video1",
+            E::GetPropertyError {
+                property: "CameraFormat".into(),
+                error: "Failed to Fufill".into(),
+            },
+        );
+        assert!(matches!(e, CaptureError::CameraNoMode { .. }), "{e}");
+        let e = open_error(
+            "/dev/video0",
+            E::OpenDeviceError(
+                "0".into(),
+                "V4L2 Error: Permission denied (os error 13)".into(),
+            ),
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("/dev/video0") && text.contains("`video` group"),
+            "{text}"
+        );
+        assert!(!e.is_frame_error());
     }
 
     fn convert(

@@ -8,6 +8,22 @@
 //! It must never write pixels anywhere (no files, no debug dumps) nor put them in logs, errors or
 //! `Debug` output: events and errors carry paths, device names, sequence numbers, sizes and
 //! counts only. It never installs a tracing subscriber.
+//!
+//! Decisions:
+//! - Errors are per frame ([`CaptureError::is_frame_error`]: corrupt, truncated or oversized
+//!   frame; drop it and call again) or fatal (cannot open, device absent, stream out of sync).
+//!   Sequence numbers advance for failed frames too, so a gap means a dropped frame.
+//! - Images are decoded with `image` under [`image::Limits`] and an explicit width x height check
+//!   against [`CaptureOptions::max_pixels`] before any pixel buffer exists; decoder panics are
+//!   caught and reported as frame errors.
+//! - YUV is converted with BT.601 integer maths, limited range unless a Y4M stream says
+//!   `XCOLORRANGE=FULL`; subsampled chroma is replicated, not interpolated (agrees with ffmpeg
+//!   within 1 level for 4:4:4; see the integration tests).
+//! - A camera mode is chosen by nearest resolution, then nearest frame rate, then the preferred
+//!   pixel format ([`choose_mode`]); nokhwa's own "closest" request is not used because it fails
+//!   when the exact resolution is not offered.
+//! - Consumers may hand frames back with [`FrameSource::recycle`] so the Y4M and camera paths
+//!   allocate nothing per frame after warm-up.
 
 mod camera;
 mod error;
@@ -119,6 +135,36 @@ pub struct CaptureOptions {
     pub still_frame_interval: Duration,
 }
 
+impl CaptureOptions {
+    /// Sets the pixel limit.
+    #[must_use]
+    pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
+        self.max_pixels = max_pixels;
+        self
+    }
+
+    /// Sets the camera request.
+    #[must_use]
+    pub fn with_camera(mut self, camera: CameraConfig) -> Self {
+        self.camera = camera;
+        self
+    }
+
+    /// Sets whether image and folder sources loop.
+    #[must_use]
+    pub fn with_loop_stills(mut self, loop_stills: bool) -> Self {
+        self.loop_stills = loop_stills;
+        self
+    }
+
+    /// Sets the timestamp step of image and folder sources.
+    #[must_use]
+    pub fn with_still_frame_interval(mut self, interval: Duration) -> Self {
+        self.still_frame_interval = interval;
+        self
+    }
+}
+
 impl Default for CaptureOptions {
     fn default() -> Self {
         Self {
@@ -159,6 +205,12 @@ mod tests {
             (o.camera.width, o.camera.height, o.camera.fps),
             (1280, 720, 30)
         );
+        let o = o
+            .with_max_pixels(5)
+            .with_loop_stills(true)
+            .with_still_frame_interval(Duration::from_millis(40));
+        assert_eq!((o.max_pixels, o.loop_stills), (5, true));
+        assert_eq!(o.still_frame_interval, Duration::from_millis(40));
     }
 
     #[test]

@@ -604,6 +604,27 @@ fn folder_good_error_good_end_and_looping() {
         [Some(0), None, Some(2), Some(3), None, Some(5), Some(6)]
     );
 
+    // An image over the pixel limit is a frame error too, and the folder goes on.
+    let opts_small = CaptureOptions::default().with_max_pixels(4);
+    let mut src = FolderSource::open(d, &opts_small).unwrap();
+    assert_eq!(src.next_frame().unwrap().unwrap().sequence, 0);
+    assert!(src.next_frame().unwrap_err().is_frame_error());
+    let err = src.next_frame().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CaptureError::TooLarge {
+                index: 2,
+                width: 3,
+                height: 3,
+                max_pixels: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(src.next_frame().unwrap().is_none());
+
     // Looping a folder of only corrupt files ends after one pass instead of spinning.
     let bad = tempfile::tempdir().unwrap();
     fs::write(bad.path().join("x.png"), b"bad").unwrap();
