@@ -1,0 +1,196 @@
+//! 68-point landmarks on a grey 64x64 crop of the detector box, reduced to the five points the
+//! aligner uses.
+
+use facegate_types::{BBox, Frame, Landmarks5, Point};
+
+use crate::VisionError;
+use crate::preprocess::{Normalise, PixelRect, ResizeScratch, resize_to_planar};
+use crate::runtime::ModelSession;
+
+/// Locates the five alignment landmarks of a detected face.
+pub trait LandmarkLocator: Send {
+    fn locate(&mut self, frame: &Frame, face: &BBox) -> Result<Landmarks5, VisionError>;
+}
+
+/// The crop a box-relative model sees: the box scaled by `scale` about its centre (capped so it
+/// fits the frame), shifted back inside the frame where it sticks out.
+pub fn crop_rect(frame: &Frame, face: &BBox, scale: f32) -> PixelRect {
+    // Integer box corners, as the reference pipeline used.
+    let (x, y) = (face.x1.trunc(), face.y1.trunc());
+    let (bw, bh) = (
+        (face.x2.trunc() - x).max(1.0),
+        (face.y2.trunc() - y).max(1.0),
+    );
+    let (fw, fh) = (frame.width() as f32, frame.height() as f32);
+    let s = scale.min((fh - 1.0) / bh).min((fw - 1.0) / bw).max(0.0);
+    let (nw, nh) = (bw * s, bh * s);
+    let (cx, cy) = (x + bw / 2.0, y + bh / 2.0);
+    let (mut l, mut t, mut r, mut b) = (cx - nw / 2.0, cy - nh / 2.0, cx + nw / 2.0, cy + nh / 2.0);
+    if l < 0.0 {
+        r -= l;
+        l = 0.0;
+    }
+    if t < 0.0 {
+        b -= t;
+        t = 0.0;
+    }
+    if r > fw - 1.0 {
+        l -= r - fw + 1.0;
+        r = fw - 1.0;
+    }
+    if b > fh - 1.0 {
+        t -= b - fh + 1.0;
+        b = fh - 1.0;
+    }
+    PixelRect::clamped(l, t, r - l, b - t, frame)
+}
+
+/// Indices (x of each pair) into the 136-value output: the four contour points of each eye,
+/// the nose tip and the two mouth corners of the 68-point scheme.
+const LEFT_EYE: [usize; 4] = [74, 76, 80, 82];
+const RIGHT_EYE: [usize; 4] = [86, 88, 92, 94];
+const NOSE: usize = 60;
+const MOUTH_LEFT: usize = 96;
+const MOUTH_RIGHT: usize = 108;
+
+/// Reduces 68 box-normalised points to five frame points.
+pub fn five_points(raw: &[f32], rect: PixelRect) -> Landmarks5 {
+    let (x0, y0, w, h) = (rect.x as f32, rect.y as f32, rect.w as f32, rect.h as f32);
+    let at = |i: usize| Point::new(raw[i] * w + x0, raw[i + 1] * h + y0);
+    let mean = |idx: &[usize]| {
+        let (sx, sy) = idx
+            .iter()
+            .map(|&i| at(i))
+            .fold((0.0, 0.0), |(ax, ay), p| (ax + p.x, ay + p.y));
+        Point::new(sx / idx.len() as f32, sy / idx.len() as f32)
+    };
+    Landmarks5([
+        mean(&LEFT_EYE),
+        mean(&RIGHT_EYE),
+        at(NOSE),
+        at(MOUTH_LEFT),
+        at(MOUTH_RIGHT),
+    ])
+}
+
+/// The 68-point landmark model on ONNX Runtime.
+#[derive(Debug)]
+pub struct Pfld68 {
+    session: ModelSession,
+    norm: Normalise,
+    side: u32,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    scratch: ResizeScratch,
+}
+
+impl Pfld68 {
+    pub fn new(session: ModelSession) -> Self {
+        let spec = session.spec();
+        let side = spec.inputs[0].shape[3] as u32;
+        let norm = Normalise {
+            colour: spec.preprocess.colour,
+            mean: spec.preprocess.mean,
+            scale: spec.preprocess.scale,
+        };
+        let input = vec![0.0; spec.inputs[0].len()];
+        let output = vec![0.0; spec.outputs[0].len()];
+        Self {
+            session,
+            norm,
+            side,
+            input,
+            output,
+            scratch: ResizeScratch::default(),
+        }
+    }
+
+    pub fn session(&self) -> &ModelSession {
+        &self.session
+    }
+}
+
+impl LandmarkLocator for Pfld68 {
+    fn locate(&mut self, frame: &Frame, face: &BBox) -> Result<Landmarks5, VisionError> {
+        let rect = crop_rect(frame, face, 1.0);
+        resize_to_planar(
+            frame,
+            rect,
+            self.side,
+            self.side,
+            self.norm,
+            &mut self.scratch,
+            &mut self.input,
+        );
+        self.session
+            .run("landmarks", &self.input, &mut [&mut self.output])?;
+        if self.output.len() < 136 {
+            return Err(VisionError::Output {
+                stage: "landmarks",
+                output: "output".into(),
+                expected: 136,
+                found: self.output.len(),
+            });
+        }
+        Ok(five_points(&self.output, rect))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(w: u32, h: u32) -> Frame {
+        Frame::from_rgb8(w, h, vec![0; (w * h * 3) as usize]).unwrap()
+    }
+
+    #[test]
+    fn crop_of_a_box_inside_is_the_box() {
+        let f = frame(100, 100);
+        let r = crop_rect(&f, &BBox::new(10.0, 20.0, 40.0, 60.0), 1.0);
+        assert_eq!(
+            r,
+            PixelRect {
+                x: 10,
+                y: 20,
+                w: 30,
+                h: 40
+            }
+        );
+    }
+
+    #[test]
+    fn enlarged_crop_is_shifted_inside_the_frame() {
+        let f = frame(100, 100);
+        let r = crop_rect(&f, &BBox::new(0.0, 0.0, 20.0, 20.0), 2.7);
+        assert_eq!((r.x, r.y), (0, 0));
+        assert_eq!((r.w, r.h), (54, 54));
+        let r = crop_rect(&f, &BBox::new(50.0, 50.0, 90.0, 90.0), 2.7);
+        assert!(r.x + r.w <= 100 && r.y + r.h <= 100 && r.w >= 98, "{r:?}");
+    }
+
+    #[test]
+    fn five_points_average_eye_contours() {
+        let mut raw = vec![0.0f32; 136];
+        for &i in &LEFT_EYE {
+            raw[i] = 0.25;
+            raw[i + 1] = 0.5;
+        }
+        raw[LEFT_EYE[0]] = 0.15;
+        raw[LEFT_EYE[1]] = 0.35;
+        raw[NOSE] = 0.5;
+        raw[NOSE + 1] = 0.75;
+        let lm = five_points(
+            &raw,
+            PixelRect {
+                x: 10,
+                y: 20,
+                w: 100,
+                h: 40,
+            },
+        );
+        assert!((lm.left_eye().x - 35.0).abs() < 1e-4);
+        assert!((lm.left_eye().y - 40.0).abs() < 1e-4);
+        assert!((lm.nose().x - 60.0).abs() < 1e-4 && (lm.nose().y - 50.0).abs() < 1e-4);
+    }
+}

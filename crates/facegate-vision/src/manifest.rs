@@ -1,0 +1,394 @@
+//! `models/manifest.toml`: what each model is, where it came from, how to feed it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::VisionError;
+
+/// The role a model plays in the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Detector,
+    Landmarks,
+    Embedder,
+    Liveness,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Detector => "detector",
+            Role::Landmarks => "landmarks",
+            Role::Embedder => "embedder",
+            Role::Liveness => "liveness",
+        }
+    }
+}
+
+/// Channel order of a model's colour input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Colour {
+    Rgb,
+    Bgr,
+    Grey,
+}
+
+/// How pixels become the model's input values: `(v - mean) * scale`, planar NCHW.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    pub colour: Colour,
+    pub layout: Layout,
+    pub mean: f32,
+    pub scale: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    Nchw,
+}
+
+/// One named tensor with its shape.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Number of values (all dimensions are fixed in the shipped models).
+    pub fn len(&self) -> usize {
+        self.shape.iter().map(|d| (*d).max(1) as usize).product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One calibrated operating point: the cosine threshold at which the impostor score
+/// distribution gives this false-match rate.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationPoint {
+    pub fmr: f64,
+    pub cosine: f32,
+}
+
+/// One model entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub role: Role,
+    pub name: String,
+    pub registry: String,
+    pub package: String,
+    pub package_version: String,
+    pub path: String,
+    pub dest: String,
+    pub sha256: String,
+    pub licence: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub preprocess: Preprocess,
+    #[serde(default)]
+    pub params: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub calibration: Vec<CalibrationPoint>,
+    #[serde(default)]
+    pub calibration_method: Option<String>,
+}
+
+impl ModelSpec {
+    /// A numeric parameter, or `default` when the manifest does not set it.
+    pub fn param(&self, key: &str, default: f64) -> f64 {
+        self.params.get(key).copied().unwrap_or(default)
+    }
+
+    /// The id recorded next to every template made by this model: name and hash prefix, so a
+    /// swapped model can never silently reuse old templates.
+    pub fn model_id(&self) -> String {
+        let prefix = self.sha256.get(..12).unwrap_or(&self.sha256);
+        format!("{}@{}", self.name, prefix)
+    }
+}
+
+/// A runtime library or sample file entry (fetched by the setup, checked here when used).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AssetSpec {
+    #[serde(default)]
+    pub arch: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub package: String,
+    pub package_version: String,
+    pub path: String,
+    pub dest: String,
+    pub sha256: String,
+    pub licence: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawManifest {
+    schema: u32,
+    #[serde(default)]
+    runtime: Vec<AssetSpec>,
+    #[serde(default)]
+    sample: Vec<AssetSpec>,
+    #[serde(default)]
+    model: Vec<ModelSpec>,
+}
+
+/// The parsed manifest and the folder its `dest` paths are relative to.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    dir: PathBuf,
+    path: PathBuf,
+    pub runtime: Vec<AssetSpec>,
+    pub samples: Vec<AssetSpec>,
+    pub models: Vec<ModelSpec>,
+}
+
+impl Manifest {
+    /// Reads and validates `models/manifest.toml` (the folder holding it is the models folder).
+    pub fn load(path: &Path) -> Result<Self, VisionError> {
+        let text = std::fs::read_to_string(path).map_err(|source| VisionError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::parse(&text, path, dir)
+    }
+
+    /// Parses manifest text; `path` is used in messages, `dir` resolves `dest` paths.
+    pub fn parse(text: &str, path: &Path, dir: PathBuf) -> Result<Self, VisionError> {
+        let bad = |reason: String| VisionError::Manifest {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if raw.schema != 1 {
+            return Err(bad(format!(
+                "schema {} is not supported (expected 1)",
+                raw.schema
+            )));
+        }
+        for m in &raw.model {
+            if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!(
+                    "model {}: sha256 is not 64 hex digits",
+                    m.name
+                )));
+            }
+            if m.inputs.is_empty() || m.outputs.is_empty() {
+                return Err(bad(format!(
+                    "model {}: inputs and outputs must be listed",
+                    m.name
+                )));
+            }
+            if m.inputs
+                .iter()
+                .chain(&m.outputs)
+                .any(|t| t.shape.iter().any(|d| *d <= 0))
+            {
+                return Err(bad(format!(
+                    "model {}: tensor dimensions must be positive",
+                    m.name
+                )));
+            }
+            let fmrs: Vec<f64> = m.calibration.iter().map(|c| c.fmr).collect();
+            if fmrs.iter().any(|f| !(*f > 0.0 && *f < 1.0)) {
+                return Err(bad(format!(
+                    "model {}: calibration fmr must lie in (0, 1)",
+                    m.name
+                )));
+            }
+        }
+        for role in [Role::Detector, Role::Landmarks, Role::Embedder] {
+            match raw.model.iter().filter(|m| m.role == role).count() {
+                1 => {}
+                n => {
+                    return Err(bad(format!(
+                        "expected exactly one {} model, found {n}",
+                        role.as_str()
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            dir,
+            path: path.to_path_buf(),
+            runtime: raw.runtime,
+            samples: raw.sample,
+            models: raw.model,
+        })
+    }
+
+    /// Where the manifest was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The models folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The model for `role`, if the manifest has one.
+    pub fn model(&self, role: Role) -> Option<&ModelSpec> {
+        self.models.iter().find(|m| m.role == role)
+    }
+
+    /// Absolute path of a fetched file.
+    pub fn resolve(&self, dest: &str) -> PathBuf {
+        self.dir.join(dest)
+    }
+
+    /// The ONNX Runtime library entry for this machine's architecture.
+    pub fn runtime_for_host(&self) -> Option<&AssetSpec> {
+        self.runtime
+            .iter()
+            .find(|r| r.arch.as_deref() == Some(std::env::consts::ARCH))
+    }
+
+    /// A sample file by name (e.g. `astronaut`), checked against its hash.
+    pub fn sample(&self, name: &str) -> Result<PathBuf, VisionError> {
+        let spec = self
+            .samples
+            .iter()
+            .find(|s| s.name.as_deref() == Some(name))
+            .ok_or_else(|| VisionError::Manifest {
+                path: self.path.clone(),
+                reason: format!("no sample named {name}"),
+            })?;
+        let path = self.resolve(&spec.dest);
+        verify_file(&format!("sample {name}"), &path, &spec.sha256)?;
+        Ok(path)
+    }
+}
+
+/// Checks that `path` exists and hashes to `expected` (hex SHA-256).
+pub fn verify_file(role: &str, path: &Path, expected: &str) -> Result<(), VisionError> {
+    let mut file = File::open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            VisionError::ModelMissing {
+                role: role.to_string(),
+                path: path.to_path_buf(),
+            }
+        } else {
+            VisionError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let found = sha256_reader(&mut file).map_err(|source| VisionError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !found.eq_ignore_ascii_case(expected) {
+        return Err(VisionError::ModelHash {
+            role: role.to_string(),
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+fn sha256_reader(r: &mut impl Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../../../models/manifest.toml");
+
+    #[test]
+    fn shipped_manifest_parses_with_all_roles() {
+        let m =
+            Manifest::parse(SHIPPED, Path::new("manifest.toml"), PathBuf::from("models")).unwrap();
+        let det = m.model(Role::Detector).unwrap();
+        assert_eq!(det.inputs[0].shape, vec![1, 3, 240, 320]);
+        assert_eq!(det.outputs[0].len(), 4420 * 2);
+        assert!(m.model(Role::Liveness).is_some());
+        assert_eq!(
+            m.model(Role::Embedder).unwrap().preprocess.colour,
+            Colour::Bgr
+        );
+        assert!(
+            m.runtime
+                .iter()
+                .any(|r| r.arch.as_deref() == Some("aarch64"))
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_fields_bad_hash_and_missing_roles() {
+        let p = Path::new("m.toml");
+        let extra = SHIPPED.replacen(
+            "role = \"detector\"",
+            "role = \"detector\"\nsurprise = 1",
+            1,
+        );
+        assert!(Manifest::parse(&extra, p, PathBuf::new()).is_err());
+        let badhash = SHIPPED.replacen(
+            "6c0256ccd3164f844736a401faf936ec2930764a87ae39442180887d0c5c8854",
+            "xyz",
+            1,
+        );
+        let err = Manifest::parse(&badhash, p, PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sha256"), "{err}");
+        let nodet = SHIPPED.replacen("role = \"detector\"", "role = \"liveness\"", 1);
+        let err = Manifest::parse(&nodet, p, PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly one detector"), "{err}");
+    }
+
+    #[test]
+    fn hash_mismatch_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("det.onnx");
+        std::fs::write(&path, b"not a model").unwrap();
+        let err = verify_file("detector", &path, &"0".repeat(64))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("det.onnx") && err.contains("sha256 mismatch"),
+            "{err}"
+        );
+        let err = verify_file("detector", &dir.path().join("gone.onnx"), &"0".repeat(64))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gone.onnx") && err.contains("missing"),
+            "{err}"
+        );
+        let good = hex::encode(Sha256::digest(b"not a model"));
+        verify_file("detector", &path, &good).unwrap();
+    }
+}

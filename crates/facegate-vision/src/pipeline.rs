@@ -1,0 +1,276 @@
+//! The composed pipeline: detect -> landmarks -> align -> quality -> (liveness) -> (embed), with
+//! per-stage wall times and the raw model inference time beside them.
+
+use std::time::{Duration, Instant};
+
+use facegate_types::{Embedding, Frame, Landmarks5};
+use serde::Serialize;
+
+use crate::VisionError;
+use crate::align::{AlignedFace, align_into};
+use crate::detector::{Detection, FaceDetector, UltraFace};
+use crate::embedder::{ArcFace, FaceEmbedder};
+use crate::landmarks::{LandmarkLocator, Pfld68};
+use crate::liveness::{LivenessDetector, PassiveLiveness};
+use crate::manifest::{CalibrationPoint, Manifest, Role};
+use crate::preprocess::Normalise;
+use crate::quality::{QualityConfig, QualityReport, assess};
+use crate::runtime::{self, ModelSession, RuntimeConfig};
+
+/// What the pipeline loads and how it runs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VisionConfig {
+    pub runtime: RuntimeConfig,
+    /// Embed the mirrored crop too and sum the features (more accurate, twice the embed time).
+    pub flip_tta: bool,
+    /// Load the liveness model.
+    pub liveness: bool,
+    pub quality: QualityConfig,
+    /// Overrides the manifest's detector score threshold.
+    pub detector_threshold: Option<f32>,
+}
+
+/// What to compute for each face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalyseOptions {
+    pub embed: bool,
+    pub liveness: bool,
+    /// Only the `max_faces` best-scoring faces are analysed.
+    pub max_faces: usize,
+}
+
+impl Default for AnalyseOptions {
+    fn default() -> Self {
+        Self {
+            embed: true,
+            liveness: false,
+            max_faces: 16,
+        }
+    }
+}
+
+/// Everything the pipeline found out about one face. `Debug` redacts landmarks and embedding.
+#[derive(Debug, Clone)]
+pub struct FaceAnalysis {
+    pub detection: Detection,
+    pub landmarks: Landmarks5,
+    pub quality: QualityReport,
+    /// Probability of a live person, when asked for.
+    pub liveness: Option<f32>,
+    pub embedding: Option<Embedding>,
+}
+
+/// Wall time per stage for one frame, and the part of it spent inside ONNX Runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    pub detect: Duration,
+    pub landmarks: Duration,
+    pub align: Duration,
+    pub quality: Duration,
+    pub liveness: Duration,
+    pub embed: Duration,
+    /// Sum of raw `session.run` times of every model call in this frame.
+    pub inference: Duration,
+    pub faces: usize,
+}
+
+impl StageTimings {
+    pub fn total(&self) -> Duration {
+        self.detect + self.landmarks + self.align + self.quality + self.liveness + self.embed
+    }
+}
+
+/// The loaded, checked models and their reused buffers. Built once; per frame nothing is
+/// re-checked and, after warm-up, nothing is allocated but the results.
+pub struct Pipeline {
+    detector: UltraFace,
+    landmarks: Pfld68,
+    embedder: ArcFace,
+    liveness: Option<PassiveLiveness>,
+    embed_norm: Normalise,
+    quality: QualityConfig,
+    calibration: Vec<CalibrationPoint>,
+    detections: Vec<Detection>,
+    aligned: AlignedFace,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("embedder", &self.embedder.model_id())
+            .field("liveness", &self.liveness.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Initialises ONNX Runtime (once per process) and loads every model named by the manifest,
+    /// checking each file's hash and tensor shapes.
+    pub fn load(manifest: &Manifest, config: &VisionConfig) -> Result<Self, VisionError> {
+        let library = runtime::find_library(config.runtime.library.as_deref(), Some(manifest))?;
+        runtime::init(&library, &config.runtime)?;
+        let spec = |role: Role| {
+            manifest.model(role).ok_or_else(|| VisionError::Manifest {
+                path: manifest.path().to_path_buf(),
+                reason: format!("no {} model", role.as_str()),
+            })
+        };
+        let mut detector = UltraFace::new(ModelSession::load(manifest, spec(Role::Detector)?)?);
+        if let Some(t) = config.detector_threshold {
+            detector.set_threshold(t);
+        }
+        let landmarks = Pfld68::new(ModelSession::load(manifest, spec(Role::Landmarks)?)?);
+        let embed_spec = spec(Role::Embedder)?;
+        let embed_norm = Normalise {
+            colour: embed_spec.preprocess.colour,
+            mean: embed_spec.preprocess.mean,
+            scale: embed_spec.preprocess.scale,
+        };
+        let calibration = embed_spec.calibration.clone();
+        let embedder = ArcFace::new(ModelSession::load(manifest, embed_spec)?, config.flip_tta);
+        let liveness = if config.liveness {
+            Some(PassiveLiveness::new(ModelSession::load(
+                manifest,
+                spec(Role::Liveness)?,
+            )?))
+        } else {
+            None
+        };
+        Ok(Self {
+            detector,
+            landmarks,
+            embedder,
+            liveness,
+            embed_norm,
+            quality: config.quality,
+            calibration,
+            detections: Vec::new(),
+            aligned: AlignedFace::new(),
+        })
+    }
+
+    /// Id of the embedding model, stored with every template.
+    pub fn model_id(&self) -> &str {
+        self.embedder.model_id()
+    }
+
+    /// The embedder's calibrated operating points (FMR -> cosine threshold) from the manifest.
+    pub fn calibration(&self) -> &[CalibrationPoint] {
+        &self.calibration
+    }
+
+    pub fn has_liveness(&self) -> bool {
+        self.liveness.is_some()
+    }
+
+    /// Detection alone (the engine runs it on every frame).
+    pub fn detect(&mut self, frame: &Frame) -> Result<&[Detection], VisionError> {
+        self.detector.detect(frame, &mut self.detections)?;
+        Ok(&self.detections)
+    }
+
+    /// Everything for one face found by [`Pipeline::detect`].
+    pub fn analyse_face(
+        &mut self,
+        frame: &Frame,
+        detection: Detection,
+        opts: AnalyseOptions,
+        t: &mut StageTimings,
+    ) -> Result<FaceAnalysis, VisionError> {
+        let start = Instant::now();
+        let landmarks = self.landmarks.locate(frame, &detection.bbox)?;
+        t.inference += self.landmarks.session().last_inference();
+        let aligned_at = Instant::now();
+        t.landmarks += aligned_at - start;
+        align_into(frame, &landmarks, self.embed_norm, &mut self.aligned).ok_or(
+            VisionError::Input {
+                stage: "align",
+                reason: "degenerate landmarks (eyes coincide)".into(),
+            },
+        )?;
+        let quality_at = Instant::now();
+        t.align += quality_at - aligned_at;
+        let quality = assess(
+            &detection.bbox,
+            &landmarks,
+            &self.aligned,
+            self.embed_norm,
+            &self.quality,
+        );
+        let live_at = Instant::now();
+        t.quality += live_at - quality_at;
+        let liveness = match (&mut self.liveness, opts.liveness) {
+            (Some(model), true) => {
+                let p = model.live_probability(frame, &detection.bbox)?;
+                t.inference += model.session().last_inference();
+                Some(p)
+            }
+            _ => None,
+        };
+        let embed_at = Instant::now();
+        t.liveness += embed_at - live_at;
+        let embedding = if opts.embed {
+            let e = self.embedder.embed(&self.aligned)?;
+            t.inference += self.embedder.last_inference();
+            Some(e)
+        } else {
+            None
+        };
+        t.embed += embed_at.elapsed();
+        t.faces += 1;
+        Ok(FaceAnalysis {
+            detection,
+            landmarks,
+            quality,
+            liveness,
+            embedding,
+        })
+    }
+
+    /// Detects and analyses up to `opts.max_faces` faces of `frame`, best detection first.
+    pub fn analyse(
+        &mut self,
+        frame: &Frame,
+        opts: AnalyseOptions,
+        out: &mut Vec<FaceAnalysis>,
+    ) -> Result<StageTimings, VisionError> {
+        out.clear();
+        let mut t = StageTimings::default();
+        let start = Instant::now();
+        self.detector.detect(frame, &mut self.detections)?;
+        t.detect = start.elapsed();
+        t.inference += self.detector.session().last_inference();
+        let n = self.detections.len().min(opts.max_faces);
+        for i in 0..n {
+            let det = self.detections[i];
+            out.push(self.analyse_face(frame, det, opts, &mut t)?);
+        }
+        Ok(t)
+    }
+
+    /// The template of the largest good face in `frame` (enrollment and 1:1 on photos).
+    /// Errors when there is no face.
+    pub fn embed_largest(&mut self, frame: &Frame) -> Result<FaceAnalysis, VisionError> {
+        self.detector.detect(frame, &mut self.detections)?;
+        let best = self
+            .detections
+            .iter()
+            .copied()
+            .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
+            .ok_or(VisionError::Input {
+                stage: "detect",
+                reason: "no face found".into(),
+            })?;
+        let mut t = StageTimings::default();
+        self.analyse_face(
+            frame,
+            best,
+            AnalyseOptions {
+                embed: true,
+                liveness: false,
+                max_faces: 1,
+            },
+            &mut t,
+        )
+    }
+}

