@@ -729,6 +729,7 @@ pub(crate) fn counts_by_kind(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::schema;

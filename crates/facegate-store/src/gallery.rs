@@ -694,3 +694,143 @@ impl XorShift {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn emb(v: &[f32]) -> Embedding {
+        Embedding::from_raw(v.to_vec()).unwrap()
+    }
+
+    fn sid(s: &str) -> SubjectId {
+        SubjectId::new(s).unwrap()
+    }
+
+    #[test]
+    fn kernels_match_naive() {
+        let mut rng = XorShift::new(3);
+        for len in [1usize, 7, 16, 33, 512, 515] {
+            let a: Vec<f32> = (0..len).map(|_| rng.uniform()).collect();
+            let b: Vec<f32> = (0..len).map(|_| rng.uniform()).collect();
+            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot_f32(&a, &b) - naive).abs() < 1e-4, "len {len}");
+            let qa: Vec<i8> = a.iter().map(|x| (x * 127.0) as i8).collect();
+            let qb: Vec<i8> = b.iter().map(|x| (x * 127.0) as i8).collect();
+            let naive: i32 = qa
+                .iter()
+                .zip(&qb)
+                .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                .sum();
+            assert_eq!(dot_i8(&qa, &qb), naive, "len {len}");
+        }
+    }
+
+    #[test]
+    fn verify_and_identify_small() {
+        let mut g = Gallery::new("m", 3, 0);
+        g.insert(&sid("a"), TemplateId(1), &emb(&[1.0, 0.0, 0.0]))
+            .unwrap();
+        g.insert(&sid("a"), TemplateId(2), &emb(&[0.9, 0.1, 0.0]))
+            .unwrap();
+        g.insert(&sid("b"), TemplateId(3), &emb(&[0.0, 1.0, 0.0]))
+            .unwrap();
+        g.insert(&sid("c"), TemplateId(4), &emb(&[0.0, 0.0, 1.0]))
+            .unwrap();
+        let probe = emb(&[1.0, 0.2, 0.0]);
+        let best_a = g.verify(&sid("a"), &probe).unwrap().unwrap();
+        assert!((best_a - probe.cosine(&emb(&[0.9, 0.1, 0.0]))).abs() < 1e-6);
+        assert_eq!(g.verify(&sid("zz"), &probe).unwrap(), None);
+        let r = g.identify(&probe, 2, SearchMode::Exact).unwrap();
+        assert_eq!(r.hits.len(), 2);
+        assert_eq!(r.hits[0].subject, sid("a"));
+        assert_eq!(r.hits[0].template, TemplateId(2));
+        assert_eq!(r.hits[1].subject, sid("b"));
+        assert_eq!(r.second_identity_score, Some(r.hits[1].score));
+        // k = 1 still reports the second identity (the margin rule needs it).
+        let r1 = g.identify(&probe, 1, SearchMode::Quantised).unwrap();
+        assert_eq!(r1.hits.len(), 1);
+        assert_eq!(r1.second_identity_score, r.second_identity_score);
+        assert!(r1.margin().unwrap() > 0.5);
+        // Wrong dimension is an error, not a panic.
+        assert!(matches!(
+            g.identify(&emb(&[1.0, 0.0]), 1, SearchMode::Exact),
+            Err(StoreError::DimensionMismatch {
+                expected: 3,
+                got: 2
+            })
+        ));
+    }
+
+    #[test]
+    fn swap_remove_keeps_index_in_step() {
+        let mut g = Gallery::synthetic(50, 8, 1);
+        let moved_probe = g.synthetic_probe(49, 0.0, 0).unwrap();
+        assert!(g.remove_template(TemplateId(3)));
+        assert!(!g.remove_template(TemplateId(3)));
+        assert_eq!(g.len(), 49);
+        // Row 2 now holds what was the last row (template 50).
+        assert_eq!(g.rows()[2].template, TemplateId(50));
+        let r = g.identify(&moved_probe, 1, SearchMode::Exact).unwrap();
+        assert_eq!(r.hits[0].template, TemplateId(50));
+        assert!((r.hits[0].score - 1.0).abs() < 1e-5);
+        // The vacated tail is zeroised.
+        assert!(g.exact.buf[49 * 8..50 * 8].iter().all(|x| *x == 0.0));
+        assert!(g.quant.buf[49 * 8..50 * 8].iter().all(|x| *x == 0));
+        assert_eq!(g.remove_subject(&sid("syn-0000050")), 1);
+        assert_eq!(g.len(), 48);
+        assert_eq!(g.subjects(), 48);
+        for (row, rr) in g.rows().iter().enumerate() {
+            assert_eq!(g.by_template[&rr.template], row);
+        }
+    }
+
+    #[test]
+    fn quantised_agrees_with_exact() {
+        let g = Gallery::synthetic(5000, 64, 7);
+        for i in 0..40 {
+            let probe = g.synthetic_probe(i * 97, 0.1, i as u64).unwrap();
+            let e = g.identify(&probe, 5, SearchMode::Exact).unwrap();
+            let q = g.identify(&probe, 5, SearchMode::Quantised).unwrap();
+            assert_eq!(e.hits[0].template, TemplateId(i as u64 * 97 + 1));
+            assert_eq!(q.hits[0], e.hits[0], "probe {i}");
+            assert_eq!(q.mode, SearchMode::Quantised);
+            // Scores are exact in both modes.
+            assert!(
+                (q.second_identity_score.unwrap() - e.second_identity_score.unwrap()).abs() < 1e-6
+            );
+        }
+    }
+
+    #[test]
+    fn two_threads_agree_with_one() {
+        // Big enough to take the two-thread path.
+        let g = Gallery::synthetic(PARALLEL_MIN_ELEMENTS / 32 + 10, 32, 11);
+        let probe = g.synthetic_probe(g.len() - 1, 0.1, 5).unwrap();
+        let r = g.identify(&probe, 3, SearchMode::Exact).unwrap();
+        assert_eq!(r.hits[0].template, TemplateId(g.len() as u64));
+        let naive = (0..g.len())
+            .map(|i| dot_f32(g.row(i), probe.as_slice()))
+            .fold(f32::MIN, f32::max);
+        assert_eq!(r.hits[0].score, naive);
+    }
+
+    #[test]
+    fn growth_keeps_rows() {
+        let mut g = Gallery::new("m", 4, 1);
+        for i in 0..100u64 {
+            let t = i as f32 * 0.03;
+            let v = [t.cos(), t.sin(), 0.0, 0.0];
+            g.insert(&sid(&format!("s{i}")), TemplateId(i), &emb(&v))
+                .unwrap();
+        }
+        assert_eq!(g.len(), 100);
+        let t = 99.0f32 * 0.03;
+        let r = g
+            .identify(&emb(&[t.cos(), t.sin(), 0.0, 0.0]), 1, SearchMode::Exact)
+            .unwrap();
+        assert_eq!(r.hits[0].template, TemplateId(99));
+        assert!(format!("{g:?}").contains("rows: 100"));
+    }
+}

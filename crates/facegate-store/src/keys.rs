@@ -239,6 +239,7 @@ fn read_limited(path: &Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 

@@ -197,6 +197,7 @@ pub fn migrate_to(conn: &mut Connection, file: &Path, target: u32) -> Result<u32
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

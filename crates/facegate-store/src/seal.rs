@@ -241,6 +241,7 @@ fn template_aad(b: TemplateBinding<'_>) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

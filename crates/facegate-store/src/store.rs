@@ -406,13 +406,14 @@ impl Store {
             subject: subject.clone(),
             source,
         })?;
-        if let Some(g) = self.gallery.as_ref().filter(|g| g.model_id() == model_id) {
-            if g.dim() != fused.dim() {
-                return Err(StoreError::DimensionMismatch {
-                    expected: g.dim(),
-                    got: fused.dim(),
-                });
-            }
+        if let Some(g) = self.gallery.as_ref()
+            && g.model_id() == model_id
+            && g.dim() != fused.dim()
+        {
+            return Err(StoreError::DimensionMismatch {
+                expected: g.dim(),
+                got: fused.dim(),
+            });
         }
         let now = self.clock.now();
         self.check_consent(consent, now)?;
@@ -430,7 +431,15 @@ impl Store {
         }
 
         let template = self.write("enroll", |tx, ctx| {
-            let (consent_id, _) = upsert_consent(tx, ctx, consent)?;
+            let (consent_id, ledger_expiry) = upsert_consent(tx, ctx, consent)?;
+            let expires_at = expires_at.min(ledger_expiry);
+            if expires_at <= ctx.now {
+                return Err(StoreError::ConsentNotLive {
+                    subject: subject.clone(),
+                    expires_at,
+                    now: ctx.now,
+                });
+            }
             let data_key = match load_subject_key(tx, ctx.file, ctx.keks, &subject)? {
                 Some(k) => k,
                 None => create_subject_key(tx, ctx, &subject)?,
@@ -630,18 +639,21 @@ impl Store {
     /// has passed, and the data key of every subject left without templates. Run at start-up and
     /// on a schedule.
     pub fn sweep_expired(&mut self) -> Result<SweepReport, StoreError> {
-        let (report, subjects) = self.write("retention sweep", |tx, ctx| {
+        let (report, templates) = self.write("retention sweep", |tx, ctx| {
             let mut report = SweepReport::default();
-            // 1. Bring consent expiries forward where the current policy is shorter.
+            // 1. Bring live consents' expiries forward where the current policy is shorter. Each
+            //    consent is judged by its own record (granted_at, age_years).
             let live: Vec<(i64, String, String, i64)> = {
                 let mut stmt = tx
                     .prepare(
                         "SELECT c.id, c.subject_id, c.record, c.expires_at FROM consents c
-                         WHERE c.withdrawn_at IS NULL",
+                         WHERE c.withdrawn_at IS NULL AND c.expires_at > ?1",
                     )
                     .map_err(ctx.err("read consents"))?;
                 let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .query_map([ctx.now.0], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
                     .map_err(ctx.err("read consents"))?;
                 rows.collect::<Result<_, _>>()
                     .map_err(ctx.err("read consents"))?
@@ -679,8 +691,8 @@ impl Store {
             let expired: Vec<(String, i64)> = {
                 let mut stmt = tx
                     .prepare(
-                        "SELECT subject_id, COUNT(*) FROM templates WHERE expires_at <= ?1
-                         GROUP BY subject_id ORDER BY subject_id",
+                        "SELECT subject_id, id FROM templates WHERE expires_at <= ?1
+                         ORDER BY subject_id, id",
                     )
                     .map_err(ctx.err("find expired"))?;
                 let rows = stmt
@@ -702,20 +714,24 @@ impl Store {
                 )
                 .map_err(ctx.err("delete expired keys"))?;
 
-            let mut subjects = Vec::with_capacity(expired.len());
-            for (subject, n) in expired {
-                let Ok(subject) = SubjectId::new(subject) else {
+            // One record per subject, listing the template ids removed.
+            let templates: Vec<TemplateId> = expired
+                .iter()
+                .map(|(_, id)| TemplateId(u64::try_from(*id).unwrap_or(0)))
+                .collect();
+            for group in expired.chunk_by(|a, b| a.0 == b.0) {
+                let Ok(subject) = SubjectId::new(group[0].0.clone()) else {
                     continue;
                 };
+                let ids: Vec<i64> = group.iter().map(|(_, id)| *id).collect();
                 ctx.audit(
                     tx,
                     &AuditEvent::new(AuditKind::Expiry, "retention-sweeper", "ok")
                         .subject(&subject)
-                        .details(json!({ "templates_deleted": n })),
+                        .details(json!({ "templates_deleted": ids })),
                 )?;
-                subjects.push(subject);
+                report.subjects_affected += 1;
             }
-            report.subjects_affected = subjects.len();
             if report != SweepReport::default() {
                 ctx.audit(
                     tx,
@@ -727,18 +743,17 @@ impl Store {
                     })),
                 )?;
             }
-            Ok((report, subjects))
+            Ok((report, templates))
         })?;
         if report.templates_deleted > 0 || report.keys_destroyed > 0 {
+            // Only the expired templates leave the gallery: a subject may hold newer ones.
             if let Some(g) = self.gallery.as_mut() {
-                for s in &subjects {
-                    g.remove_subject(s);
+                for t in &templates {
+                    g.remove_template(*t);
                 }
             }
             self.checkpoint();
         }
-        // Rows expired by a shortened retention for subjects outside `subjects` cannot exist:
-        // every deleted template's subject is listed.
         tracing::info!(
             templates_deleted = report.templates_deleted,
             subjects = report.subjects_affected,
@@ -1244,12 +1259,12 @@ fn parse_record(subject: &SubjectId, json: &str) -> Result<ConsentRecord, StoreE
 }
 
 /// Inserts the subject row if needed and the consent if this exact record is not in the ledger
-/// yet (recording it in the audit trail). Returns the ledger id and whether it is new.
+/// yet (recording it in the audit trail). Returns the ledger id and the ledger's expiry.
 fn upsert_consent(
     tx: &Transaction<'_>,
     ctx: &Ctx<'_>,
     consent: &Consent,
-) -> Result<(ConsentId, bool), StoreError> {
+) -> Result<(ConsentId, UnixMillis), StoreError> {
     let record = consent.record();
     let subject = consent.subject();
     let json = serde_json::to_string(record).map_err(|source| StoreError::ConsentRecord {
@@ -1262,17 +1277,19 @@ fn upsert_consent(
         params![subject.as_str(), record.age_years, ctx.now.0],
     )
     .map_err(ctx.err("insert subject"))?;
-    let existing: Option<i64> = tx
+    let existing: Option<(i64, i64)> = tx
         .query_row(
-            "SELECT id FROM consents WHERE subject_id = ?1 AND record = ?2
+            "SELECT id, expires_at FROM consents WHERE subject_id = ?1 AND record = ?2
              AND withdrawn_at IS NULL",
             params![subject.as_str(), json],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
         .map_err(ctx.err("read consent"))?;
-    if let Some(id) = existing {
-        return Ok((ConsentId(id), false));
+    if let Some((id, expires_at)) = existing {
+        // The ledger's expiry wins: it may have been shortened by a sweep, and it is never
+        // lengthened (people were told the retention in force when they consented).
+        return Ok((ConsentId(id), UnixMillis(expires_at)));
     }
     tx.execute(
         "INSERT INTO consents (subject_id, record, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
@@ -1285,6 +1302,7 @@ fn upsert_consent(
     )
     .map_err(ctx.err("insert consent"))?;
     let id = ConsentId(tx.last_insert_rowid());
+    let expires_at = consent.expires_at();
     ctx.audit(
         tx,
         &AuditEvent::new(AuditKind::Consent, &record.operator, "ok")
@@ -1295,10 +1313,10 @@ fn upsert_consent(
                 "method": record.method,
                 "guardian": record.guardian.is_some(),
                 "granted_at": record.granted_at.0,
-                "expires_at": consent.expires_at().0,
+                "expires_at": expires_at.0,
             })),
     )?;
-    Ok((id, true))
+    Ok((id, expires_at))
 }
 
 fn load_subject_key(
@@ -1487,6 +1505,7 @@ fn initialise(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
