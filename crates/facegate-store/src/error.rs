@@ -52,6 +52,20 @@ pub enum StoreError {
     )]
     DiskFull { file: PathBuf, op: &'static str },
 
+    /// The operating system refused a read or write of the database (a full disk on which
+    /// SQLite got a short write, a file size limit, failing storage).
+    #[error(
+        "database {} could not be written or read ({op}: {detail}); check free space, the file \
+         size limit (LimitFSIZE=) and the storage of the state directory; committed data is \
+         intact",
+        file.display()
+    )]
+    DiskIo {
+        file: PathBuf,
+        op: &'static str,
+        detail: String,
+    },
+
     /// The database was written by a newer facegate.
     #[error(
         "database {} has schema version {found}, this build understands up to {supported}; \
@@ -261,6 +275,11 @@ impl StoreError {
                 detail: format!("{op}: {source}"),
             },
             Some(ErrorCode::DiskFull) => Self::DiskFull { file, op },
+            Some(ErrorCode::SystemIoFailure) => Self::DiskIo {
+                file,
+                op,
+                detail: source.to_string(),
+            },
             _ => Self::Database { file, op, source },
         }
     }

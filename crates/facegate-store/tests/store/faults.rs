@@ -85,7 +85,15 @@ fn parse_child_output(out: &[u8], rep: &mut Reported) -> usize {
     };
     let mut steps = 0;
     for line in complete.lines() {
-        let parts: Vec<&str> = line.split_whitespace().collect();
+        // The harness prints `test <name> ... ` without a newline before the first step.
+        let start = ["ENROLLED ", "DELETING ", "DELETED "]
+            .iter()
+            .filter_map(|m| line.find(m))
+            .min();
+        let Some(start) = start else {
+            continue;
+        };
+        let parts: Vec<&str> = line[start..].split_whitespace().collect();
         match parts.as_slice() {
             ["ENROLLED", name, id] => {
                 rep.enrolled.insert((*name).to_owned(), id.parse().unwrap());
@@ -352,4 +360,80 @@ fn key_file_with_loose_mode_or_wrong_owner_is_refused_with_the_fix() {
     let err = MasterKey::load(&KeySource::File(bad)).unwrap_err();
     assert!(matches!(err, StoreError::KeyFormat { .. }), "{err}");
     let _ = UnixMillis(0);
+}
+
+const FULL_CHILD_DIR: &str = "FACEGATE_STORE_TEST_FULL_DIR";
+
+/// Child role: the disk "fills up" (a 1 KiB file size limit) in the middle of service.
+#[test]
+fn child_disk_full() {
+    let Some(dir) = std::env::var_os(FULL_CHILD_DIR) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let clock = ManualClock::new(T0);
+    let policy = policy();
+    let mut store = open_at(dir, &key(1), &clock, &policy);
+    store.load_gallery(MODEL, DIM).unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on this process; SIGXFSZ ignored so a write past the limit fails
+    // with EFBIG instead of killing the process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut old), 0);
+        let small = libc::rlimit {
+            rlim_cur: 1024,
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &small), 0);
+    }
+    let c = consent(&policy, "carol", 30, T0);
+    let err = store.enroll(&c, &[emb(3)], MODEL).unwrap_err();
+    let file = dir.join(DB_FILE_NAME);
+    assert!(
+        matches!(err, StoreError::DiskIo { .. } | StoreError::DiskFull { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(file.to_str().unwrap()), "{err}");
+    println!("error shown: {err}");
+    // Still serving: reads, the gallery, no half-written enrollment.
+    assert_eq!(store.list_subjects().unwrap().len(), 2);
+    assert_eq!(store.gallery().unwrap().len(), 2);
+    assert!(store.subject(&sid("carol")).unwrap().is_none());
+    // Space comes back: writes work again without a restart.
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &old), 0);
+    }
+    store.enroll(&c, &[emb(3)], MODEL).unwrap();
+    assert!(store.verify_audit().unwrap().is_intact());
+    println!("DISK-FULL CHILD OK");
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_committed_rows_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, policy) = store_with(dir.path(), &["alice", "bob"]);
+    drop(store);
+    let child = spawn_child(
+        "faults::child_disk_full",
+        &[(FULL_CHILD_DIR, dir.path().to_str().unwrap().to_owned())],
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if let Some(i) = stdout.find("error shown") {
+        eprintln!("{}", stdout[i..].lines().next().unwrap_or(""));
+    }
+    assert!(
+        out.status.success() && stdout.contains("DISK-FULL CHILD OK"),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut store = open_at(dir.path(), &key(1), &clock, &policy);
+    store.integrity_check().unwrap();
+    let load = store.load_gallery(MODEL, DIM).unwrap();
+    assert_eq!((load.loaded, load.failures.len()), (3, 0));
 }
