@@ -68,13 +68,14 @@ pub fn init(library: &Path, config: &RuntimeConfig) -> Result<(), VisionError> {
         path: library.to_path_buf(),
         reason,
     };
+    // Loading the library must come first: every other ort call goes through it.
+    let builder = ort::init_from(library).map_err(|e| rt_err(e.to_string()))?;
     let pool = GlobalThreadPoolOptions::default()
         .with_intra_threads(config.intra_threads)
         .and_then(|p| p.with_inter_threads(1))
         .and_then(|p| p.with_spin_control(config.spinning))
         .map_err(|e| rt_err(e.to_string()))?;
-    let env = ort::init_from(library)
-        .map_err(|e| rt_err(e.to_string()))?
+    let env = builder
         .with_name("facegate")
         .with_global_thread_pool(pool)
         .build()

@@ -1,0 +1,53 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod compare;
+pub mod demo;
+pub mod detect;
+pub mod eval;
+pub mod validate;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use facegate_types::{Embedding, Frame};
+use facegate_vision::{Manifest, Pipeline, VisionConfig};
+
+use crate::cli::Cli;
+use crate::config::Config;
+
+/// Config, manifest and a loaded pipeline.
+pub struct Loaded {
+    pub config: Config,
+    pub manifest: Manifest,
+    pub pipeline: Pipeline,
+}
+
+/// Loads the config and the pipeline, letting `adjust` change the vision settings first.
+pub fn load(cli: &Cli, adjust: impl FnOnce(&mut VisionConfig)) -> Result<Loaded> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    adjust(&mut config.vision);
+    let manifest = config.manifest()?;
+    let pipeline =
+        Pipeline::load(&manifest, &config.vision).context("loading the vision pipeline")?;
+    Ok(Loaded {
+        config,
+        manifest,
+        pipeline,
+    })
+}
+
+/// Decodes an image with the configured pixel limit.
+pub fn read_image(path: &Path, max_pixels: u64) -> Result<Frame> {
+    facegate_capture::decode_image_file(path, max_pixels)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// The template of the largest face in `frame`.
+pub fn embed_largest(pipeline: &mut Pipeline, frame: &Frame, what: &str) -> Result<Embedding> {
+    let face = pipeline
+        .embed_largest(frame)
+        .with_context(|| format!("{what}: no usable face"))?;
+    face.embedding
+        .with_context(|| format!("{what}: no embedding"))
+}

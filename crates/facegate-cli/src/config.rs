@@ -1,0 +1,238 @@
+//! The configuration file: raw TOML sections (unknown keys refused) converted into validated
+//! values. Policy sections are validated by `facegate-policy`; this module adds the runtime,
+//! model, vision and capture sections and resolves paths.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use facegate_policy::{
+    PolicyConfig, RawAlternatives, RawDeployment, RawFiling, RawMatching, RawNotice,
+    RawPolicyConfig, RawRetention,
+};
+use facegate_vision::{Manifest, QualityConfig, RuntimeConfig, VisionConfig};
+use serde::Deserialize;
+
+/// The default configuration, compiled in: used when no `--config` is given and
+/// `/etc/facegate/facegate.toml` does not exist.
+pub const DEFAULT_TOML: &str = include_str!("../../../configs/facegate.toml");
+
+/// Where an installed terminal keeps its configuration.
+pub const SYSTEM_CONFIG: &str = "/etc/facegate/facegate.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    deployment: RawDeployment,
+    notice: RawNotice,
+    retention: RawRetention,
+    alternatives: RawAlternatives,
+    #[serde(default)]
+    filing: RawFiling,
+    matching: RawMatching,
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    models: RawModels,
+    #[serde(default)]
+    vision: RawVision,
+    #[serde(default)]
+    capture: RawCapture,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    onnxruntime: Option<PathBuf>,
+    #[serde(default)]
+    intra_threads: usize,
+    #[serde(default)]
+    spinning: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    manifest: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawVision {
+    flip_tta: bool,
+    liveness: bool,
+    detector_threshold: Option<f32>,
+    quality: QualityConfig,
+}
+
+impl Default for RawVision {
+    fn default() -> Self {
+        Self {
+            flip_tta: true,
+            liveness: true,
+            detector_threshold: None,
+            quality: QualityConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCapture {
+    max_pixels: u64,
+}
+
+impl Default for RawCapture {
+    fn default() -> Self {
+        Self {
+            max_pixels: facegate_capture::DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+/// The validated configuration every command works from.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it was read from (`<built-in>` for the default).
+    pub source: String,
+    pub policy: PolicyConfig,
+    pub vision: VisionConfig,
+    pub manifest_path: PathBuf,
+    pub max_pixels: u64,
+}
+
+impl Config {
+    /// Loads `path`, else the system config if present, else the built-in default.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                Self::parse(&text, &p.display().to_string(), p.parent())
+            }
+            None if Path::new(SYSTEM_CONFIG).is_file() => {
+                Self::load(Some(Path::new(SYSTEM_CONFIG)))
+            }
+            None => Self::parse(DEFAULT_TOML, "<built-in>", None),
+        }
+    }
+
+    /// Parses and validates config text; relative paths resolve against `base`.
+    pub fn parse(text: &str, source: &str, base: Option<&Path>) -> Result<Self> {
+        let raw: RawConfig = toml::from_str(text).with_context(|| format!("config {source}"))?;
+        let policy = PolicyConfig::from_raw(RawPolicyConfig {
+            deployment: raw.deployment,
+            notice: raw.notice,
+            retention: raw.retention,
+            alternatives: raw.alternatives,
+            filing: raw.filing,
+            matching: raw.matching,
+        })
+        .with_context(|| format!("config {source}"))?;
+        let resolve = |p: PathBuf| match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
+        };
+        let manifest_path = match raw.models.manifest {
+            Some(p) => resolve(p),
+            None => find_manifest()?,
+        };
+        if raw.capture.max_pixels < 64 * 64 {
+            bail!("config {source}: capture.max_pixels must be at least 4096");
+        }
+        if let Some(t) = raw.vision.detector_threshold
+            && !(0.05..1.0).contains(&t)
+        {
+            bail!("config {source}: vision.detector_threshold must lie in [0.05, 1)");
+        }
+        let vision = VisionConfig {
+            runtime: RuntimeConfig {
+                library: raw.runtime.onnxruntime.map(resolve),
+                intra_threads: raw.runtime.intra_threads,
+                spinning: raw.runtime.spinning,
+            },
+            flip_tta: raw.vision.flip_tta,
+            liveness: raw.vision.liveness,
+            quality: raw.vision.quality,
+            detector_threshold: raw.vision.detector_threshold,
+        };
+        Ok(Self {
+            source: source.to_string(),
+            policy,
+            vision,
+            manifest_path,
+            max_pixels: raw.capture.max_pixels,
+        })
+    }
+
+    pub fn manifest(&self) -> Result<Manifest> {
+        Manifest::load(&self.manifest_path)
+            .with_context(|| format!("loading model manifest {}", self.manifest_path.display()))
+    }
+
+    /// The cosine threshold of the configured operating point.
+    pub fn threshold(&self, manifest: &Manifest) -> Result<f32> {
+        let calibration: Vec<(f64, f32)> = manifest
+            .model(facegate_vision::Role::Embedder)
+            .map(|m| m.calibration.iter().map(|c| (c.fmr, c.cosine)).collect())
+            .unwrap_or_default();
+        facegate_policy::resolve_threshold(&calibration, self.policy.matching()).with_context(
+            || {
+                format!(
+                    "resolving the match threshold from {}",
+                    manifest.path().display()
+                )
+            },
+        )
+    }
+}
+
+/// The manifest when the config names none: `$FACEGATE_MODELS_DIR`, `models/` in the working
+/// directory or a parent of it, beside the executable's workspace, then the Debian location.
+pub fn find_manifest() -> Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("FACEGATE_MODELS_DIR") {
+        candidates.push(PathBuf::from(dir).join("manifest.toml"));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        candidates.extend(cwd.ancestors().map(|a| a.join("models/manifest.toml")));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(
+            exe.ancestors()
+                .skip(1)
+                .map(|a| a.join("models/manifest.toml")),
+        );
+    }
+    candidates.push(PathBuf::from("/usr/share/facegate/models/manifest.toml"));
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .with_context(|| "no model manifest found: set [models] manifest in the config or FACEGATE_MODELS_DIR, or run deploy/dev.sh setup".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_config_validates() {
+        let c = Config::parse(DEFAULT_TOML, "<built-in>", None).unwrap();
+        assert!(c.vision.liveness);
+        assert!(c.policy.matching().fmr().is_some());
+    }
+
+    #[test]
+    fn unknown_keys_and_forbidden_sites_are_refused() {
+        let extra = DEFAULT_TOML.replacen("[vision]", "[vision]\nsurprise = 1", 1);
+        let err = format!("{:#}", Config::parse(&extra, "t", None).unwrap_err());
+        assert!(err.contains("surprise"), "{err}");
+        let hotel = DEFAULT_TOML.replacen(
+            "site_kind = \"office_entrance\"",
+            "site_kind = \"hotel_room\"",
+            1,
+        );
+        let err = format!("{:#}", Config::parse(&hotel, "t", None).unwrap_err());
+        assert!(err.contains("Art. 13"), "{err}");
+    }
+}

