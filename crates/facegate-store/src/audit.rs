@@ -155,6 +155,55 @@ impl AuditEvent {
         self.details = details;
         self
     }
+
+    /// A 1:1 **verification** (Art. 19: confirming a claimed identity) and its decision. The
+    /// record holds the claimed id, the best score (rounded to 4 decimals) and the decision.
+    pub fn verification(
+        claimed: &SubjectId,
+        score: Option<f32>,
+        accepted: bool,
+        operator: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            AuditKind::Verify,
+            operator,
+            if accepted { "match" } else { "no_match" },
+        )
+        .subject(claimed)
+        .details(serde_json::json!({ "score": score.map(round4) }))
+    }
+
+    /// A 1:N **identification** (Art. 19: finding who someone is within the gallery) and its
+    /// decision: the identity accepted (if any), the best and second-identity scores and the
+    /// number of templates searched.
+    pub fn identification(
+        result: &crate::Identification,
+        accepted: Option<&SubjectId>,
+        operator: impl Into<String>,
+    ) -> Self {
+        let ev = Self::new(
+            AuditKind::Identify,
+            operator,
+            if accepted.is_some() {
+                "match"
+            } else {
+                "unknown"
+            },
+        )
+        .details(serde_json::json!({
+            "best_score": result.best().map(|h| round4(h.score)),
+            "second_identity_score": result.second_identity_score.map(round4),
+            "searched": result.scanned,
+        }));
+        match accepted {
+            Some(s) => ev.subject(s),
+            None => ev,
+        }
+    }
+}
+
+fn round4(x: f32) -> f64 {
+    (f64::from(x) * 1e4).round() / 1e4
 }
 
 /// A stored record, as read back.
@@ -759,6 +808,19 @@ mod tests {
 
     fn check(c: &Connection, k: &AuditKey) -> AuditVerification {
         verify(c, Path::new(":memory:"), k).unwrap()
+    }
+
+    #[test]
+    fn decision_records_hold_ids_and_scores_only() {
+        let e = AuditEvent::verification(
+            &SubjectId::new("emp-1").unwrap(),
+            Some(0.712_345),
+            true,
+            "gate-1",
+        );
+        assert_eq!(e.kind, AuditKind::Verify);
+        assert_eq!(e.outcome, "match");
+        assert_eq!(e.details.to_string(), r#"{"score":0.7123}"#);
     }
 
     #[test]

@@ -13,13 +13,17 @@
 //!   withdrawn since.
 //! - **Withdrawal and expiry delete at once**: the subject's template rows *and its wrapped data
 //!   key* are deleted in one transaction, `secure_delete` zeroes the freed cells, and the WAL is
-//!   checkpointed and truncated. Ciphertext that survives anywhere (an old WAL frame, a free
-//!   page, filesystem slack) is unreadable because the only key that opened it is gone from the
-//!   database (crypto-shredding).
-//! - **Backups**: a copy of the database made *before* a deletion still contains the wrapped
-//!   data key. It is protected only by the master key in use when it was made: rotate the master
-//!   key ([`Store::rotate_master_key`]) and destroy the retired key to put such copies out of
-//!   reach. This crate cannot delete bytes it does not own.
+//!   checkpointed and truncated, so neither the ciphertext nor the wrapped key can be read back
+//!   through the database files (tested byte for byte). Ciphertext that survives elsewhere is
+//!   unreadable with the live database's keys, because the only key that opened it is gone
+//!   (crypto-shredding).
+//! - **What crypto-shredding does not reach**: bytes outside the live files. A backup or disk
+//!   image made *before* a deletion contains the wrapped data key; so may blocks the filesystem
+//!   or the flash controller freed but did not erase (a truncated WAL, wear levelling). Such
+//!   bytes are protected only by the master key in use when they were written: rotate the
+//!   master key ([`Store::rotate_master_key`]) and destroy the retired key, and every subject
+//!   deleted before the rotation is out of reach in all of them. Keep backups sealed under the
+//!   current key and rotate on a schedule (for instance after each batch of deletions).
 //! - **Wrong key, tampered row**: a wrong master key is refused at open, naming both key ids; a
 //!   row that does not open is reported naming its template and subject, and every other row
 //!   still loads.

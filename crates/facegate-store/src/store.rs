@@ -168,6 +168,7 @@ impl Store {
     ///
     /// A database whose file is not writable opens read-only: reads (listing, the gallery, audit
     /// verification) work and every write fails with [`StoreError::ReadOnly`].
+    #[tracing::instrument(skip_all, fields(state_dir = %state_dir.display()))]
     pub fn open(
         state_dir: &Path,
         master_key: &MasterKey,
@@ -394,6 +395,7 @@ impl Store {
     /// key (created on first enrollment), the consent and the sealed template are written in one
     /// transaction together with the audit record; the gallery is updated after the commit when
     /// it holds `model_id`. Returns the new template's id.
+    #[tracing::instrument(skip_all, fields(subject = %consent.subject(), model_id))]
     pub fn enroll(
         &mut self,
         consent: &Consent,
@@ -528,6 +530,7 @@ impl Store {
 
     /// Withdrawal (Art. 6): deletes the subject's templates and data key at once, marks its
     /// consents withdrawn (the ledger keeps them: earlier processing stays lawful), records it.
+    #[tracing::instrument(skip_all, fields(subject = %withdrawal.subject))]
     pub fn withdraw(&mut self, withdrawal: &Withdrawal) -> Result<RemovalReport, StoreError> {
         let subject = withdrawal.subject.clone();
         self.require_subject(&subject)?;
@@ -575,6 +578,7 @@ impl Store {
 
     /// Erases a subject completely: templates, data key, consent ledger rows and the subject
     /// row. The audit trail keeps the processing record (ids only), as Art. 9 requires.
+    #[tracing::instrument(skip_all, fields(subject = %subject))]
     pub fn delete_subject(
         &mut self,
         subject: &SubjectId,
@@ -638,6 +642,7 @@ impl Store {
     /// (a shortened retention applies to stored data), then deletes every template whose expiry
     /// has passed, and the data key of every subject left without templates. Run at start-up and
     /// on a schedule.
+    #[tracing::instrument(skip_all)]
     pub fn sweep_expired(&mut self) -> Result<SweepReport, StoreError> {
         let (report, templates) = self.write("retention sweep", |tx, ctx| {
             let mut report = SweepReport::default();
@@ -768,6 +773,7 @@ impl Store {
     /// Decrypts every live template of `model_id` into a new gallery (replacing any loaded one).
     /// Rows that do not open are skipped and reported in [`GalleryLoad::failures`], and recorded
     /// as an audit alert; every other subject still loads.
+    #[tracing::instrument(skip_all, fields(model_id, dim))]
     pub fn load_gallery(&mut self, model_id: &str, dim: usize) -> Result<GalleryLoad, StoreError> {
         let now = self.clock.now();
         let err = |op| StoreError::db_at(&self.file, op);
@@ -876,6 +882,7 @@ impl Store {
     /// into copies. After a rotation, old copies need the *retired* key: destroy the retired key
     /// (and keep backups sealed under the current one) and every subject deleted before the
     /// rotation is unreadable in every old copy too.
+    #[tracing::instrument(skip_all)]
     pub fn rotate_master_key(
         &mut self,
         new_key: &MasterKey,
