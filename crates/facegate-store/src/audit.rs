@@ -4,7 +4,7 @@
 //! `prev_mac` it was chained to. The canonical bytes cover the time, kind, subject id, operator,
 //! outcome and details (length-prefixed, so no field can bleed into another); the sequence number
 //! is the row order and is checked for continuity separately. Without the audit key nobody can
-//! produce a valid mac, so [`verify`] tells apart a record whose content was **edited** (its mac
+//! produce a valid mac, so [`crate::Store::verify_audit`] tells apart a record whose content was **edited** (its mac
 //! does not match), a record **removed** before it (its `prev_mac` is no mac in the table), and
 //! records **reordered** (its `prev_mac` is the mac of another record than the one before it).
 //! A keyed *head* marker in `settings` (last seq and mac) catches a cut-off tail; a keyed *anchor*
@@ -272,7 +272,7 @@ impl fmt::Display for AuditBreak {
     }
 }
 
-/// Result of [`verify`].
+/// Result of [`crate::Store::verify_audit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditVerification {
     /// Records checked.

@@ -334,7 +334,7 @@ impl Store {
     /// Records a consent in the ledger (Art. 6, 7), before or independently of enrollment.
     pub fn record_consent(&mut self, consent: &Consent) -> Result<ConsentId, StoreError> {
         let now = self.clock.now();
-        self.check_consent(consent, now)?;
+        self.check_consent(consent, now, AuditKind::Consent)?;
         let subject = consent.subject().clone();
         let id = self.write("record consent", |tx, ctx| {
             let (id, _) = upsert_consent(tx, ctx, consent)?;
@@ -345,7 +345,12 @@ impl Store {
     }
 
     /// Refuses a consent that is not live now or that the ledger shows as withdrawn later.
-    fn check_consent(&mut self, consent: &Consent, now: UnixMillis) -> Result<(), StoreError> {
+    fn check_consent(
+        &mut self,
+        consent: &Consent,
+        now: UnixMillis,
+        kind: AuditKind,
+    ) -> Result<(), StoreError> {
         let subject = consent.subject().clone();
         let refusal = if !consent.is_live(now) {
             Some(StoreError::ConsentNotLive {
@@ -375,10 +380,9 @@ impl Store {
             None => Ok(()),
             Some(e) => {
                 if !self.read_only {
-                    let ev =
-                        AuditEvent::new(AuditKind::Enroll, &consent.record().operator, "refused")
-                            .subject(&subject)
-                            .details(json!({ "reason": e.to_string() }));
+                    let ev = AuditEvent::new(kind, &consent.record().operator, "refused")
+                        .subject(&subject)
+                        .details(json!({ "reason": e.to_string() }));
                     if let Err(a) = self.record(ev) {
                         tracing::warn!(subject = %subject, error = %a, "could not record a refused enrollment");
                     }
@@ -418,7 +422,7 @@ impl Store {
             });
         }
         let now = self.clock.now();
-        self.check_consent(consent, now)?;
+        self.check_consent(consent, now, AuditKind::Enroll)?;
         let record = consent.record();
         let expires_at = consent.expires_at().min(
             self.policy
