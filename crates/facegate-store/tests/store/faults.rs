@@ -141,15 +141,29 @@ fn kill_9_during_enroll_and_delete_loses_nothing_committed() {
             ],
         );
         let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
+            // Signal once the first step is out, keep reading until the pipe closes.
             let mut buf = Vec::new();
-            let _ = stdout.read_to_end(&mut buf);
+            let mut chunk = [0u8; 4096];
+            let mut signalled = false;
+            while let Ok(n) = stdout.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if !signalled && contains(&buf, b"ENROLLED ") {
+                    let _ = tx.send(());
+                    signalled = true;
+                }
+            }
             buf
         });
-        // Kill at a random point once the child is under way.
-        let delay = Duration::from_millis(60 + rng.next() % 400);
+        // Wait until the child is under way, then kill it at a random point of its loop.
+        let started = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+        let delay = Duration::from_millis(rng.next() % 300);
         let start = Instant::now();
-        while start.elapsed() < delay {
+        while started && start.elapsed() < delay {
             if let Ok(Some(status)) = child.try_wait() {
                 let mut err = String::new();
                 child
@@ -160,14 +174,19 @@ fn kill_9_during_enroll_and_delete_loses_nothing_committed() {
                     .unwrap();
                 panic!("child exited early with {status}: {err}");
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         assert!(!status.success(), "the child was killed");
+        if !started {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("child never enrolled anything: {err}");
+        }
         let out = reader.join().unwrap();
         let steps = parse_child_output(&out, &mut rep);
-        eprintln!("round {round}: killed after {delay:?}, {steps} steps reported");
+        eprintln!("round {round}: killed {delay:?} after the first step, {steps} steps reported");
 
         // Reopen after every kill: consistent, nothing committed lost, chain intact.
         check_after_kill(dir.path(), &rep);
