@@ -81,11 +81,7 @@ impl UltraFace {
         let spec: &ModelSpec = session.spec();
         let shape = &spec.inputs[0].shape;
         let (input_h, input_w) = (shape[2] as u32, shape[3] as u32);
-        let norm = Normalise {
-            colour: spec.preprocess.colour,
-            mean: spec.preprocess.mean,
-            scale: spec.preprocess.scale,
-        };
+        let norm = Normalise::from(&spec.preprocess);
         let threshold = spec.param("score_threshold", 0.65) as f32;
         let nms_iou = spec.param("nms_iou", 0.4) as f32;
         let input = vec![0.0; spec.inputs[0].len()];

@@ -88,11 +88,7 @@ impl Pfld68 {
     pub fn new(session: ModelSession) -> Self {
         let spec = session.spec();
         let side = spec.inputs[0].shape[3] as u32;
-        let norm = Normalise {
-            colour: spec.preprocess.colour,
-            mean: spec.preprocess.mean,
-            scale: spec.preprocess.scale,
-        };
+        let norm = Normalise::from(&spec.preprocess);
         let input = vec![0.0; spec.inputs[0].len()];
         let output = vec![0.0; spec.outputs[0].len()];
         Self {

@@ -37,11 +37,7 @@ impl PassiveLiveness {
     pub fn new(session: ModelSession) -> Self {
         let spec = session.spec();
         let side = spec.inputs[0].shape[3] as u32;
-        let norm = Normalise {
-            colour: spec.preprocess.colour,
-            mean: spec.preprocess.mean,
-            scale: spec.preprocess.scale,
-        };
+        let norm = Normalise::from(&spec.preprocess);
         let crop_scale = spec.param("crop_scale", 2.7) as f32;
         let input = vec![0.0; spec.inputs[0].len()];
         let output = vec![0.0; spec.outputs[0].len()];

@@ -121,11 +121,7 @@ impl Pipeline {
         }
         let landmarks = Pfld68::new(ModelSession::load(manifest, spec(Role::Landmarks)?)?);
         let embed_spec = spec(Role::Embedder)?;
-        let embed_norm = Normalise {
-            colour: embed_spec.preprocess.colour,
-            mean: embed_spec.preprocess.mean,
-            scale: embed_spec.preprocess.scale,
-        };
+        let embed_norm = Normalise::from(&embed_spec.preprocess);
         let calibration = embed_spec.calibration.clone();
         let embedder = ArcFace::new(ModelSession::load(manifest, embed_spec)?, config.flip_tta);
         let liveness = if config.liveness {

@@ -58,6 +58,16 @@ pub struct Normalise {
     pub scale: f32,
 }
 
+impl From<&crate::manifest::Preprocess> for Normalise {
+    fn from(p: &crate::manifest::Preprocess) -> Self {
+        Self {
+            colour: p.colour,
+            mean: p.mean,
+            scale: p.scale,
+        }
+    }
+}
+
 impl Normalise {
     fn planes(&self) -> usize {
         if self.colour == Colour::Grey { 1 } else { 3 }
