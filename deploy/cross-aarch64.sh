@@ -23,8 +23,8 @@
 #  2. /proc/cpuinfo. qemu-user 7.2 (bookworm) shows the guest the host's x86 /proc/cpuinfo;
 #     ONNX Runtime's cpuinfo library finds no ARM processor in it and dereferences NULL while
 #     the library is being loaded. The smoke step bind-mounts an ARM /proc/cpuinfo (Cortex-A72)
-#     in a private mount namespace (unshare -m; root or CAP_SYS_ADMIN). Newer qemu-user (8.2+)
-#     emulates /proc/cpuinfo itself; the bind mount is harmless there.
+#     in a private mount namespace (unshare -m; root or CAP_SYS_ADMIN). Newer qemu-user
+#     (qemu 10 tried) emulates /proc/cpuinfo itself; the bind mount is harmless there.
 #
 # Environment: CARGO_TARGET_DIR (default target), QEMU_CPU (default cortex-a72),
 # SMOKE_TIMEOUT (seconds per emulated command, default 900).
@@ -171,7 +171,7 @@ smoke() {
     if ! unshare -m sh -c "mount --bind '$WORK/cpuinfo' /proc/cpuinfo" 2>/dev/null; then
         EMU_NS=0
         log "WARNING: cannot bind-mount an ARM /proc/cpuinfo (unshare -m needs root or CAP_SYS_ADMIN);"
-        log "         under qemu-user < 8.2 ONNX Runtime then crashes in its CPU probe (see docs/aarch64.md)"
+        log "         under qemu-user 7.2 ONNX Runtime then crashes in its CPU probe (see docs/aarch64.md)"
     fi
 
     # ONNX Runtime's load + CreateEnv alone: a crash or a hang here means inference cannot run
