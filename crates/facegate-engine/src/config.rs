@@ -1,0 +1,172 @@
+//! The engine's validated settings.
+
+use std::time::Duration;
+
+use facegate_policy::{MAX_FRAMES_TO_AGREE, PolicyConfig};
+
+use crate::EngineError;
+use crate::capture::CaptureConfig;
+
+/// The liveness threshold shipped: a face is live when the model's live probability is at least
+/// this. APCER/BPCER at this value are measured by the integration test on the evaluation set.
+pub const DEFAULT_LIVENESS_THRESHOLD: f32 = 0.5;
+
+/// How a PIN, card or QR credential is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CredentialMode {
+    /// The credential alone decides (the Art. 10 alternative to the face): the subject it maps
+    /// to is granted when the store holds a live consent for them, denied otherwise.
+    #[default]
+    Alone,
+    /// Two factors: the credential claims a subject and a face seen within `window` must verify
+    /// 1:1 against that subject's templates (frames_to_agree attempts); otherwise `denied`
+    /// (face does not match) or `retry` (no face in time).
+    WithFace { window: Duration },
+}
+
+/// Everything the engine needs to decide, already resolved by the caller.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// Cosine threshold, resolved from the policy's FMR operating point against the model's
+    /// calibration (`facegate_policy::resolve_threshold`).
+    pub threshold: f32,
+    /// Identification margin over the second identity (`MatchingPolicy::margin`).
+    pub margin: f32,
+    /// Consecutive agreeing attempts a decision needs (`MatchingPolicy::frames_to_agree`).
+    pub frames_to_agree: u32,
+    /// Minimum live probability, default [`DEFAULT_LIVENESS_THRESHOLD`].
+    pub liveness_threshold: f32,
+    /// At most one attempt (quality, liveness, embed) per track every this many processed
+    /// frames. 1 = every frame.
+    pub attempt_interval_frames: u32,
+    /// Faces analysed per frame, largest detector scores first.
+    pub max_faces: usize,
+    /// Identities returned by each 1:N search (the decision uses the best and the second).
+    pub top_k: usize,
+    /// Tracker: minimum box overlap to continue a track, frames a track survives unseen.
+    pub tracker_min_iou: f32,
+    pub tracker_max_missed: u32,
+    /// Retention sweep period (`RetentionPolicy::sweep_interval`); the sweep also runs at start.
+    pub sweep_interval: Duration,
+    pub credential_mode: CredentialMode,
+    /// Credentials waiting for the loop at most; more are refused at submission.
+    pub credential_queue: usize,
+    /// Recorded as the operator of the engine's audit records.
+    pub operator: String,
+    /// Width of the embedder's output (the gallery is loaded with it when not loaded yet).
+    pub embedding_dim: usize,
+    /// Capture back-pressure, reopen back-off and replay pacing.
+    pub capture: CaptureConfig,
+}
+
+impl EngineConfig {
+    /// Settings from the policy (margin, frames to agree, sweep interval) and the cosine
+    /// threshold the caller resolved from the policy's operating point; defaults elsewhere.
+    pub fn new(policy: &PolicyConfig, threshold: f32) -> Self {
+        let m = policy.matching();
+        Self {
+            threshold,
+            margin: m.margin(),
+            frames_to_agree: m.frames_to_agree(),
+            liveness_threshold: DEFAULT_LIVENESS_THRESHOLD,
+            attempt_interval_frames: 2,
+            max_faces: 4,
+            top_k: 3,
+            tracker_min_iou: 0.3,
+            tracker_max_missed: 10,
+            sweep_interval: policy.retention().sweep_interval(),
+            credential_mode: CredentialMode::Alone,
+            credential_queue: 16,
+            operator: "facegate-engine".into(),
+            embedding_dim: 512,
+            capture: CaptureConfig::default(),
+        }
+    }
+
+    /// Checks every value; the engine refuses to start on an error.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |field: &'static str, reason: String| Err(EngineError::Config { field, reason });
+        if !(self.threshold.is_finite() && (-1.0..=1.0).contains(&self.threshold)) {
+            return bad("threshold", format!("{} is not a cosine in [-1, 1]", self.threshold));
+        }
+        if !(self.margin.is_finite() && (0.0..1.0).contains(&self.margin)) {
+            return bad("margin", format!("{} is not in [0, 1)", self.margin));
+        }
+        if self.frames_to_agree == 0 || self.frames_to_agree > MAX_FRAMES_TO_AGREE {
+            return bad(
+                "frames_to_agree",
+                format!("{} is not in 1..={MAX_FRAMES_TO_AGREE}", self.frames_to_agree),
+            );
+        }
+        if !(self.liveness_threshold.is_finite() && (0.0..=1.0).contains(&self.liveness_threshold))
+        {
+            return bad(
+                "liveness_threshold",
+                format!("{} is not a probability", self.liveness_threshold),
+            );
+        }
+        if self.attempt_interval_frames == 0 {
+            return bad("attempt_interval_frames", "must be at least 1".into());
+        }
+        if self.max_faces == 0 || self.top_k == 0 || self.credential_queue == 0 {
+            return bad(
+                "max_faces/top_k/credential_queue",
+                "must be at least 1".into(),
+            );
+        }
+        if self.embedding_dim == 0 {
+            return bad("embedding_dim", "must be at least 1".into());
+        }
+        if self.sweep_interval.is_zero() {
+            return bad("sweep_interval", "must be positive".into());
+        }
+        if let CredentialMode::WithFace { window } = self.credential_mode
+            && window.is_zero()
+        {
+            return bad("credential_mode.window", "must be positive".into());
+        }
+        if self.capture.backoff_initial.is_zero()
+            || self.capture.backoff_max < self.capture.backoff_initial
+        {
+            return bad(
+                "capture.backoff",
+                "initial must be positive and not above the maximum".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use facegate_policy::RawPolicyConfig;
+
+    use super::*;
+
+    #[test]
+    fn from_policy_and_validation() {
+        let policy = PolicyConfig::from_raw(RawPolicyConfig::example()).unwrap();
+        let c = EngineConfig::new(&policy, 0.4108);
+        assert_eq!(c.frames_to_agree, 2);
+        assert!((c.margin - 0.05).abs() < 1e-6);
+        assert_eq!(c.sweep_interval, Duration::from_secs(3600));
+        assert_eq!(c.liveness_threshold, 0.5);
+        c.validate().unwrap();
+        let mut bad = c.clone();
+        bad.threshold = f32::NAN;
+        assert!(bad.validate().unwrap_err().to_string().contains("threshold"));
+        let mut bad = c.clone();
+        bad.frames_to_agree = 0;
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.liveness_threshold = 1.5;
+        assert!(bad.validate().is_err());
+        let mut bad = c;
+        bad.credential_mode = CredentialMode::WithFace {
+            window: Duration::ZERO,
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,907 @@
+//! The gate loop.
+
+use std::borrow::BorrowMut;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use facegate_capture::{CaptureOptions, SourceSpec};
+use facegate_policy::PolicyConfig;
+use facegate_store::{AuditEvent, AuditKind, Identification, SearchMode, Store};
+use facegate_types::{Clock, Frame, SubjectId, SystemClock};
+use facegate_vision::{
+    AnalyseOptions, Detection, Pipeline, QualityIssue, StageTimings, TrackId, Tracker,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::EngineError;
+use crate::capture::{CaptureThread, Received, SourceOpener, StreamEnd};
+use crate::config::{CredentialMode, EngineConfig};
+use crate::credential::{Credential, CredentialDirectory, HashedDirectory};
+use crate::decision::{
+    Agreement, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict, ms, rfc3339,
+};
+use crate::gate::{GateOutput, GateWorker, Pulse};
+use crate::sink::EventSink;
+
+/// How long the loop waits for a frame before it looks at credentials and timers again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Stops a running engine and submits credentials to it, from any thread.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    stop: Arc<AtomicBool>,
+    credentials: SyncSender<Credential>,
+}
+
+impl EngineHandle {
+    /// Queues a credential for the decision path. Refused when the queue is full or the engine
+    /// is gone (the caller tells the person to try again).
+    pub fn submit(&self, credential: Credential) -> Result<(), EngineError> {
+        self.credentials
+            .try_send(credential)
+            .map_err(|e| EngineError::CredentialRejected {
+                reason: match e {
+                    TrySendError::Full(_) => "queue full",
+                    TrySendError::Disconnected(_) => "engine stopped",
+                },
+            })
+    }
+
+    /// Asks the loop to finish the frame in hand, decide pending credentials and return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Why [`Engine::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// A replayed stream ended.
+    EndOfStream,
+    /// [`EngineHandle::stop`] was called.
+    Stopped,
+}
+
+/// Counters of one run (ids and counts only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub frames_processed: u64,
+    pub frames_captured: u64,
+    /// Frames replaced before the loop took them (back-pressure).
+    pub frames_dropped: u64,
+    /// Frames the source could not produce (corrupt, truncated).
+    pub bad_frames: u64,
+    pub source_opens: u64,
+    pub source_open_failures: u64,
+    /// Frames or faces a vision stage failed on (skipped).
+    pub vision_errors: u64,
+    /// Quality/liveness attempts on tracks.
+    pub attempts: u64,
+    /// Embeddings computed (attempts that passed quality and liveness).
+    pub embeddings: u64,
+    pub tracks: u64,
+    /// Decisions per outcome name.
+    pub decisions: BTreeMap<&'static str, u64>,
+    pub credentials: u64,
+    pub sweeps: u64,
+    pub sink_errors: u64,
+    pub audit_errors: u64,
+    pub gate_pulses: u64,
+    pub ended: Option<EndReason>,
+}
+
+/// A pending two-factor claim ([`CredentialMode::WithFace`]).
+#[derive(Debug, Clone)]
+struct Claim {
+    subject: SubjectId,
+    method: Method,
+    deadline: Instant,
+    submitted: Instant,
+}
+
+#[derive(Debug)]
+struct TrackState {
+    agreement: Agreement,
+    last_attempt: Option<u64>,
+    decided: Option<Outcome>,
+    last_emitted: Option<Outcome>,
+    /// The 1:N result of the latest identification attempt (for the audit record).
+    last_identification: Option<Identification>,
+}
+
+impl TrackState {
+    fn new(frames_to_agree: u32) -> Self {
+        Self {
+            agreement: Agreement::new(frames_to_agree),
+            last_attempt: None,
+            decided: None,
+            last_emitted: None,
+            last_identification: None,
+        }
+    }
+
+    fn requalify(&mut self) {
+        self.agreement.reset();
+        self.last_attempt = None;
+        self.decided = None;
+        self.last_emitted = None;
+        self.last_identification = None;
+    }
+}
+
+/// Timings of the attempt that produced a verdict.
+#[derive(Debug, Clone, Copy, Default)]
+struct AttemptTimes {
+    stages: StageTimings,
+    detect: Duration,
+    track: Duration,
+    matching: Duration,
+}
+
+/// What a decision is about, before it becomes an event.
+#[derive(Debug)]
+struct Draft {
+    track: Option<u64>,
+    outcome: Outcome,
+    subject: Option<SubjectId>,
+    method: Method,
+    mode: Mode,
+    score: Option<f32>,
+    frames: u32,
+    reason: Option<String>,
+    audit: AuditEvent,
+    times: AttemptTimes,
+    started: Instant,
+}
+
+/// The gate engine. See the crate docs for the loop.
+///
+/// `P` is how the engine holds the vision pipeline: owned (`Pipeline`, the service) or
+/// borrowed (`&mut Pipeline`, tests sharing one loaded pipeline).
+pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
+    config: EngineConfig,
+    policy: PolicyConfig,
+    pipeline: P,
+    store: Store,
+    opener: Option<SourceOpener>,
+    directory: Box<dyn CredentialDirectory>,
+    gate: Option<Box<dyn GateOutput>>,
+    sinks: Vec<Box<dyn EventSink>>,
+    clock: Arc<dyn Clock>,
+    stop: Arc<AtomicBool>,
+    cred_tx: SyncSender<Credential>,
+    cred_rx: Receiver<Credential>,
+    tracker: Tracker,
+    tracks: HashMap<TrackId, TrackState>,
+    claim: Option<Claim>,
+    frame_index: u64,
+    summary: RunSummary,
+}
+
+impl<P: BorrowMut<Pipeline>> std::fmt::Debug for Engine<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .field("sinks", &self.sinks.len())
+            .field("gate", &self.gate)
+            .field("tracks", &self.tracks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn quality_name(issue: QualityIssue) -> &'static str {
+    match issue {
+        QualityIssue::TooSmall => "too_small",
+        QualityIssue::Blurred => "blurred",
+        QualityIssue::TooDark => "too_dark",
+        QualityIssue::TooBright => "too_bright",
+        QualityIssue::Clipped => "clipped",
+        QualityIssue::Turned => "turned",
+        QualityIssue::Tilted => "tilted",
+        QualityIssue::Rolled => "rolled",
+    }
+}
+
+fn add_details(ev: &mut AuditEvent, extra: serde_json::Value) {
+    if let (Some(obj), serde_json::Value::Object(extra)) = (ev.details.as_object_mut(), extra) {
+        obj.extend(extra);
+    }
+}
+
+impl<P: BorrowMut<Pipeline>> Engine<P> {
+    /// Builds an engine on a loaded pipeline (with its liveness model) and an open store, whose
+    /// policy the engine follows. Loads the store's gallery for the pipeline's model if it is
+    /// not loaded. Add a source before [`Engine::run`]; by default there is no credential
+    /// directory (every PIN, card and QR is unknown), no gate output and no sink.
+    pub fn new(config: EngineConfig, mut pipeline: P, mut store: Store) -> Result<Self, EngineError> {
+        config.validate()?;
+        let p: &mut Pipeline = pipeline.borrow_mut();
+        if !p.has_liveness() {
+            return Err(EngineError::Config {
+                field: "vision.liveness",
+                reason: "the pipeline was loaded without the liveness model; a decision needs \
+                         a liveness pass"
+                    .into(),
+            });
+        }
+        let model_id = p.model_id().to_owned();
+        if store.gallery().is_none_or(|g| g.model_id() != model_id) {
+            let load = store.load_gallery(&model_id, config.embedding_dim)?;
+            tracing::info!(
+                loaded = load.loaded,
+                failed = load.failures.len(),
+                "engine gallery ready"
+            );
+        }
+        let policy = store.policy().clone();
+        let (cred_tx, cred_rx) = sync_channel(config.credential_queue);
+        let tracker = Tracker::new(config.tracker_min_iou, config.tracker_max_missed);
+        Ok(Self {
+            config,
+            policy,
+            pipeline,
+            store,
+            opener: None,
+            directory: Box::new(HashedDirectory::default()),
+            gate: None,
+            sinks: Vec::new(),
+            clock: Arc::new(SystemClock),
+            stop: Arc::new(AtomicBool::new(false)),
+            cred_tx,
+            cred_rx,
+            tracker,
+            tracks: HashMap::new(),
+            claim: None,
+            frame_index: 0,
+            summary: RunSummary::default(),
+        })
+    }
+
+    /// Reads frames from `spec` (a camera is reopened with back-off when it fails; a file ends
+    /// the run at its end).
+    #[must_use]
+    pub fn with_source(mut self, spec: &SourceSpec, opts: &CaptureOptions) -> Self {
+        let (spec, opts) = (spec.clone(), opts.clone());
+        self.config.capture.reopen = matches!(spec, SourceSpec::Camera(_));
+        self.opener = Some(Box::new(move || facegate_capture::open(&spec, &opts)));
+        self
+    }
+
+    /// Reads frames from whatever `opener` opens (`config.capture.reopen` says whether it is
+    /// called again after a failure).
+    #[must_use]
+    pub fn with_source_opener(mut self, opener: SourceOpener) -> Self {
+        self.opener = Some(opener);
+        self
+    }
+
+    /// Maps PIN, card and QR credentials to subjects.
+    #[must_use]
+    pub fn with_directory(mut self, directory: Box<dyn CredentialDirectory>) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// Opens this gate on `granted`.
+    #[must_use]
+    pub fn with_gate(mut self, gate: Box<dyn GateOutput>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Adds an event sink.
+    #[must_use]
+    pub fn with_sink(mut self, sink: Box<dyn EventSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// The clock of event times (the store keeps its own for consent and audit).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A handle to stop the engine and submit credentials.
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle {
+            stop: self.stop.clone(),
+            credentials: self.cred_tx.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Gives back the pipeline and the store.
+    pub fn into_parts(self) -> (P, Store) {
+        (self.pipeline, self.store)
+    }
+
+    /// Runs the loop until the replayed stream ends or [`EngineHandle::stop`]. Sweeps expired
+    /// data first. Returns an error only for start-up failures (no source, a file that cannot
+    /// be opened, the first sweep failing); per-frame failures are counted in the summary.
+    #[tracing::instrument(skip_all, name = "engine")]
+    pub fn run(&mut self) -> Result<RunSummary, EngineError> {
+        let opener = self.opener.take().ok_or(EngineError::Config {
+            field: "source",
+            reason: "no frame source (call with_source) or the source was used by a previous run"
+                .into(),
+        })?;
+        self.summary = RunSummary::default();
+        self.sweep()?;
+        let mut last_sweep = Instant::now();
+        let mut gate = match self.gate.take() {
+            Some(g) => Some(GateWorker::spawn(g)?),
+            None => None,
+        };
+        // The capture thread has its own flag: ending a replay must not mark the engine
+        // stopped for the caller's handle.
+        let capture_stop = Arc::new(AtomicBool::new(false));
+        let mut capture = CaptureThread::spawn(opener, self.config.capture, capture_stop)
+            .map_err(|e| EngineError::CaptureThread {
+                reason: e.to_string(),
+            })?;
+        tracing::info!(
+            threshold = f64::from(self.config.threshold),
+            frames_to_agree = self.config.frames_to_agree,
+            liveness_threshold = f64::from(self.config.liveness_threshold),
+            "engine running"
+        );
+        let result = loop {
+            self.drain_credentials(gate.as_ref());
+            self.expire_claim(gate.as_ref());
+            if last_sweep.elapsed() >= self.config.sweep_interval {
+                last_sweep = Instant::now();
+                if let Err(e) = self.sweep() {
+                    tracing::error!(error = %e, "retention sweep failed; retrying next period");
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break Ok(EndReason::Stopped);
+            }
+            match capture.mailbox.recv_timeout(POLL) {
+                Received::Frame(frame, arrived) => {
+                    self.process_frame(&frame, arrived, gate.as_ref());
+                }
+                Received::Timeout => {}
+                Received::End(StreamEnd::Finished) => break Ok(EndReason::EndOfStream),
+                Received::End(StreamEnd::Stopped) => break Ok(EndReason::Stopped),
+                Received::End(StreamEnd::Failed(e)) => break Err(EngineError::Capture(e)),
+            }
+        };
+        capture.stop();
+        // Credentials already queued are still decided.
+        self.drain_credentials(gate.as_ref());
+        if let Some(claim) = self.claim.take() {
+            self.claim_timed_out(claim, gate.as_ref());
+        }
+        if let Some(g) = gate.as_mut() {
+            g.finish();
+        }
+        let s = &capture.stats;
+        self.summary.frames_captured = s.captured.load(Ordering::Relaxed);
+        self.summary.frames_dropped = s.dropped.load(Ordering::Relaxed);
+        self.summary.bad_frames = s.bad_frames.load(Ordering::Relaxed);
+        self.summary.source_opens = s.opens.load(Ordering::Relaxed);
+        self.summary.source_open_failures = s.open_failures.load(Ordering::Relaxed);
+        let ended = result?;
+        self.summary.ended = Some(ended);
+        tracing::info!(
+            frames = self.summary.frames_processed,
+            dropped = self.summary.frames_dropped,
+            bad_frames = self.summary.bad_frames,
+            decisions = self.summary.decisions.values().sum::<u64>(),
+            ended = ?ended,
+            "engine stopped"
+        );
+        Ok(self.summary.clone())
+    }
+
+    fn sweep(&mut self) -> Result<(), EngineError> {
+        let r = self.store.sweep_expired()?;
+        self.summary.sweeps += 1;
+        tracing::info!(
+            templates_deleted = r.templates_deleted,
+            subjects_affected = r.subjects_affected,
+            "retention sweep"
+        );
+        Ok(())
+    }
+
+    // ----- faces ---------------------------------------------------------------------------
+
+    fn process_frame(&mut self, frame: &Frame, arrived: Instant, gate: Option<&GateWorker>) {
+        let _span = tracing::debug_span!("frame", seq = frame.sequence).entered();
+        self.frame_index += 1;
+        self.summary.frames_processed += 1;
+        let t0 = Instant::now();
+        let detections: Vec<Detection> = match self.pipeline.borrow_mut().detect(frame) {
+            Ok(d) => d.iter().take(self.config.max_faces).copied().collect(),
+            Err(e) => {
+                self.summary.vision_errors += 1;
+                tracing::warn!(error = %e, seq = frame.sequence, "detection failed; frame skipped");
+                return;
+            }
+        };
+        let detect = t0.elapsed();
+        let t1 = Instant::now();
+        let ids = self.tracker.update(&detections);
+        let live: Vec<TrackId> = self.tracker.tracks().iter().map(|t| t.id).collect();
+        self.tracks.retain(|id, _| live.contains(id));
+        let track = t1.elapsed();
+        for (det, id) in detections.into_iter().zip(ids) {
+            let needed = self.config.frames_to_agree;
+            let state = match self.tracks.entry(id) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => {
+                    tracing::debug!(track = id.0, "new track");
+                    self.summary.tracks += 1;
+                    v.insert(TrackState::new(needed))
+                }
+            };
+            if state.decided.is_some() {
+                continue;
+            }
+            if state
+                .last_attempt
+                .is_some_and(|l| self.frame_index - l < u64::from(self.config.attempt_interval_frames))
+            {
+                continue;
+            }
+            state.last_attempt = Some(self.frame_index);
+            let mut times = AttemptTimes {
+                detect,
+                track,
+                ..AttemptTimes::default()
+            };
+            let Some((attempt, identification)) = self.attempt(frame, det, &mut times) else {
+                continue;
+            };
+            let Some(state) = self.tracks.get_mut(&id) else {
+                continue;
+            };
+            if identification.is_some() {
+                state.last_identification = identification;
+            }
+            let Some(verdict) = state.agreement.push(attempt) else {
+                continue;
+            };
+            let frames = self.config.frames_to_agree;
+            let last_ident = state.last_identification.take();
+            let draft = self.verdict_draft(id, verdict, frames, last_ident, times, arrived);
+            let outcome = draft.outcome;
+            let Some(state) = self.tracks.get_mut(&id) else {
+                continue;
+            };
+            let repeat = state.last_emitted == Some(outcome);
+            if outcome.is_final() {
+                state.decided = Some(outcome);
+            }
+            state.last_emitted = Some(outcome);
+            if repeat && !outcome.is_final() {
+                // The same prompt again (still a spoof, still poor quality): no new event.
+                continue;
+            }
+            self.finish(draft, gate);
+        }
+    }
+
+    /// One attempt on one face: quality and liveness gates, then embed and match.
+    fn attempt(
+        &mut self,
+        frame: &Frame,
+        det: Detection,
+        times: &mut AttemptTimes,
+    ) -> Option<(Attempt, Option<Identification>)> {
+        self.summary.attempts += 1;
+        let gates = AnalyseOptions {
+            embed: false,
+            liveness: true,
+            max_faces: 1,
+        };
+        let pipeline = self.pipeline.borrow_mut();
+        let first = match pipeline.analyse_face(frame, det, gates, &mut times.stages) {
+            Ok(a) => a,
+            Err(e) => {
+                self.summary.vision_errors += 1;
+                tracing::warn!(error = %e, "face analysis failed; attempt skipped");
+                return None;
+            }
+        };
+        if !first.quality.passes() {
+            let issues = first.quality.issues.iter().map(|&i| quality_name(i)).collect();
+            return Some((Attempt::Quality(issues), None));
+        }
+        let live = first.liveness.unwrap_or(0.0);
+        if live.is_nan() || live < self.config.liveness_threshold {
+            return Some((Attempt::Spoof { live }, None));
+        }
+        drop(first);
+        let embed = AnalyseOptions {
+            embed: true,
+            liveness: false,
+            max_faces: 1,
+        };
+        let analysis = match pipeline.analyse_face(frame, det, embed, &mut times.stages) {
+            Ok(a) => a,
+            Err(e) => {
+                self.summary.vision_errors += 1;
+                tracing::warn!(error = %e, "embedding failed; attempt skipped");
+                return None;
+            }
+        };
+        let probe = analysis.embedding?;
+        self.summary.embeddings += 1;
+        let t = Instant::now();
+        let Some(gallery) = self.store.gallery() else {
+            times.matching = t.elapsed();
+            return Some((
+                Attempt::NoMatch {
+                    reason: "empty_gallery",
+                    best: None,
+                },
+                None,
+            ));
+        };
+        let result = if let Some(claim) = &self.claim {
+            match gallery.verify(&claim.subject, &probe) {
+                Ok(score) => Some((
+                    Attempt::from_verification(&claim.subject, score, self.config.threshold),
+                    None,
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "verification failed");
+                    None
+                }
+            }
+        } else {
+            match gallery.identify(&probe, self.config.top_k, SearchMode::Auto) {
+                Ok(ident) => {
+                    let attempt = Attempt::from_identification(
+                        ident.best().map(|h| (&h.subject, h.score)),
+                        ident.second_identity_score,
+                        self.config.threshold,
+                        self.config.margin,
+                    );
+                    Some((attempt, Some(ident)))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "identification failed");
+                    None
+                }
+            }
+        };
+        times.matching = t.elapsed();
+        if result.is_none() {
+            self.summary.vision_errors += 1;
+        }
+        result
+    }
+
+    /// Turns a verdict of a track into a decision draft (consent check, audit record).
+    fn verdict_draft(
+        &mut self,
+        id: TrackId,
+        verdict: Verdict,
+        frames: u32,
+        ident: Option<Identification>,
+        times: AttemptTimes,
+        started: Instant,
+    ) -> Draft {
+        let track = Some(id.0);
+        let op = self.config.operator.clone();
+        let claim = self.claim.clone();
+        let (method, mode) = match &claim {
+            Some(c) => (c.method, Mode::Verification),
+            None => (Method::Face, Mode::Identification),
+        };
+        let kind = match mode {
+            Mode::Verification => AuditKind::Verify,
+            _ => AuditKind::Identify,
+        };
+        let draft = |outcome, subject, score, reason: Option<String>, audit| Draft {
+            track,
+            outcome,
+            subject,
+            method,
+            mode,
+            score,
+            frames,
+            reason,
+            audit,
+            times,
+            started,
+        };
+        match verdict {
+            Verdict::Identified { subject, score } => {
+                let (outcome, reason) = self.consent_outcome(&subject);
+                if claim.is_some() {
+                    self.claim = None;
+                }
+                let mut audit = match (&claim, &ident) {
+                    (Some(_), _) => {
+                        AuditEvent::verification(&subject, Some(score), outcome == Outcome::Granted, &op)
+                    }
+                    (None, Some(ident)) => AuditEvent::identification(ident, Some(&subject), &op),
+                    (None, None) => AuditEvent::new(kind, &op, "match").subject(&subject),
+                };
+                add_details(
+                    &mut audit,
+                    json!({ "decision": outcome.as_str(), "track": id.0, "frames": frames,
+                            "method": method.as_str(), "reason": reason }),
+                );
+                draft(outcome, Some(subject), Some(score), reason, audit)
+            }
+            Verdict::Unknown { reason, best } => {
+                let (outcome, subject, reason) = match &claim {
+                    Some(c) => {
+                        self.claim = None;
+                        (
+                            Outcome::Denied,
+                            Some(c.subject.clone()),
+                            format!("face_does_not_match_claim:{reason}"),
+                        )
+                    }
+                    None => (Outcome::Unknown, None, reason.to_owned()),
+                };
+                let mut audit = match (&subject, &ident) {
+                    (Some(s), _) => AuditEvent::verification(s, best, false, &op),
+                    (None, Some(ident)) => AuditEvent::identification(ident, None, &op),
+                    (None, None) => AuditEvent::new(kind, &op, "unknown"),
+                };
+                add_details(
+                    &mut audit,
+                    json!({ "decision": outcome.as_str(), "track": id.0, "frames": frames,
+                            "method": method.as_str(), "reason": reason }),
+                );
+                draft(outcome, subject, best, Some(reason), audit)
+            }
+            Verdict::Spoof { .. } => {
+                let audit = AuditEvent::new(kind, &op, Outcome::SpoofSuspected.as_str()).details(
+                    json!({ "decision": "spoof_suspected", "track": id.0, "frames": frames,
+                            "method": method.as_str(), "reason": "liveness" }),
+                );
+                draft(
+                    Outcome::SpoofSuspected,
+                    None,
+                    None,
+                    Some("liveness".into()),
+                    audit,
+                )
+            }
+            Verdict::PoorQuality { issues } => {
+                let reason = format!("quality:{}", issues.join(","));
+                let audit = AuditEvent::new(kind, &op, Outcome::Retry.as_str()).details(
+                    json!({ "decision": "retry", "track": id.0, "frames": frames,
+                            "method": method.as_str(), "reason": reason }),
+                );
+                draft(Outcome::Retry, None, None, Some(reason), audit)
+            }
+        }
+    }
+
+    /// Granted with a live consent, denied without; retry when the store cannot tell.
+    fn consent_outcome(&self, subject: &SubjectId) -> (Outcome, Option<String>) {
+        match self.store.live_consent(subject) {
+            Ok(Some(_)) => (Outcome::Granted, None),
+            Ok(None) => (Outcome::Denied, Some("no_live_consent".into())),
+            Err(e) => {
+                tracing::error!(subject = %subject, error = %e, "consent lookup failed");
+                (Outcome::Retry, Some("store_error".into()))
+            }
+        }
+    }
+
+    /// Records, emits and acts on a decision. A grant whose audit record cannot be written
+    /// becomes a retry: no processing goes unrecorded.
+    fn finish(&mut self, mut d: Draft, gate: Option<&GateWorker>) {
+        let t = Instant::now();
+        if let Err(e) = self.store.record(d.audit.clone()) {
+            self.summary.audit_errors += 1;
+            tracing::error!(error = %e, "audit record failed");
+            if d.outcome == Outcome::Granted {
+                d.outcome = Outcome::Retry;
+                d.reason = Some("audit_failed".into());
+            }
+        }
+        let now = self.clock.now();
+        let st = d.times.stages;
+        let event = DecisionEvent {
+            time: rfc3339(now),
+            unix_ms: now.0,
+            track: d.track,
+            outcome: d.outcome,
+            subject: d.subject,
+            method: d.method,
+            mode: d.mode,
+            score: d.score.map(|s| (s * 1e4).round() / 1e4),
+            frames: d.frames,
+            reason: d.reason,
+            latency_ms: StageLatency {
+                detect: ms(d.times.detect),
+                track: ms(d.times.track),
+                landmarks: ms(st.landmarks),
+                align: ms(st.align),
+                quality: ms(st.quality),
+                liveness: ms(st.liveness),
+                embed: ms(st.embed),
+                matching: ms(d.times.matching),
+                decide: ms(t.elapsed()),
+                total: ms(d.started.elapsed()),
+            },
+        };
+        if event.outcome == Outcome::Granted
+            && let Some(g) = gate
+        {
+            let pulse = Pulse {
+                subject: event.subject.clone(),
+                method: event.method,
+                track: event.track,
+            };
+            if g.open(pulse) {
+                self.summary.gate_pulses += 1;
+            }
+        }
+        *self.summary.decisions.entry(event.outcome.as_str()).or_default() += 1;
+        tracing::info!(
+            track = event.track,
+            outcome = event.outcome.as_str(),
+            subject = event.subject.as_ref().map(SubjectId::as_str),
+            method = event.method.as_str(),
+            mode = ?event.mode,
+            frames = event.frames,
+            total_ms = event.latency_ms.total,
+            "decision"
+        );
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.emit(&event) {
+                self.summary.sink_errors += 1;
+                tracing::warn!(error = %e, "event sink failed");
+            }
+        }
+    }
+
+    // ----- credentials ---------------------------------------------------------------------
+
+    fn drain_credentials(&mut self, gate: Option<&GateWorker>) {
+        loop {
+            match self.cred_rx.try_recv() {
+                Ok(c) => self.credential(c, gate),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn credential(&mut self, credential: Credential, gate: Option<&GateWorker>) {
+        self.summary.credentials += 1;
+        let started = Instant::now();
+        let method = credential.method();
+        let alternatives = *self.policy.alternatives();
+        let enabled = match method {
+            Method::Pin => alternatives.pin(),
+            Method::Card => alternatives.card(),
+            Method::Qr => alternatives.qr(),
+            Method::Override => alternatives.operator_override(),
+            Method::Face => false,
+        };
+        let op = self.config.operator.clone();
+        let base = |outcome: Outcome, subject: Option<SubjectId>, reason: Option<String>, audit| {
+            Draft {
+                track: None,
+                outcome,
+                subject,
+                method,
+                mode: Mode::Credential,
+                score: None,
+                frames: 0,
+                reason,
+                audit,
+                times: AttemptTimes::default(),
+                started,
+            }
+        };
+        let details = |outcome: Outcome, reason: Option<&str>| {
+            json!({ "decision": outcome.as_str(), "method": method.as_str(), "face": false,
+                    "reason": reason })
+        };
+        if !enabled {
+            let reason = "alternative_disabled";
+            let audit = AuditEvent::new(AuditKind::Verify, &op, "refused")
+                .details(details(Outcome::Denied, Some(reason)));
+            return self.finish(base(Outcome::Denied, None, Some(reason.into()), audit), gate);
+        }
+        if let Credential::OperatorOverride { operator } = &credential {
+            let audit = AuditEvent::new(AuditKind::Verify, operator.as_str(), "override")
+                .details(details(Outcome::Granted, None));
+            return self.finish(
+                base(Outcome::Granted, None, Some(format!("override:{operator}")), audit),
+                gate,
+            );
+        }
+        let Some(subject) = self.directory.lookup(&credential) else {
+            let reason = "unknown_credential";
+            let audit = AuditEvent::new(AuditKind::Verify, &op, "unknown")
+                .details(details(Outcome::Unknown, Some(reason)));
+            return self.finish(base(Outcome::Unknown, None, Some(reason.into()), audit), gate);
+        };
+        match self.config.credential_mode {
+            CredentialMode::Alone => {
+                let (outcome, reason) = self.consent_outcome(&subject);
+                let mut audit =
+                    AuditEvent::verification(&subject, None, outcome == Outcome::Granted, &op);
+                add_details(&mut audit, details(outcome, reason.as_deref()));
+                self.finish(base(outcome, Some(subject), reason, audit), gate);
+            }
+            CredentialMode::WithFace { window } => {
+                let now = Instant::now();
+                if let Some(old) = self.claim.take() {
+                    self.claim_timed_out(old, gate);
+                }
+                tracing::info!(subject = %subject, method = method.as_str(), "credential claim: verifying the face");
+                self.claim = Some(Claim {
+                    subject,
+                    method,
+                    deadline: now + window,
+                    submitted: now,
+                });
+                // Every face in view is judged afresh against the claim.
+                for s in self.tracks.values_mut() {
+                    s.requalify();
+                }
+            }
+        }
+    }
+
+    fn expire_claim(&mut self, gate: Option<&GateWorker>) {
+        if self.claim.as_ref().is_some_and(|c| Instant::now() >= c.deadline)
+            && let Some(claim) = self.claim.take()
+        {
+            self.claim_timed_out(claim, gate);
+        }
+    }
+
+    fn claim_timed_out(&mut self, claim: Claim, gate: Option<&GateWorker>) {
+        let reason = "no_face_for_claim";
+        let mut audit = AuditEvent::verification(&claim.subject, None, false, &self.config.operator);
+        add_details(
+            &mut audit,
+            json!({ "decision": "retry", "method": claim.method.as_str(), "reason": reason }),
+        );
+        let draft = Draft {
+            track: None,
+            outcome: Outcome::Retry,
+            subject: Some(claim.subject),
+            method: claim.method,
+            mode: Mode::Verification,
+            score: None,
+            frames: 0,
+            reason: Some(reason.into()),
+            audit,
+            times: AttemptTimes::default(),
+            started: claim.submitted,
+        };
+        self.finish(draft, gate);
+    }
+}

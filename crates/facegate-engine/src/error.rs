@@ -1,0 +1,58 @@
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the engine. Messages carry stages, paths, ids, counts and
+/// durations, never pixels, landmarks or embedding values.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A configuration value outside its valid range.
+    #[error("invalid engine config: {field}: {reason}")]
+    Config { field: &'static str, reason: String },
+
+    /// The frame source could not be opened and is not retried (a replayed file).
+    #[error("capture: {0}")]
+    Capture(#[from] facegate_capture::CaptureError),
+
+    /// The capture thread ended abnormally.
+    #[error("capture thread: {reason}")]
+    CaptureThread { reason: String },
+
+    /// A vision stage failed at start-up (a per-frame failure is counted, not returned).
+    #[error("vision: {0}")]
+    Vision(#[from] facegate_vision::VisionError),
+
+    /// The store failed (start-up, gallery load, sweep).
+    #[error("store: {0}")]
+    Store(#[from] facegate_store::StoreError),
+
+    /// A credential directory file that cannot be read or parsed.
+    #[error("credential directory {}: {reason}", path.display())]
+    Directory { path: PathBuf, reason: String },
+
+    /// The engine's credential queue is full or the engine has stopped.
+    #[error("credential not accepted: {reason}")]
+    CredentialRejected { reason: &'static str },
+
+    /// A Unix socket could not be bound or set up.
+    #[error("event socket {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A gate output failed (GPIO chip absent, command failed or timed out).
+    #[error("gate output {output}: {reason}")]
+    Gate { output: String, reason: String },
+
+    /// An event sink could not write.
+    #[error("event sink {sink}: {source}")]
+    Sink {
+        sink: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,291 @@
+//! Where decision events go: JSON lines on a writer (stdout, which systemd sends to the journal),
+//! Unix-socket subscribers, and an in-memory list for tests. No sink may block the loop.
+
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::EngineError;
+use crate::decision::DecisionEvent;
+
+/// Receives every decision. Implementations must return quickly: the gate loop calls them.
+pub trait EventSink: Send + std::fmt::Debug {
+    /// Delivers one event. An error is logged and counted by the engine, which goes on.
+    fn emit(&mut self, event: &DecisionEvent) -> Result<(), EngineError>;
+}
+
+/// JSON lines on any writer; [`JsonLinesSink::stdout`] for the journal.
+pub struct JsonLinesSink<W: Write + Send> {
+    out: W,
+    name: &'static str,
+}
+
+impl<W: Write + Send> std::fmt::Debug for JsonLinesSink<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLinesSink")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write + Send> JsonLinesSink<W> {
+    pub fn new(out: W, name: &'static str) -> Self {
+        Self { out, name }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl JsonLinesSink<io::Stdout> {
+    /// JSON lines on standard output (under systemd, the journal).
+    pub fn stdout() -> Self {
+        Self::new(io::stdout(), "stdout")
+    }
+}
+
+impl<W: Write + Send> EventSink for JsonLinesSink<W> {
+    fn emit(&mut self, event: &DecisionEvent) -> Result<(), EngineError> {
+        let mut line = event.to_json_line();
+        line.push('\n');
+        self.out
+            .write_all(line.as_bytes())
+            .and_then(|()| self.out.flush())
+            .map_err(|source| EngineError::Sink {
+                sink: self.name,
+                source,
+            })
+    }
+}
+
+/// Keeps every event in memory; clones share the list (tests, the admin API's recent events).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink(Arc<Mutex<Vec<DecisionEvent>>>);
+
+impl MemorySink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the events so far.
+    pub fn events(&self) -> Vec<DecisionEvent> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl EventSink for MemorySink {
+    fn emit(&mut self, event: &DecisionEvent) -> Result<(), EngineError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
+        Ok(())
+    }
+}
+
+/// Broadcasts JSON lines to every client connected to a Unix socket.
+///
+/// New subscribers are accepted (non-blocking) at each event. Each write is non-blocking: a
+/// subscriber whose socket buffer is full (it is not reading) or that hung up is dropped, so a
+/// slow subscriber never holds up the gate.
+#[derive(Debug)]
+pub struct SocketBroadcaster {
+    path: PathBuf,
+    listener: UnixListener,
+    clients: Vec<UnixStream>,
+    dropped: u64,
+}
+
+impl SocketBroadcaster {
+    /// Binds `path` (mode 0660; a stale socket file left by a previous run is replaced, any
+    /// other existing file is refused).
+    pub fn bind(path: &Path) -> Result<Self, EngineError> {
+        let err = |source| EngineError::Socket {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if meta.file_type().is_socket() {
+                std::fs::remove_file(path).map_err(err)?;
+            } else {
+                return Err(err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a socket",
+                )));
+            }
+        }
+        let listener = UnixListener::bind(path).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            listener,
+            clients: Vec::new(),
+            dropped: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Connected subscribers.
+    pub fn subscribers(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Subscribers dropped so far (slow or gone).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Accepts every pending connection.
+    pub fn accept_pending(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_ok() {
+                        tracing::debug!(subscribers = self.clients.len() + 1, "event subscriber");
+                        self.clients.push(stream);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event socket accept failed");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sends one line to every subscriber, dropping those that cannot take it whole now.
+    pub fn broadcast(&mut self, line: &[u8]) {
+        self.accept_pending();
+        let before = self.clients.len();
+        self.clients
+            .retain_mut(|c| matches!(c.write(line), Ok(n) if n == line.len()));
+        let gone = before - self.clients.len();
+        if gone > 0 {
+            self.dropped += gone as u64;
+            tracing::info!(
+                dropped = gone,
+                subscribers = self.clients.len(),
+                "slow or closed event subscribers dropped"
+            );
+        }
+    }
+}
+
+impl EventSink for SocketBroadcaster {
+    fn emit(&mut self, event: &DecisionEvent) -> Result<(), EngineError> {
+        let mut line = event.to_json_line();
+        line.push('\n');
+        self.broadcast(line.as_bytes());
+        Ok(())
+    }
+}
+
+impl Drop for SocketBroadcaster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    use facegate_types::UnixMillis;
+
+    use super::*;
+    use crate::decision::{Method, Mode, Outcome, StageLatency, rfc3339};
+
+    fn event(track: u64) -> DecisionEvent {
+        DecisionEvent {
+            time: rfc3339(UnixMillis(1_700_000_000_000)),
+            unix_ms: 1_700_000_000_000,
+            track: Some(track),
+            outcome: Outcome::Unknown,
+            subject: None,
+            method: Method::Face,
+            mode: Mode::Identification,
+            score: Some(0.12),
+            frames: 2,
+            reason: Some("below_threshold".into()),
+            latency_ms: StageLatency::default(),
+        }
+    }
+
+    #[test]
+    fn json_lines_sink_writes_one_line_per_event() {
+        let mut sink = JsonLinesSink::new(Vec::new(), "buffer");
+        sink.emit(&event(1)).unwrap();
+        sink.emit(&event(2)).unwrap();
+        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v["track"], 2);
+        assert_eq!(v["outcome"], "unknown");
+    }
+
+    #[test]
+    fn socket_subscribers_get_lines_and_a_stalled_one_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.sock");
+        let mut b = SocketBroadcaster::bind(&path).unwrap();
+        let reader = UnixStream::connect(&path).unwrap();
+        let stalled = UnixStream::connect(&path).unwrap();
+        b.emit(&event(1)).unwrap();
+        assert_eq!(b.subscribers(), 2);
+        let mut lines = BufReader::new(reader.try_clone().unwrap());
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        assert!(line.contains("\"track\":1"), "{line}");
+
+        // Keep emitting; the reader reads, the stalled client never does. Its buffer fills
+        // and it is dropped, while emit stays fast.
+        let reader_thread = std::thread::spawn(move || {
+            let mut n = 0;
+            let mut line = String::new();
+            while lines.read_line(&mut line).map(|k| k > 0).unwrap_or(false) {
+                n += 1;
+                line.clear();
+            }
+            n
+        });
+        let started = Instant::now();
+        let mut i = 0;
+        while b.subscribers() == 2 && i < 200_000 {
+            b.emit(&event(i)).unwrap();
+            i += 1;
+            // A pace the reading subscriber can follow; the stalled one reads nothing.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert_eq!(b.subscribers(), 1, "the stalled subscriber must be dropped");
+        assert_eq!(b.dropped(), 1);
+        assert!(started.elapsed() < Duration::from_secs(20));
+        drop(stalled);
+        drop(b); // closes the reader's connection and removes the socket file
+        assert!(reader_thread.join().unwrap() > 0);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn bind_refuses_a_regular_file_and_replaces_a_stale_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(SocketBroadcaster::bind(&file).is_err());
+        let path = dir.path().join("s.sock");
+        let first = UnixListener::bind(&path).unwrap();
+        drop(first); // leaves the socket file behind
+        let b = SocketBroadcaster::bind(&path).unwrap();
+        assert_eq!(b.path(), path);
+    }
+}

@@ -1,0 +1,427 @@
+//! The engine on real models, a real store and real video. Needs the assets fetched by
+//! `deploy/dev.sh setup`; the video and liveness checks also need `../shared/eval` and ffmpeg,
+//! and skip loudly without them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use facegate_capture::{
+    CaptureOptions, FrameSource, SourceSpec, Y4mSource, decode_image_file,
+};
+use facegate_engine::{
+    CaptureConfig, Credential, DecisionEvent, DryRun, Engine, EngineConfig, FramePolicy,
+    HashedDirectory, MemorySink, Method, Mode, Outcome,
+};
+use facegate_policy::{
+    ConsentMethod, ConsentRecord, PolicyConfig, RawPolicyConfig, resolve_threshold,
+};
+use facegate_store::{MasterKey, Store};
+use facegate_types::{BBox, Clock, SubjectId, SystemClock};
+use facegate_vision::{AnalyseOptions, Detection, Manifest, Pipeline, StageTimings, VisionConfig};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn eval_dir() -> PathBuf {
+    std::env::var_os("FACEGATE_EVAL_DIR")
+        .map_or_else(|| workspace().join("../shared/eval"), PathBuf::from)
+}
+
+fn pipeline() -> MutexGuard<'static, Pipeline> {
+    static P: OnceLock<Mutex<Pipeline>> = OnceLock::new();
+    P.get_or_init(|| {
+        let manifest = Manifest::load(&workspace().join("models/manifest.toml"))
+            .expect("models/manifest.toml");
+        let config = VisionConfig {
+            liveness: true,
+            flip_tta: true,
+            ..VisionConfig::default()
+        };
+        let p = Pipeline::load(&manifest, &config).unwrap_or_else(|e| {
+            panic!("loading the pipeline ({e}); run deploy/dev.sh setup first")
+        });
+        Mutex::new(p)
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+}
+
+fn policy() -> PolicyConfig {
+    PolicyConfig::from_raw(RawPolicyConfig::example()).unwrap()
+}
+
+fn engine_config(p: &Pipeline, policy: &PolicyConfig) -> EngineConfig {
+    let table: Vec<(f64, f32)> = p.calibration().iter().map(|c| (c.fmr, c.cosine)).collect();
+    let threshold = resolve_threshold(&table, policy.matching()).unwrap();
+    let mut c = EngineConfig::new(policy, threshold);
+    c.capture = CaptureConfig {
+        policy: FramePolicy::Lossless,
+        ..CaptureConfig::default()
+    };
+    c
+}
+
+fn open_store(dir: &Path, policy: &PolicyConfig) -> Store {
+    let key = MasterKey::generate().unwrap();
+    Store::open(dir, &key, Arc::new(SystemClock), policy).unwrap()
+}
+
+fn record(policy: &PolicyConfig, subject: &SubjectId) -> ConsentRecord {
+    ConsentRecord {
+        subject: subject.clone(),
+        age_years: 30,
+        purpose: policy.purpose(),
+        notice_version: policy.notice().version(),
+        method: ConsentMethod::Written,
+        operator: "op-1".into(),
+        guardian: None,
+        granted_at: SystemClock.now(),
+    }
+}
+
+/// A one-frame grey Y4M stream: the credential tests need a source that ends at once.
+fn grey_opener() -> facegate_engine::SourceOpener {
+    Box::new(|| {
+        let mut bytes = b"YUV4MPEG2 W64 H64 F30:1 C420jpeg\nFRAME\n".to_vec();
+        bytes.extend(std::iter::repeat_n(128u8, 64 * 64 * 3 / 2));
+        let src = Y4mSource::from_reader(std::io::Cursor::new(bytes), "grey.y4m", 1 << 20)?;
+        Ok(Box::new(src) as Box<dyn FrameSource>)
+    })
+}
+
+/// `frames` frames of a video from the evaluation set as Y4M in `dir`, or `None` (skipped).
+fn clip(name: &str, frames: u32, dir: &Path) -> Option<PathBuf> {
+    let src = eval_dir().join("video").join(name);
+    if !src.is_file() {
+        println!("SKIPPED: evaluation video missing {}", src.display());
+        return None;
+    }
+    let out = dir.join(name.replace(".mp4", ".y4m"));
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&src)
+        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+        .arg(&out)
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(out),
+        Ok(s) => panic!("ffmpeg failed on {}: {s}", src.display()),
+        Err(e) => {
+            println!("SKIPPED: ffmpeg missing ({e})");
+            None
+        }
+    }
+}
+
+fn outcomes(events: &[DecisionEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}:{}:{}",
+                e.outcome.as_str(),
+                e.subject.as_ref().map_or("-", SubjectId::as_str),
+                e.method.as_str(),
+                e.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn credentials_go_through_the_decision_path_and_are_audited() {
+    let mut p = pipeline();
+    let policy = policy();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_store(dir.path(), &policy);
+    let now = SystemClock.now();
+    let alice = SubjectId::new("alice").unwrap();
+    let bob = SubjectId::new("bob").unwrap();
+    store
+        .record_consent(&policy.grant(record(&policy, &alice), now).unwrap())
+        .unwrap();
+    let bob_consent = policy.grant(record(&policy, &bob), now).unwrap();
+    store.record_consent(&bob_consent).unwrap();
+    store
+        .withdraw(&bob_consent.withdraw(now, "op-1".into(), ConsentMethod::Written))
+        .unwrap();
+
+    let mut directory = HashedDirectory::new(b"terminal-1".to_vec());
+    directory
+        .insert(&Credential::Pin("1234".into()), alice.clone())
+        .unwrap();
+    directory
+        .insert(&Credential::Card("CARD-B".into()), bob.clone())
+        .unwrap();
+    let sink = MemorySink::new();
+    let gate = DryRun::new();
+    let config = engine_config(&p, &policy);
+    let mut engine = Engine::new(config, &mut *p, store)
+        .unwrap()
+        .with_source_opener(grey_opener())
+        .with_directory(Box::new(directory))
+        .with_gate(Box::new(gate.clone()))
+        .with_sink(Box::new(sink.clone()));
+    let handle = engine.handle();
+    handle.submit(Credential::Pin("1234".into())).unwrap();
+    handle.submit(Credential::Pin("0000".into())).unwrap();
+    handle.submit(Credential::Card("CARD-B".into())).unwrap();
+    handle.submit(Credential::Qr("anything".into())).unwrap(); // QR is off in the policy
+    handle
+        .submit(Credential::OperatorOverride {
+            operator: "guard-7".into(),
+        })
+        .unwrap();
+    let summary = engine.run().unwrap();
+    let events = sink.events();
+    println!("credential decisions: {:?}", outcomes(&events));
+    assert_eq!(summary.credentials, 5);
+    assert_eq!(events.len(), 5);
+    let e = &events[0];
+    assert_eq!(
+        (e.outcome, e.subject.as_ref(), e.method, e.mode),
+        (Outcome::Granted, Some(&alice), Method::Pin, Mode::Credential)
+    );
+    assert_eq!((events[1].outcome, events[1].subject.as_ref()), (Outcome::Unknown, None));
+    assert_eq!(
+        (events[2].outcome, events[2].subject.as_ref(), events[2].reason.as_deref()),
+        (Outcome::Denied, Some(&bob), Some("no_live_consent"))
+    );
+    assert_eq!(
+        (events[3].outcome, events[3].reason.as_deref()),
+        (Outcome::Denied, Some("alternative_disabled"))
+    );
+    assert_eq!((events[4].outcome, events[4].method), (Outcome::Granted, Method::Override));
+    let pulses = gate.pulses();
+    assert_eq!(pulses.len(), 2, "{pulses:?}");
+    assert_eq!(pulses[0].subject.as_ref(), Some(&alice));
+    assert_eq!((pulses[1].subject.as_ref(), pulses[1].method), (None, Method::Override));
+    for line in events.iter().map(DecisionEvent::to_json_line) {
+        assert!(!line.contains("1234") && !line.contains("CARD-B"), "{line}");
+    }
+
+    let store = engine.store();
+    let audit = store.audit_records(0, 1000).unwrap();
+    let verify: Vec<_> = audit.iter().filter(|r| r.kind == "verify").collect();
+    assert_eq!(verify.len(), 5, "{verify:#?}");
+    assert!(verify.iter().any(|r| r.subject.as_deref() == Some("alice") && r.outcome == "match"));
+    assert!(verify.iter().any(|r| r.subject.as_deref() == Some("bob") && r.outcome == "no_match"));
+    assert!(verify.iter().any(|r| r.operator == "guard-7" && r.outcome == "override"));
+    for r in &verify {
+        assert!(!r.details.contains("1234") && !r.details.contains("CARD-B"));
+    }
+    assert!(store.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(own) = clip("portrait_d9.mp4", 90, tmp.path()) else {
+        return;
+    };
+    let Some(other) = clip("portrait_d3.mp4", 60, tmp.path()) else {
+        return;
+    };
+    let mut p = pipeline();
+    let policy = policy();
+    let mut store = open_store(&tmp.path().join("state"), &policy);
+
+    // Enroll the face of frame 0.
+    let mut src = Y4mSource::open(&own, 40_000_000).unwrap();
+    let frame0 = src.next_frame().unwrap().unwrap();
+    let face = p.embed_largest(&frame0).unwrap();
+    assert!(face.quality.passes(), "frame 0: {:?}", face.quality.issues);
+    let subject = SubjectId::new("emp-d9").unwrap();
+    let consent = policy
+        .grant(record(&policy, &subject), SystemClock.now())
+        .unwrap();
+    store
+        .enroll(&consent, &[face.embedding.unwrap()], p.model_id())
+        .unwrap();
+
+    let config = engine_config(&p, &policy);
+    let run = |p: &mut Pipeline, store: Store, video: &Path| {
+        let sink = MemorySink::new();
+        let gate = DryRun::new();
+        let started = Instant::now();
+        let mut engine = Engine::new(config.clone(), p, store)
+            .unwrap()
+            .with_source(&SourceSpec::Y4m(video.to_path_buf()), &CaptureOptions::default())
+            .with_gate(Box::new(gate.clone()))
+            .with_sink(Box::new(sink.clone()));
+        let summary = engine.run().unwrap();
+        println!(
+            "{}: {} frames in {:.1} s, {} attempts, {} embeddings, decisions {:?}",
+            video.display(),
+            summary.frames_processed,
+            started.elapsed().as_secs_f64(),
+            summary.attempts,
+            summary.embeddings,
+            outcomes(&sink.events())
+        );
+        if let Some(e) = sink.events().first() {
+            println!("first event: {}", e.to_json_line());
+        }
+        let (_, store) = engine.into_parts();
+        (summary, sink.events(), gate.pulses(), store)
+    };
+
+    let (summary, events, pulses, store) = run(&mut p, store, &own);
+    assert_eq!(summary.frames_processed, 90);
+    assert_eq!(summary.frames_dropped, 0);
+    let granted: Vec<_> = events
+        .iter()
+        .filter(|e| e.outcome == Outcome::Granted)
+        .collect();
+    assert_eq!(granted.len(), 1, "one grant per track: {:?}", outcomes(&events));
+    let g = granted[0];
+    assert_eq!(g.subject.as_ref(), Some(&subject));
+    assert_eq!((g.method, g.mode), (Method::Face, Mode::Identification));
+    assert_eq!(g.frames, config.frames_to_agree);
+    assert!(g.score.unwrap() >= config.threshold);
+    assert!(g.latency_ms.total > 0.0 && g.latency_ms.embed > 0.0);
+    assert_eq!(pulses.len(), 1);
+    assert_eq!(pulses[0].subject.as_ref(), Some(&subject));
+    let line = g.to_json_line();
+    assert!(line.len() < 1024, "an event is ids and numbers only: {line}");
+    let audit = store.audit_records(0, 1000).unwrap();
+    let ident: Vec<_> = audit.iter().filter(|r| r.kind == "identify").collect();
+    assert!(
+        ident
+            .iter()
+            .any(|r| r.subject.as_deref() == Some("emp-d9") && r.outcome == "match"),
+        "{ident:#?}"
+    );
+
+    let (_, events, pulses, store) = run(&mut p, store, &other);
+    assert!(
+        events
+            .iter()
+            .all(|e| !(e.outcome == Outcome::Granted && e.subject.as_ref() == Some(&subject))),
+        "a stranger was granted: {:?}",
+        outcomes(&events)
+    );
+    assert!(pulses.is_empty());
+    assert!(
+        events.iter().any(|e| e.outcome == Outcome::Unknown),
+        "the stranger should be decided unknown: {:?}",
+        outcomes(&events)
+    );
+    assert!(store.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn stop_ends_a_looping_source_and_bad_frames_do_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let manifest = Manifest::load(&workspace().join("models/manifest.toml")).unwrap();
+    std::fs::copy(manifest.sample("cameraman").unwrap(), frames.join("a.png")).unwrap();
+    std::fs::write(frames.join("b.png"), b"\x89PNG\r\n\x1a\n not really").unwrap();
+    let mut p = pipeline();
+    let policy = policy();
+    let store = open_store(&tmp.path().join("state"), &policy);
+    let config = engine_config(&p, &policy);
+    let opts = CaptureOptions::default().with_loop_stills(true);
+    let mut engine = Engine::new(config, &mut *p, store)
+        .unwrap()
+        .with_source(&SourceSpec::Folder(frames), &opts);
+    let handle = engine.handle();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        handle.stop();
+    });
+    let started = Instant::now();
+    let summary = engine.run().unwrap();
+    stopper.join().unwrap();
+    println!("looping folder: {summary:?}");
+    assert_eq!(summary.ended, Some(facegate_engine::EndReason::Stopped));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(summary.frames_processed > 0);
+    assert!(summary.bad_frames > 0, "the corrupt image is counted and skipped");
+}
+
+#[test]
+fn a_missing_replay_file_is_a_start_up_error() {
+    let mut p = pipeline();
+    let policy = policy();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open_store(tmp.path(), &policy);
+    let config = engine_config(&p, &policy);
+    let mut engine = Engine::new(config, &mut *p, store).unwrap().with_source(
+        &SourceSpec::Y4m("/nonexistent/replay.y4m".into()),
+        &CaptureOptions::default(),
+    );
+    let e = engine.run().unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/replay.y4m"), "{e}");
+}
+
+/// APCER (spoofs accepted as live) and BPCER (live faces rejected) of the shipped liveness
+/// model at the engine's default threshold, on the evaluation crops.
+#[test]
+fn liveness_error_rates_at_the_shipped_threshold() {
+    let dir = eval_dir().join("liveness");
+    if !dir.join("real").is_dir() || !dir.join("fake").is_dir() {
+        println!("SKIPPED: liveness evaluation set missing {}", dir.display());
+        return;
+    }
+    let threshold = facegate_engine::DEFAULT_LIVENESS_THRESHOLD;
+    let mut p = pipeline();
+    let mut score_dir = |sub: &str| -> (usize, usize, usize) {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|f| f.extension().is_some_and(|e| e == "png"))
+            .collect();
+        files.sort();
+        let (mut live, mut total, mut whole_box) = (0, 0, 0);
+        for f in files {
+            let frame = decode_image_file(&f, 40_000_000).unwrap();
+            let best = p
+                .detect(&frame)
+                .unwrap()
+                .iter()
+                .copied()
+                .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()));
+            let det = best.unwrap_or_else(|| {
+                whole_box += 1;
+                Detection {
+                    bbox: BBox::new(0.0, 0.0, frame.width() as f32, frame.height() as f32),
+                    score: 1.0,
+                }
+            });
+            let opts = AnalyseOptions {
+                embed: false,
+                liveness: true,
+                max_faces: 1,
+            };
+            let mut t = StageTimings::default();
+            let a = p.analyse_face(&frame, det, opts, &mut t).unwrap();
+            total += 1;
+            if a.liveness.unwrap() >= threshold {
+                live += 1;
+            }
+        }
+        (live, total, whole_box)
+    };
+    let started = Instant::now();
+    let (real_live, real_total, real_whole) = score_dir("real");
+    let (fake_live, fake_total, fake_whole) = score_dir("fake");
+    let bpcer = (real_total - real_live) as f64 / real_total as f64;
+    let apcer = fake_live as f64 / fake_total as f64;
+    println!(
+        "LIVENESS at threshold {threshold}: APCER {:.2}% ({fake_live}/{fake_total} spoofs \
+         accepted), BPCER {:.2}% ({}/{real_total} live rejected); no face detected, whole crop \
+         used: {real_whole} real, {fake_whole} fake; {:.1} s",
+        apcer * 100.0,
+        bpcer * 100.0,
+        real_total - real_live,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(real_total > 0 && fake_total > 0);
+    assert!(apcer.is_finite() && bpcer.is_finite());
+}
