@@ -26,7 +26,8 @@
 #     in a private mount namespace (unshare -m; root or CAP_SYS_ADMIN). Newer qemu-user
 #     (qemu 10 tried) emulates /proc/cpuinfo itself; the bind mount is harmless there.
 #
-# Environment: CARGO_TARGET_DIR (default target), QEMU_CPU (default cortex-a72),
+# Environment: CARGO_TARGET_DIR (default target), X86_BIN (the x86 reference, default
+# $CARGO_TARGET_DIR/release/facegate, built when missing), QEMU_CPU (default cortex-a72),
 # SMOKE_TIMEOUT (seconds per emulated command, default 900).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ ROOT=$PWD
 TARGET=aarch64-unknown-linux-gnu
 TDIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TDIR/$TARGET/release/facegate
-X86_BIN=$ROOT/target/release/facegate
+X86_BIN=${X86_BIN:-$TDIR/release/facegate}
 QEMU=qemu-aarch64-static
 export QEMU_CPU=${QEMU_CPU:-cortex-a72}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-900}
@@ -71,8 +72,9 @@ setup() {
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
             "${need[@]}" >/dev/null
     fi
-    log "fetching the aarch64 ONNX Runtime, models and samples (checked against models/manifest.toml)"
-    python3 deploy/fetch-assets.py --arch aarch64
+    # The host's runtime too: the smoke step runs the x86 build as the reference.
+    log "fetching the aarch64 and $(uname -m) ONNX Runtime, models and samples (checked against models/manifest.toml)"
+    python3 deploy/fetch-assets.py --arch aarch64 --arch "$(uname -m)"
 }
 
 build() {
@@ -148,6 +150,7 @@ EOF
 smoke() {
     WORK=$(mktemp -d)
     trap 'rm -rf "$WORK"' EXIT
+    ulimit -c 0 # a crashing guest must not leave qemu_facegate_*.core files in the tree
     local lib=$ROOT/models/runtime/aarch64/libonnxruntime.so.1.31.1
     [ -f "$lib" ] || die "missing $lib (run: deploy/cross-aarch64.sh setup)"
     export ORT_DYLIB_PATH=$lib # for the emulated binary only (the x86 one runs with it unset)
@@ -160,7 +163,8 @@ smoke() {
 
     if [ ! -x "$X86_BIN" ]; then
         log "building the x86 reference (cargo build --release)"
-        cargo build --release --locked -p facegate --bin facegate
+        CARGO_TARGET_DIR="$TDIR" cargo build --release --locked -p facegate --bin facegate
+        [ -x "$X86_BIN" ] || die "no x86 reference at $X86_BIN"
     fi
     local sample=$ROOT/models/samples/astronaut.png other=$ROOT/models/samples/camera.png
     local altered=$WORK/astronaut-altered.png
