@@ -20,6 +20,12 @@ pub struct Cli {
     /// Logs as JSON lines.
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// State directory (default: the config's, $STATE_DIRECTORY, or /var/lib/facegate).
+    #[arg(long, global = true, env = "FACEGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Master key file (0600, owned by you), instead of the config's key source.
+    #[arg(long, global = true, env = "FACEGATE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,6 +47,153 @@ pub enum Command {
     Bench(BenchCommand),
     /// Check the configuration and the models it names, then exit.
     Validate,
+    /// Create a new master key file (mode 0600; never overwrites).
+    Keygen(KeygenArgs),
+    /// Enroll a person from image files, with their consent.
+    Enroll(EnrollArgs),
+    /// Record or withdraw a consent.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Enrolled people: list, show, delete.
+    #[command(subcommand)]
+    Subjects(SubjectsCommand),
+    /// 1:1 verification: is the face in IMAGE the claimed subject?
+    Verify(VerifyArgs),
+    /// 1:N identification: who is the face in IMAGE?
+    Identify(IdentifyArgs),
+    /// The processing record (Art. 9).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Impact assessment draft and filing material (Art. 9, 15).
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Health check: models, key, egress guard, camera, audit chain, filing threshold.
+    /// Exit status 1 when anything needs attention.
+    Doctor(JsonArg),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    pub path: PathBuf,
+}
+
+/// Who consented, how, and who took it (Art. 6, 7).
+#[derive(Debug, Args)]
+pub struct ConsentArgs {
+    /// Age in years, from the enrollment record (never guessed from the face).
+    #[arg(long)]
+    pub age: u8,
+    /// How consent was given.
+    #[arg(long, value_parser = ["written", "electronic", "terminal"], default_value = "written")]
+    pub method: String,
+    /// The operator taking the consent.
+    #[arg(long)]
+    pub operator: String,
+    /// Guardian's identity reference (required under 14).
+    #[arg(long)]
+    pub guardian_id: Option<String>,
+    #[arg(long, value_parser = ["parent", "legal_guardian"], default_value = "parent")]
+    pub guardian_relation: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// The subject id (an employee or card number, not a name).
+    pub subject: String,
+    /// Photos of the person (one face each; the largest face is used).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub consent: ConsentArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Record a consent without enrolling a face yet.
+    Grant {
+        subject: String,
+        #[command(flatten)]
+        consent: ConsentArgs,
+    },
+    /// Withdraw: deletes the person's templates and key at once.
+    Withdraw {
+        subject: String,
+        #[arg(long)]
+        operator: String,
+        #[arg(long, value_parser = ["written", "electronic", "terminal"], default_value = "terminal")]
+        method: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubjectsCommand {
+    List(JsonArg),
+    Show {
+        subject: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a person's templates, key and consents (the audit record stays).
+    Delete {
+        subject: String,
+        #[arg(long)]
+        operator: String,
+        #[arg(long, default_value = "operator request")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub subject: String,
+    pub image: PathBuf,
+    #[arg(long, default_value = "cli")]
+    pub operator: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdentifyArgs {
+    pub image: PathBuf,
+    #[arg(long, default_value = "cli")]
+    pub operator: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain; exit 1 and say where if anything was edited, removed or
+    /// reordered.
+    Verify(JsonArg),
+    /// Print records as JSON lines.
+    Export {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100_000)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Draft the personal information protection impact assessment (Markdown).
+    Pia {
+        /// Record this assessment as signed off (later drafts compare against it).
+        #[arg(long)]
+        record: bool,
+    },
+    /// The Art. 15 filing material (Markdown).
+    Filing,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +286,24 @@ pub struct CalibrateArgs {
 pub enum BenchCommand {
     /// Per-stage latency over a folder of images or a Y4M stream.
     Pipeline(PipelineBenchArgs),
+    /// 1:N search time over a synthetic gallery of random unit templates.
+    Gallery(GalleryBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GalleryBenchArgs {
+    /// Templates in the gallery.
+    #[arg(long, default_value_t = 100_000)]
+    pub size: usize,
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+    #[arg(long, default_value_t = 512)]
+    pub dim: usize,
+    /// Search mode: auto (int8 scan + exact re-score for large galleries), exact, quantised.
+    #[arg(long, value_parser = ["auto", "exact", "quantised"], default_value = "auto")]
+    pub mode: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

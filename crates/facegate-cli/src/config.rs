@@ -37,6 +37,16 @@ struct RawConfig {
     vision: RawVision,
     #[serde(default)]
     capture: RawCapture,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    state_dir: Option<PathBuf>,
+    key_credential: Option<String>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +108,12 @@ pub struct Config {
     pub vision: VisionConfig,
     pub manifest_path: PathBuf,
     pub max_pixels: u64,
+    /// The state directory named by the config, if any (see [`Config::state_dir`]).
+    pub state_dir: Option<PathBuf>,
+    /// The systemd credential holding the master key.
+    pub key_credential: Option<String>,
+    /// A key file (0600, owned by the service user) holding the master key.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -155,13 +171,59 @@ impl Config {
             quality: raw.vision.quality,
             detector_threshold: raw.vision.detector_threshold,
         };
+        if raw
+            .store
+            .key_credential
+            .as_deref()
+            .is_some_and(|c| c.is_empty() || c.contains('/'))
+        {
+            bail!("config {source}: store.key_credential must be a credential name (no slashes)");
+        }
         Ok(Self {
             source: source.to_string(),
             policy,
             vision,
             manifest_path,
             max_pixels: raw.capture.max_pixels,
+            state_dir: raw.store.state_dir.map(resolve),
+            key_credential: raw.store.key_credential,
+            key_file: raw.store.key_file.map(resolve),
         })
+    }
+
+    /// The state directory: `override_dir`, the config's, systemd's `$STATE_DIRECTORY`, else
+    /// `/var/lib/facegate`.
+    pub fn state_dir(&self, override_dir: Option<&Path>) -> PathBuf {
+        override_dir
+            .map(Path::to_path_buf)
+            .or_else(|| self.state_dir.clone())
+            .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/facegate"))
+    }
+
+    /// Where the master key comes from: `key_file` (a command-line override), the config's key
+    /// file, else its systemd credential when the service manager provides credentials.
+    pub fn key_source(&self, key_file: Option<&Path>) -> Result<facegate_store::KeySource> {
+        if let Some(p) = key_file
+            .map(Path::to_path_buf)
+            .or_else(|| self.key_file.clone())
+        {
+            return Ok(facegate_store::KeySource::File(p));
+        }
+        match (
+            &self.key_credential,
+            std::env::var_os("CREDENTIALS_DIRECTORY"),
+        ) {
+            (Some(name), Some(_)) => {
+                Ok(facegate_store::KeySource::SystemdCredential { name: name.clone() })
+            }
+            (Some(name), None) => bail!(
+                "no master key: the config names the systemd credential {name:?} but $CREDENTIALS_DIRECTORY is not set (outside the service use --key-file, or set [store] key_file; make one with `facegate keygen PATH`)"
+            ),
+            (None, _) => bail!(
+                "no master key: set [store] key_credential or key_file, or pass --key-file (make one with `facegate keygen PATH`)"
+            ),
+        }
     }
 
     pub fn manifest(&self) -> Result<Manifest> {

@@ -13,8 +13,18 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as in every Unix tool, instead of panicking.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     output::init_tracing(cli.verbose, cli.log_json);
+    // No facegate command needs the network: every process closes it on itself before any
+    // thread pool starts (Art. 8). `doctor` reports when the kernel refuses the filter.
+    if let Err(e) = facegate_policy::egress::install() {
+        tracing::warn!(error = %e, "egress guard not installed");
+    }
     let result = match &cli.command {
         Command::Demo(a) => cmd::demo::run(&cli, a),
         Command::Detect(a) => cmd::detect::run(&cli, a),
@@ -22,6 +32,15 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(&cli, a),
         Command::Bench(a) => cmd::bench::run(&cli, a),
         Command::Validate => cmd::validate::run(&cli),
+        Command::Keygen(a) => cmd::admin::keygen(a),
+        Command::Enroll(a) => cmd::admin::enroll(&cli, a),
+        Command::Consent(c) => cmd::admin::consent(&cli, c),
+        Command::Subjects(c) => cmd::admin::subjects(&cli, c),
+        Command::Verify(a) => cmd::admin::verify(&cli, a),
+        Command::Identify(a) => cmd::admin::identify(&cli, a),
+        Command::Audit(c) => cmd::records::audit(&cli, c),
+        Command::Report(c) => cmd::records::report(&cli, c),
+        Command::Doctor(a) => cmd::doctor::run(&cli, a),
     };
     match result {
         Ok(code) => code,

@@ -105,3 +105,120 @@ fn bad_input_gives_a_clear_error_not_a_crash() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Art. 13"));
 }
+
+#[test]
+fn operator_flow_keygen_enroll_identify_withdraw_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env("FACEGATE_KEY_FILE", &key)
+            .env("FACEGATE_STATE_DIR", &state)
+            .env_remove("FACEGATE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let astronaut = "models/samples/astronaut.png";
+    let camera = "models/samples/camera.png";
+    assert!(run(&["keygen", key.to_str().unwrap()]).status.success());
+    // keygen never overwrites a key.
+    assert!(!run(&["keygen", key.to_str().unwrap()]).status.success());
+    // A child needs a guardian (Art. 7): refused, nothing enrolled.
+    let out = run(&[
+        "enroll",
+        "kid-1",
+        astronaut,
+        "--age",
+        "9",
+        "--operator",
+        "op",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("guardian"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "enroll",
+        "emp-1",
+        astronaut,
+        "--age",
+        "40",
+        "--operator",
+        "op",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["identify", astronaut, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["subject"], "emp-1");
+    let out = run(&["identify", camera, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "another person is unknown");
+    let out = run(&["verify", "emp-1", astronaut]);
+    assert!(out.status.success());
+    let out = run(&["consent", "withdraw", "emp-1", "--operator", "op"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("1 template(s) deleted"));
+    let out = run(&["identify", astronaut, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "withdrawal deletes at once");
+    let out = run(&["audit", "verify", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["intact"], true);
+    let out = run(&["audit", "export"]);
+    let kinds: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for k in ["consent", "enroll", "identify", "verify", "withdrawal"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} record in {kinds:?}");
+    }
+    // No template value ever reaches the audit export.
+    assert!(!stdout(&out).contains("embedding"));
+    let out = run(&["report", "pia"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("access_control"));
+}
+
+#[test]
+fn gallery_bench_reports_median_and_p95() {
+    let out = facegate(&[
+        "bench",
+        "gallery",
+        "--size",
+        "2000",
+        "--queries",
+        "20",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["p95_ms"].as_f64().unwrap() >= v["median_ms"].as_f64().unwrap());
+}

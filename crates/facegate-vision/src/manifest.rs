@@ -118,7 +118,7 @@ impl ModelSpec {
     /// swapped model can never silently reuse old templates.
     pub fn model_id(&self) -> String {
         let prefix = self.sha256.get(..12).unwrap_or(&self.sha256);
-        format!("{}@{}", self.name, prefix)
+        format!("{}:{}", self.name, prefix)
     }
 }
 

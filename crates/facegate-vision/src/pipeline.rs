@@ -155,6 +155,11 @@ impl Pipeline {
         &self.calibration
     }
 
+    /// Dimension of the templates the embedder makes.
+    pub fn embedding_dim(&self) -> usize {
+        self.embedder.dim()
+    }
+
     pub fn has_liveness(&self) -> bool {
         self.liveness.is_some()
     }

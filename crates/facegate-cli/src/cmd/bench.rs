@@ -9,13 +9,46 @@ use facegate_capture::{CaptureOptions, SourceSpec};
 use facegate_vision::{AnalyseOptions, StageTimings};
 use serde_json::json;
 
-use crate::cli::{BenchCommand, Cli, PipelineBenchArgs};
+use crate::cli::{BenchCommand, Cli, GalleryBenchArgs, PipelineBenchArgs};
 use crate::output::{ms, progress, quantile};
 
 pub fn run(cli: &Cli, cmd: &BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Pipeline(a) => pipeline(cli, a),
+        BenchCommand::Gallery(a) => gallery(a),
     }
+}
+
+fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
+    use facegate_store::{Gallery, SearchMode, bench_queries};
+    anyhow::ensure!(
+        args.size > 0 && args.queries > 0 && args.dim > 0,
+        "size, queries and dim must be positive"
+    );
+    let mode = match args.mode.as_str() {
+        "exact" => SearchMode::Exact,
+        "quantised" => SearchMode::Quantised,
+        _ => SearchMode::Auto,
+    };
+    let build = Instant::now();
+    let gallery = Gallery::synthetic(args.size, args.dim, 0x5eed);
+    let build_s = build.elapsed().as_secs_f64();
+    let probes: Vec<_> = (0..args.queries)
+        .filter_map(|i| gallery.synthetic_probe((i * 7919) % args.size, 0.3, i as u64 + 1))
+        .collect();
+    let t = bench_queries(&gallery, &probes, mode);
+    if args.json {
+        println!(
+            "{}",
+            json!({ "size": args.size, "dim": args.dim, "queries": t.queries, "mode": args.mode, "median_ms": t.median_ms, "p95_ms": t.p95_ms, "build_s": build_s })
+        );
+    } else {
+        println!(
+            "1:N over {} templates of {} dimensions ({} mode), {} queries: median {:.3} ms, p95 {:.3} ms (gallery built in {build_s:.1} s)",
+            args.size, args.dim, args.mode, t.queries, t.median_ms, t.p95_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn pipeline(cli: &Cli, args: &PipelineBenchArgs) -> Result<ExitCode> {

@@ -1,14 +1,19 @@
 //! `facegate demo`: the default job, no camera needed. The astronaut portrait shipped in
-//! scikit-image's wheel is the reference; altered copies of it (crop, scale, exposure, mirror)
-//! must verify as her, and other faces (scikit-image's cameraman, and LFW faces when
-//! `../shared/eval` is beside the repository) must not. Exit status 1 if any decision is wrong.
+//! scikit-image's wheel is enrolled, with a recorded consent, in a temporary encrypted store;
+//! altered copies of it (crop, scale, exposure, mirror) must be identified as her, and other
+//! faces (scikit-image's cameraman, and LFW faces when `../shared/eval` is beside the repository)
+//! must be unknown. Then her consent is withdrawn and the same photo must be unknown. Exit
+//! status 1 if any decision is wrong.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
-use facegate_policy::{VerifyOutcome, verification_outcome};
-use facegate_types::Frame;
+use facegate_policy::{ConsentMethod, ConsentRecord, IdentifyOutcome, identification_outcome};
+use facegate_store::{AuditEvent, MasterKey, SearchMode, Store};
+use facegate_types::{Clock, Frame, SubjectId, SystemClock};
 use serde_json::json;
 
 use crate::cli::{Cli, DemoArgs};
@@ -91,9 +96,21 @@ fn lfw_strangers(n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A throwaway store in a temporary folder, with a master key that lives only in memory.
+fn demo_store(config: &crate::config::Config, dir: &std::path::Path) -> Result<Store> {
+    let key = MasterKey::generate().context("generating a demo master key")?;
+    Ok(Store::open(
+        dir,
+        &key,
+        Arc::new(SystemClock),
+        &config.policy,
+    )?)
+}
+
 pub fn run(cli: &Cli, args: &DemoArgs) -> Result<ExitCode> {
     let mut loaded = super::load(cli, |_| {})?;
     let threshold = loaded.config.threshold(&loaded.manifest)?;
+    let margin = loaded.config.policy.matching().margin();
     let fmr = loaded.config.policy.matching().fmr();
     let max = loaded.config.max_pixels;
     let astronaut_path = loaded
@@ -109,6 +126,31 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<ExitCode> {
         .embedding
         .clone()
         .context("astronaut: no embedding")?;
+
+    // Enroll her, with a recorded consent, in a temporary encrypted store.
+    let state = tempfile::tempdir().context("creating a temporary state directory")?;
+    let mut store = demo_store(&loaded.config, state.path())?;
+    let subject = SubjectId::new("astronaut")?;
+    let now = SystemClock.now();
+    let record = ConsentRecord {
+        subject: subject.clone(),
+        age_years: 40,
+        purpose: loaded.config.policy.purpose(),
+        notice_version: loaded.config.policy.notice().version(),
+        method: ConsentMethod::Terminal,
+        operator: "demo".into(),
+        guardian: None,
+        granted_at: now,
+    };
+    let consent = loaded.config.policy.grant(record, now)?;
+    store.record_consent(&consent)?;
+    store.enroll(
+        &consent,
+        std::slice::from_ref(&reference),
+        loaded.pipeline.model_id(),
+    )?;
+    store.load_gallery(loaded.pipeline.model_id(), loaded.pipeline.embedding_dim())?;
+
     let b = reference_face.detection.bbox;
     let (bw, bh) = (b.width(), b.height());
     let mut probes: Vec<(String, Frame, bool)> = vec![
@@ -162,46 +204,102 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<ExitCode> {
     }
     if !args.json {
         println!(
-            "reference: astronaut portrait ({}), threshold {threshold:.4}{}",
+            "enrolled: astronaut portrait ({}) with a recorded consent, in an encrypted store in {}",
             astronaut_path.display(),
-            fmr.map_or(String::new(), |f| format!(" at FMR {f:e}"))
+            state.path().display()
+        );
+        println!(
+            "identifying (1:N) at threshold {threshold:.4}{}, margin {margin}",
+            fmr.map_or(String::new(), |f| format!(" (FMR {f:e})"))
         );
     }
     let mut wrong = 0;
     let mut rows = Vec::new();
-    for (what, frame, expect_same) in &probes {
-        let (similarity, decision) = match loaded.pipeline.embed_largest(frame) {
-            Ok(face) => {
-                let e = face.embedding.context("no embedding")?;
-                let s = reference.cosine(&e);
-                (
-                    Some(s),
-                    verification_outcome(s, threshold) == VerifyOutcome::Accept,
-                )
-            }
-            Err(_) => (None, false),
+    let mut identify = |store: &mut Store, frame: &Frame| -> Result<(Option<f32>, bool)> {
+        let Ok(face) = loaded.pipeline.embed_largest(frame) else {
+            return Ok((None, false));
         };
+        let e = face.embedding.context("no embedding")?;
+        let result =
+            store
+                .gallery()
+                .context("gallery not loaded")?
+                .identify(&e, 5, SearchMode::Auto)?;
+        let best = result.hits.first();
+        let matched = best.is_some_and(|h| {
+            h.subject == subject
+                && identification_outcome(h.score, result.second_identity_score, threshold, margin)
+                    == IdentifyOutcome::Match
+        }) && store.live_consent(&subject)?.is_some();
+        store.record(AuditEvent::identification(
+            &result,
+            matched.then_some(&subject),
+            "demo",
+        ))?;
+        Ok((best.map(|h| h.score), matched))
+    };
+    for (what, frame, expect_same) in &probes {
+        let (similarity, decision) = identify(&mut store, frame)?;
         let ok = decision == *expect_same;
         wrong += usize::from(!ok);
         if args.json {
             rows.push(json!({ "probe": what, "similarity": similarity, "accepted": decision, "expected": expect_same, "correct": ok }));
         } else {
             println!(
-                "{:<46} similarity {:>7}  {:<6}  {}",
+                "{:<46} best {:>7}  {:<10}  {}",
                 what,
                 similarity.map_or("no face".to_string(), |s| format!("{s:.3}")),
-                if decision { "ACCEPT" } else { "REJECT" },
+                if decision { "astronaut" } else { "unknown" },
                 if ok { "as expected" } else { "WRONG" }
             );
         }
     }
+    // Withdrawal deletes her template at once: the same photo is then unknown.
+    let live = store
+        .live_consent(&subject)?
+        .context("the demo consent is not live")?;
+    let removed = store.withdraw(&live.withdraw(
+        SystemClock.now(),
+        "demo".into(),
+        ConsentMethod::Terminal,
+    ))?;
+    let (_, after) = identify(&mut store, &probes[0].1)?;
+    wrong += usize::from(after);
+    let audit = store.verify_audit()?;
+    wrong += usize::from(audit.first_break.is_some());
     if args.json {
         println!(
             "{}",
-            json!({ "threshold": threshold, "fmr": fmr, "decisions": rows, "wrong": wrong })
+            json!({
+                "threshold": threshold, "fmr": fmr, "decisions": rows, "withdrawn_templates_deleted": removed.templates_deleted,
+                "identified_after_withdrawal": after, "audit_records": audit.records, "audit_intact": audit.first_break.is_none(), "wrong": wrong,
+            })
         );
     } else {
-        println!("{} decisions, {wrong} wrong", probes.len());
+        println!(
+            "consent withdrawn: {} template deleted, data key {}; the cropped photo is now {}",
+            removed.templates_deleted,
+            if removed.key_destroyed {
+                "destroyed"
+            } else {
+                "absent"
+            },
+            if after {
+                "STILL IDENTIFIED (WRONG)"
+            } else {
+                "unknown, as expected"
+            }
+        );
+        println!(
+            "audit chain: {} records, {}",
+            audit.records,
+            if audit.first_break.is_none() {
+                "intact"
+            } else {
+                "BROKEN"
+            }
+        );
+        println!("{} decisions, {wrong} wrong", probes.len() + 1);
     }
     Ok(if wrong == 0 {
         ExitCode::SUCCESS

@@ -1,10 +1,13 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod bench;
 pub mod compare;
 pub mod demo;
 pub mod detect;
+pub mod doctor;
 pub mod eval;
+pub mod records;
 pub mod validate;
 
 use std::path::Path;

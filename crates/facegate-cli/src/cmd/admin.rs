@@ -1,0 +1,399 @@
+//! Operator commands on the store: keygen, enroll, consent, subjects, and 1:1 / 1:N on images.
+//! Every write goes through a policy-checked consent and is recorded in the audit chain by the
+//! store; verify and identify are recorded here, since only here the decision is known.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use facegate_policy::{
+    ConsentMethod, ConsentRecord, Guardian, GuardianRelation, IdentifyOutcome, VerifyOutcome,
+    identification_outcome, verification_outcome,
+};
+use facegate_store::{AuditEvent, MasterKey, SearchMode, Store};
+use facegate_types::{Clock, Embedding, SubjectId, SystemClock, UnixMillis};
+use facegate_vision::Pipeline;
+use serde_json::json;
+
+use crate::cli::{
+    Cli, ConsentArgs, ConsentCommand, EnrollArgs, IdentifyArgs, KeygenArgs, SubjectsCommand,
+    VerifyArgs,
+};
+use crate::config::Config;
+
+/// Opens the store named by the config and the command line.
+pub fn open_store(cli: &Cli, config: &Config) -> Result<Store> {
+    let source = config.key_source(cli.key_file.as_deref())?;
+    let key = MasterKey::load(&source).context("loading the master key")?;
+    let dir = config.state_dir(cli.state_dir.as_deref());
+    Store::open(&dir, &key, Arc::new(SystemClock), &config.policy)
+        .with_context(|| format!("opening the store in {}", dir.display()))
+}
+
+fn method(s: &str) -> ConsentMethod {
+    match s {
+        "electronic" => ConsentMethod::Electronic,
+        "terminal" => ConsentMethod::Terminal,
+        _ => ConsentMethod::Written,
+    }
+}
+
+fn consent_record(
+    config: &Config,
+    subject: &SubjectId,
+    a: &ConsentArgs,
+    now: UnixMillis,
+) -> ConsentRecord {
+    ConsentRecord {
+        subject: subject.clone(),
+        age_years: a.age,
+        purpose: config.policy.purpose(),
+        notice_version: config.policy.notice().version(),
+        method: method(&a.method),
+        operator: a.operator.clone(),
+        guardian: a.guardian_id.as_ref().map(|id| Guardian {
+            identity: id.clone(),
+            relation: if a.guardian_relation == "legal_guardian" {
+                GuardianRelation::LegalGuardian
+            } else {
+                GuardianRelation::Parent
+            },
+        }),
+        granted_at: now,
+    }
+}
+
+pub fn keygen(args: &KeygenArgs) -> Result<ExitCode> {
+    let id = facegate_store::generate_key_file(&args.path)
+        .with_context(|| format!("creating key file {}", args.path.display()))?;
+    println!(
+        "new master key {} written to {} (mode 0600)",
+        id,
+        args.path.display()
+    );
+    println!(
+        "for the service: systemd-creds encrypt --name=facegate-master-key {} /etc/credstore.encrypted/facegate-master-key",
+        args.path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Embeds the largest face of `path`, refusing faces that fail quality.
+fn enrollment_sample(pipeline: &mut Pipeline, path: &Path, max_pixels: u64) -> Result<Embedding> {
+    let frame = super::read_image(path, max_pixels)?;
+    let face = pipeline
+        .embed_largest(&frame)
+        .with_context(|| format!("{}: no usable face", path.display()))?;
+    if !face.quality.passes() {
+        let issues: Vec<String> = face
+            .quality
+            .issues
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect();
+        bail!(
+            "{}: the face fails quality ({}); take another photo",
+            path.display(),
+            issues.join(", ")
+        );
+    }
+    face.embedding
+        .with_context(|| format!("{}: no embedding", path.display()))
+}
+
+pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
+    let subject = SubjectId::new(args.subject.clone())?;
+    let mut loaded = super::load(cli, |v| v.liveness = false)?;
+    let mut store = open_store(cli, &loaded.config)?;
+    let now = SystemClock.now();
+    let consent = loaded
+        .config
+        .policy
+        .grant(
+            consent_record(&loaded.config, &subject, &args.consent, now),
+            now,
+        )
+        .with_context(|| format!("consent for {subject}"))?;
+    let mut samples = Vec::with_capacity(args.images.len());
+    for path in &args.images {
+        samples.push(enrollment_sample(
+            &mut loaded.pipeline,
+            path,
+            loaded.config.max_pixels,
+        )?);
+    }
+    store.record_consent(&consent)?;
+    let template = store.enroll(&consent, &samples, loaded.pipeline.model_id())?;
+    if args.json {
+        println!(
+            "{}",
+            json!({ "subject": subject, "template": template, "samples": samples.len(), "expires_at": consent.expires_at() })
+        );
+    } else {
+        println!(
+            "enrolled {subject} as template {template} from {} photo(s); expires at {} (retention)",
+            samples.len(),
+            crate::output::date(consent.expires_at())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let mut store = open_store(cli, &config)?;
+    let now = SystemClock.now();
+    match cmd {
+        ConsentCommand::Grant { subject, consent } => {
+            let subject = SubjectId::new(subject.clone())?;
+            let c = config
+                .policy
+                .grant(consent_record(&config, &subject, consent, now), now)
+                .with_context(|| format!("consent for {subject}"))?;
+            let id = store.record_consent(&c)?;
+            println!(
+                "consent {} recorded for {subject} (notice version {}), expires at {}",
+                id.0,
+                c.record().notice_version,
+                crate::output::date(c.expires_at())
+            );
+        }
+        ConsentCommand::Withdraw {
+            subject,
+            operator,
+            method: m,
+        } => {
+            let subject = SubjectId::new(subject.clone())?;
+            let live = store
+                .live_consent(&subject)?
+                .with_context(|| format!("{subject} has no live consent to withdraw"))?;
+            let report = store.withdraw(&live.withdraw(now, operator.clone(), method(m)))?;
+            println!(
+                "consent of {subject} withdrawn: {} template(s) deleted, data key {}",
+                report.templates_deleted,
+                if report.key_destroyed {
+                    "destroyed"
+                } else {
+                    "absent"
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let mut store = open_store(cli, &config)?;
+    match cmd {
+        SubjectsCommand::List(a) => {
+            let list = store.list_subjects()?;
+            if a.json {
+                let v: Vec<_> = list.iter().map(|s| json!({
+                    "subject": s.subject, "age_years": s.age_years, "created_at": s.created_at, "templates": s.templates,
+                    "consent_expires_at": s.consent_expires_at, "withdrawn_at": s.withdrawn_at,
+                })).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<24} {:>9} {:>22} state",
+                    "subject", "templates", "consent expires"
+                );
+                for s in &list {
+                    let state = if s.withdrawn_at.is_some() {
+                        "withdrawn"
+                    } else if s.templates > 0 {
+                        "enrolled"
+                    } else {
+                        "consent only"
+                    };
+                    println!(
+                        "{:<24} {:>9} {:>22} {state}",
+                        s.subject.as_str(),
+                        s.templates,
+                        s.consent_expires_at.map_or("-".into(), crate::output::date)
+                    );
+                }
+                println!("{} subject(s)", list.len());
+            }
+        }
+        SubjectsCommand::Show {
+            subject,
+            json: as_json,
+        } => {
+            let id = SubjectId::new(subject.clone())?;
+            let d = store
+                .subject(&id)?
+                .with_context(|| format!("no subject {id}"))?;
+            let consents: Vec<_> = d.consents.iter().map(|c| json!({
+                "id": c.id.0, "granted_at": c.record.granted_at, "method": c.record.method, "operator": c.record.operator,
+                "notice_version": c.record.notice_version, "guardian": c.record.guardian.is_some(), "expires_at": c.expires_at, "withdrawn_at": c.withdrawn_at,
+            })).collect();
+            let templates: Vec<_> = d.templates.iter().map(|t| json!({
+                "template": t.template, "model_id": t.model_id, "created_at": t.created_at, "expires_at": t.expires_at,
+            })).collect();
+            let v = json!({ "subject": id, "age_years": d.summary.age_years, "consents": consents, "templates": templates });
+            if *as_json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{id}: age {}, {} consent(s), {} template(s)",
+                    d.summary.age_years,
+                    d.consents.len(),
+                    d.templates.len()
+                );
+                for c in &d.consents {
+                    println!(
+                        "  consent {} granted {} by {} ({:?}, notice v{}), expires {}{}",
+                        c.id.0,
+                        crate::output::date(c.record.granted_at),
+                        c.record.operator,
+                        c.record.method,
+                        c.record.notice_version,
+                        crate::output::date(c.expires_at),
+                        c.withdrawn_at.map_or(String::new(), |w| format!(
+                            ", withdrawn {}",
+                            crate::output::date(w)
+                        ))
+                    );
+                }
+                for t in &d.templates {
+                    println!(
+                        "  template {} ({}) created {}, expires {}",
+                        t.template,
+                        t.model_id,
+                        crate::output::date(t.created_at),
+                        crate::output::date(t.expires_at)
+                    );
+                }
+            }
+        }
+        SubjectsCommand::Delete {
+            subject,
+            operator,
+            reason,
+        } => {
+            let id = SubjectId::new(subject.clone())?;
+            let r = store.delete_subject(&id, operator, reason)?;
+            println!(
+                "deleted {id}: {} template(s), data key {}",
+                r.templates_deleted,
+                if r.key_destroyed {
+                    "destroyed"
+                } else {
+                    "absent"
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the pipeline, the store and its gallery, and embeds the largest face of `image`.
+fn probe(cli: &Cli, image: &Path) -> Result<(super::Loaded, Store, Embedding, f32)> {
+    let mut loaded = super::load(cli, |v| v.liveness = false)?;
+    let threshold = loaded.config.threshold(&loaded.manifest)?;
+    let mut store = open_store(cli, &loaded.config)?;
+    let report = store.load_gallery(loaded.pipeline.model_id(), loaded.pipeline.embedding_dim())?;
+    for f in &report.failures {
+        eprintln!("facegate: warning: {f}");
+    }
+    let frame = super::read_image(image, loaded.config.max_pixels)?;
+    let e = super::embed_largest(&mut loaded.pipeline, &frame, &image.display().to_string())?;
+    Ok((loaded, store, e, threshold))
+}
+
+pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode> {
+    let subject = SubjectId::new(args.subject.clone())?;
+    let (_loaded, mut store, e, threshold) = probe(cli, &args.image)?;
+    let live = store.live_consent(&subject)?.is_some();
+    let score = store
+        .gallery()
+        .context("gallery not loaded")?
+        .verify(&subject, &e)?;
+    let accepted =
+        live && score.is_some_and(|s| verification_outcome(s, threshold) == VerifyOutcome::Accept);
+    store.record(AuditEvent::verification(
+        &subject,
+        score,
+        accepted,
+        args.operator.clone(),
+    ))?;
+    if args.json {
+        println!(
+            "{}",
+            json!({ "subject": subject, "similarity": score, "threshold": threshold, "live_consent": live, "accepted": accepted })
+        );
+    } else {
+        let why = if !live {
+            " (no live consent)"
+        } else if score.is_none() {
+            " (no template)"
+        } else {
+            ""
+        };
+        println!(
+            "verification of {subject}: similarity {}, threshold {threshold:.4}: {}{why}",
+            score.map_or("-".into(), |s| format!("{s:.4}")),
+            if accepted { "ACCEPT" } else { "REJECT" }
+        );
+    }
+    Ok(if accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn identify(cli: &Cli, args: &IdentifyArgs) -> Result<ExitCode> {
+    let (loaded, mut store, e, threshold) = probe(cli, &args.image)?;
+    let margin = loaded.config.policy.matching().margin();
+    let result =
+        store
+            .gallery()
+            .context("gallery not loaded")?
+            .identify(&e, 5, SearchMode::Auto)?;
+    let best = result.hits.first().cloned();
+    let outcome = best
+        .as_ref()
+        .map(|b| identification_outcome(b.score, result.second_identity_score, threshold, margin));
+    let mut accepted = None;
+    if let (Some(b), Some(IdentifyOutcome::Match)) = (&best, &outcome)
+        && store.live_consent(&b.subject)?.is_some()
+    {
+        accepted = Some(b.subject.clone());
+    }
+    store.record(AuditEvent::identification(
+        &result,
+        accepted.as_ref(),
+        args.operator.clone(),
+    ))?;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "subject": accepted, "best": best.as_ref().map(|b| json!({ "subject": b.subject, "similarity": b.score })),
+                "second_identity_similarity": result.second_identity_score, "threshold": threshold, "margin": margin,
+                "gallery_size": result.scanned,
+            })
+        );
+    } else {
+        match (&accepted, &best) {
+            (Some(s), Some(b)) => println!(
+                "identified {s} (similarity {:.4}, threshold {threshold:.4})",
+                b.score
+            ),
+            (None, Some(b)) => println!(
+                "unknown: best candidate {} at {:.4} ({:?}); threshold {threshold:.4}, margin {margin}",
+                b.subject, b.score, outcome
+            ),
+            _ => println!("unknown: the gallery is empty"),
+        }
+    }
+    Ok(if accepted.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
