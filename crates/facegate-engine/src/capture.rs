@@ -396,7 +396,7 @@ mod tests {
                 return Ok(None);
             }
             self.n += 1;
-            if self.bad_every.is_some_and(|b| self.n % b == 0) {
+            if self.bad_every.is_some_and(|b| self.n.is_multiple_of(b)) {
                 return Err(CaptureError::CorruptFrame {
                     path: "synthetic".into(),
                     index: self.n,

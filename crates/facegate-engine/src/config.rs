@@ -88,7 +88,10 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |field: &'static str, reason: String| Err(EngineError::Config { field, reason });
         if !(self.threshold.is_finite() && (-1.0..=1.0).contains(&self.threshold)) {
-            return bad("threshold", format!("{} is not a cosine in [-1, 1]", self.threshold));
+            return bad(
+                "threshold",
+                format!("{} is not a cosine in [-1, 1]", self.threshold),
+            );
         }
         if !(self.margin.is_finite() && (0.0..1.0).contains(&self.margin)) {
             return bad("margin", format!("{} is not in [0, 1)", self.margin));
@@ -96,7 +99,10 @@ impl EngineConfig {
         if self.frames_to_agree == 0 || self.frames_to_agree > MAX_FRAMES_TO_AGREE {
             return bad(
                 "frames_to_agree",
-                format!("{} is not in 1..={MAX_FRAMES_TO_AGREE}", self.frames_to_agree),
+                format!(
+                    "{} is not in 1..={MAX_FRAMES_TO_AGREE}",
+                    self.frames_to_agree
+                ),
             );
         }
         if !(self.liveness_threshold.is_finite() && (0.0..=1.0).contains(&self.liveness_threshold))
@@ -156,7 +162,12 @@ mod tests {
         c.validate().unwrap();
         let mut bad = c.clone();
         bad.threshold = f32::NAN;
-        assert!(bad.validate().unwrap_err().to_string().contains("threshold"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("threshold")
+        );
         let mut bad = c.clone();
         bad.frames_to_agree = 0;
         assert!(bad.validate().is_err());

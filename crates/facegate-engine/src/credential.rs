@@ -28,7 +28,9 @@ pub enum Credential {
     Card(String),
     Qr(String),
     /// A guard or operator opens the gate; `operator` is who (recorded in the audit log).
-    OperatorOverride { operator: String },
+    OperatorOverride {
+        operator: String,
+    },
 }
 
 impl fmt::Debug for Credential {
@@ -268,8 +270,7 @@ impl HashedDirectory {
             .mode(0o600)
             .open(path)
             .map_err(|e| err(e.to_string()))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| err(e.to_string()))
+        f.write_all(text.as_bytes()).map_err(|e| err(e.to_string()))
     }
 }
 
@@ -307,10 +308,15 @@ mod tests {
     #[test]
     fn lookup_by_kind_and_value() {
         let mut d = HashedDirectory::new(b"salt".to_vec());
-        d.insert(&Credential::Pin("1234".into()), s("alice")).unwrap();
-        d.insert(&Credential::Card("04A1B2".into()), s("bob")).unwrap();
+        d.insert(&Credential::Pin("1234".into()), s("alice"))
+            .unwrap();
+        d.insert(&Credential::Card("04A1B2".into()), s("bob"))
+            .unwrap();
         assert_eq!(d.lookup(&Credential::Pin("1234".into())), Some(s("alice")));
-        assert_eq!(d.lookup(&Credential::Pin(" 1234\n".into())), Some(s("alice")));
+        assert_eq!(
+            d.lookup(&Credential::Pin(" 1234\n".into())),
+            Some(s("alice"))
+        );
         // Same value, other kind: not the same credential.
         assert_eq!(d.lookup(&Credential::Card("1234".into())), None);
         assert_eq!(d.lookup(&Credential::Pin("0000".into())), None);
@@ -329,17 +335,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("credentials.toml");
         let mut d = HashedDirectory::new(b"terminal-7".to_vec());
-        d.insert(&Credential::Pin("987654".into()), s("carol")).unwrap();
-        d.insert(&Credential::Qr("QR-PAYLOAD-XYZ".into()), s("dave")).unwrap();
+        d.insert(&Credential::Pin("987654".into()), s("carol"))
+            .unwrap();
+        d.insert(&Credential::Qr("QR-PAYLOAD-XYZ".into()), s("dave"))
+            .unwrap();
         d.save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains("987654") && !text.contains("QR-PAYLOAD"), "{text}");
+        assert!(
+            !text.contains("987654") && !text.contains("QR-PAYLOAD"),
+            "{text}"
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "directory file must not be group/world readable");
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "directory file must not be group/world readable"
+        );
         let back = HashedDirectory::load(&path).unwrap();
         assert_eq!(back.len(), 2);
-        assert_eq!(back.lookup(&Credential::Pin("987654".into())), Some(s("carol")));
+        assert_eq!(
+            back.lookup(&Credential::Pin("987654".into())),
+            Some(s("carol"))
+        );
         assert_eq!(
             back.lookup(&Credential::Qr("QR-PAYLOAD-XYZ".into())),
             Some(s("dave"))

@@ -224,7 +224,11 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
     /// policy the engine follows. Loads the store's gallery for the pipeline's model if it is
     /// not loaded. Add a source before [`Engine::run`]; by default there is no credential
     /// directory (every PIN, card and QR is unknown), no gate output and no sink.
-    pub fn new(config: EngineConfig, mut pipeline: P, mut store: Store) -> Result<Self, EngineError> {
+    pub fn new(
+        config: EngineConfig,
+        mut pipeline: P,
+        mut store: Store,
+    ) -> Result<Self, EngineError> {
         config.validate()?;
         let p: &mut Pipeline = pipeline.borrow_mut();
         if !p.has_liveness() {
@@ -359,9 +363,11 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         // The capture thread has its own flag: ending a replay must not mark the engine
         // stopped for the caller's handle.
         let capture_stop = Arc::new(AtomicBool::new(false));
-        let mut capture = CaptureThread::spawn(opener, self.config.capture, capture_stop)
-            .map_err(|e| EngineError::CaptureThread {
-                reason: e.to_string(),
+        let mut capture =
+            CaptureThread::spawn(opener, self.config.capture, capture_stop).map_err(|e| {
+                EngineError::CaptureThread {
+                    reason: e.to_string(),
+                }
             })?;
         tracing::info!(
             threshold = f64::from(self.config.threshold),
@@ -464,10 +470,9 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             if state.decided.is_some() {
                 continue;
             }
-            if state
-                .last_attempt
-                .is_some_and(|l| self.frame_index - l < u64::from(self.config.attempt_interval_frames))
-            {
+            if state.last_attempt.is_some_and(|l| {
+                self.frame_index - l < u64::from(self.config.attempt_interval_frames)
+            }) {
                 continue;
             }
             state.last_attempt = Some(self.frame_index);
@@ -531,7 +536,12 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             }
         };
         if !first.quality.passes() {
-            let issues = first.quality.issues.iter().map(|&i| quality_name(i)).collect();
+            let issues = first
+                .quality
+                .issues
+                .iter()
+                .map(|&i| quality_name(i))
+                .collect();
             return Some((Attempt::Quality(issues), None));
         }
         let live = first.liveness.unwrap_or(0.0);
@@ -641,9 +651,12 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                     self.claim = None;
                 }
                 let mut audit = match (&claim, &ident) {
-                    (Some(_), _) => {
-                        AuditEvent::verification(&subject, Some(score), outcome == Outcome::Granted, &op)
-                    }
+                    (Some(_), _) => AuditEvent::verification(
+                        &subject,
+                        Some(score),
+                        outcome == Outcome::Granted,
+                        &op,
+                    ),
                     (None, Some(ident)) => AuditEvent::identification(ident, Some(&subject), &op),
                     (None, None) => AuditEvent::new(kind, &op, "match").subject(&subject),
                 };
@@ -764,7 +777,11 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 self.summary.gate_pulses += 1;
             }
         }
-        *self.summary.decisions.entry(event.outcome.as_str()).or_default() += 1;
+        *self
+            .summary
+            .decisions
+            .entry(event.outcome.as_str())
+            .or_default() += 1;
         tracing::info!(
             track = event.track,
             outcome = event.outcome.as_str(),
@@ -807,8 +824,8 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             Method::Face => false,
         };
         let op = self.config.operator.clone();
-        let base = |outcome: Outcome, subject: Option<SubjectId>, reason: Option<String>, audit| {
-            Draft {
+        let base =
+            |outcome: Outcome, subject: Option<SubjectId>, reason: Option<String>, audit| Draft {
                 track: None,
                 outcome,
                 subject,
@@ -820,8 +837,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 audit,
                 times: AttemptTimes::default(),
                 started,
-            }
-        };
+            };
         let details = |outcome: Outcome, reason: Option<&str>| {
             json!({ "decision": outcome.as_str(), "method": method.as_str(), "face": false,
                     "reason": reason })
@@ -830,13 +846,21 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             let reason = "alternative_disabled";
             let audit = AuditEvent::new(AuditKind::Verify, &op, "refused")
                 .details(details(Outcome::Denied, Some(reason)));
-            return self.finish(base(Outcome::Denied, None, Some(reason.into()), audit), gate);
+            return self.finish(
+                base(Outcome::Denied, None, Some(reason.into()), audit),
+                gate,
+            );
         }
         if let Credential::OperatorOverride { operator } = &credential {
             let audit = AuditEvent::new(AuditKind::Verify, operator.as_str(), "override")
                 .details(details(Outcome::Granted, None));
             return self.finish(
-                base(Outcome::Granted, None, Some(format!("override:{operator}")), audit),
+                base(
+                    Outcome::Granted,
+                    None,
+                    Some(format!("override:{operator}")),
+                    audit,
+                ),
                 gate,
             );
         }
@@ -844,7 +868,10 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             let reason = "unknown_credential";
             let audit = AuditEvent::new(AuditKind::Verify, &op, "unknown")
                 .details(details(Outcome::Unknown, Some(reason)));
-            return self.finish(base(Outcome::Unknown, None, Some(reason.into()), audit), gate);
+            return self.finish(
+                base(Outcome::Unknown, None, Some(reason.into()), audit),
+                gate,
+            );
         };
         match self.config.credential_mode {
             CredentialMode::Alone => {
@@ -875,7 +902,10 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
     }
 
     fn expire_claim(&mut self, gate: Option<&GateWorker>) {
-        if self.claim.as_ref().is_some_and(|c| Instant::now() >= c.deadline)
+        if self
+            .claim
+            .as_ref()
+            .is_some_and(|c| Instant::now() >= c.deadline)
             && let Some(claim) = self.claim.take()
         {
             self.claim_timed_out(claim, gate);
@@ -884,7 +914,8 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
 
     fn claim_timed_out(&mut self, claim: Claim, gate: Option<&GateWorker>) {
         let reason = "no_face_for_claim";
-        let mut audit = AuditEvent::verification(&claim.subject, None, false, &self.config.operator);
+        let mut audit =
+            AuditEvent::verification(&claim.subject, None, false, &self.config.operator);
         add_details(
             &mut audit,
             json!({ "decision": "retry", "method": claim.method.as_str(), "reason": reason }),

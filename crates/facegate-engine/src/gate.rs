@@ -156,8 +156,7 @@ impl GpioGate {
         if !chip.exists() {
             return Err(EngineError::Gate {
                 output: name,
-                reason: "no such GPIO chip (is this the terminal's board? see `gpiodetect`)"
-                    .into(),
+                reason: "no such GPIO chip (is this the terminal's board? see `gpiodetect`)".into(),
             });
         }
         let mut builder = gpiocdev::Request::builder();
@@ -321,19 +320,25 @@ mod tests {
 
     #[test]
     fn command_is_killed_after_its_timeout_and_failures_are_errors() {
-        let mut g = CommandGate::new(
-            "/bin/sleep",
-            vec!["5".into()],
-            Duration::from_millis(100),
-        );
+        let mut g = CommandGate::new("/bin/sleep", vec!["5".into()], Duration::from_millis(100));
         let started = Instant::now();
         let e = g.pulse(&pulse()).unwrap_err().to_string();
         assert!(e.contains("timed out"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(2));
         let mut g = CommandGate::new("/bin/false", vec![], Duration::from_secs(2));
-        assert!(g.pulse(&pulse()).unwrap_err().to_string().contains("exited"));
+        assert!(
+            g.pulse(&pulse())
+                .unwrap_err()
+                .to_string()
+                .contains("exited")
+        );
         let mut g = CommandGate::new("/nonexistent/relay", vec![], Duration::from_secs(2));
-        assert!(g.pulse(&pulse()).unwrap_err().to_string().contains("cannot start"));
+        assert!(
+            g.pulse(&pulse())
+                .unwrap_err()
+                .to_string()
+                .contains("cannot start")
+        );
     }
 
     #[test]

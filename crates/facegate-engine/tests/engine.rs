@@ -8,9 +8,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use facegate_capture::{
-    CaptureOptions, FrameSource, SourceSpec, Y4mSource, decode_image_file,
-};
+use facegate_capture::{CaptureOptions, FrameSource, SourceSpec, Y4mSource, decode_image_file};
 use facegate_engine::{
     CaptureConfig, Credential, DecisionEvent, DryRun, Engine, EngineConfig, FramePolicy,
     HashedDirectory, MemorySink, Method, Mode, Outcome,
@@ -184,22 +182,40 @@ fn credentials_go_through_the_decision_path_and_are_audited() {
     let e = &events[0];
     assert_eq!(
         (e.outcome, e.subject.as_ref(), e.method, e.mode),
-        (Outcome::Granted, Some(&alice), Method::Pin, Mode::Credential)
+        (
+            Outcome::Granted,
+            Some(&alice),
+            Method::Pin,
+            Mode::Credential
+        )
     );
-    assert_eq!((events[1].outcome, events[1].subject.as_ref()), (Outcome::Unknown, None));
     assert_eq!(
-        (events[2].outcome, events[2].subject.as_ref(), events[2].reason.as_deref()),
+        (events[1].outcome, events[1].subject.as_ref()),
+        (Outcome::Unknown, None)
+    );
+    assert_eq!(
+        (
+            events[2].outcome,
+            events[2].subject.as_ref(),
+            events[2].reason.as_deref()
+        ),
         (Outcome::Denied, Some(&bob), Some("no_live_consent"))
     );
     assert_eq!(
         (events[3].outcome, events[3].reason.as_deref()),
         (Outcome::Denied, Some("alternative_disabled"))
     );
-    assert_eq!((events[4].outcome, events[4].method), (Outcome::Granted, Method::Override));
+    assert_eq!(
+        (events[4].outcome, events[4].method),
+        (Outcome::Granted, Method::Override)
+    );
     let pulses = gate.pulses();
     assert_eq!(pulses.len(), 2, "{pulses:?}");
     assert_eq!(pulses[0].subject.as_ref(), Some(&alice));
-    assert_eq!((pulses[1].subject.as_ref(), pulses[1].method), (None, Method::Override));
+    assert_eq!(
+        (pulses[1].subject.as_ref(), pulses[1].method),
+        (None, Method::Override)
+    );
     for line in events.iter().map(DecisionEvent::to_json_line) {
         assert!(!line.contains("1234") && !line.contains("CARD-B"), "{line}");
     }
@@ -208,9 +224,21 @@ fn credentials_go_through_the_decision_path_and_are_audited() {
     let audit = store.audit_records(0, 1000).unwrap();
     let verify: Vec<_> = audit.iter().filter(|r| r.kind == "verify").collect();
     assert_eq!(verify.len(), 5, "{verify:#?}");
-    assert!(verify.iter().any(|r| r.subject.as_deref() == Some("alice") && r.outcome == "match"));
-    assert!(verify.iter().any(|r| r.subject.as_deref() == Some("bob") && r.outcome == "no_match"));
-    assert!(verify.iter().any(|r| r.operator == "guard-7" && r.outcome == "override"));
+    assert!(
+        verify
+            .iter()
+            .any(|r| r.subject.as_deref() == Some("alice") && r.outcome == "match")
+    );
+    assert!(
+        verify
+            .iter()
+            .any(|r| r.subject.as_deref() == Some("bob") && r.outcome == "no_match")
+    );
+    assert!(
+        verify
+            .iter()
+            .any(|r| r.operator == "guard-7" && r.outcome == "override")
+    );
     for r in &verify {
         assert!(!r.details.contains("1234") && !r.details.contains("CARD-B"));
     }
@@ -250,7 +278,10 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         let started = Instant::now();
         let mut engine = Engine::new(config.clone(), p, store)
             .unwrap()
-            .with_source(&SourceSpec::Y4m(video.to_path_buf()), &CaptureOptions::default())
+            .with_source(
+                &SourceSpec::Y4m(video.to_path_buf()),
+                &CaptureOptions::default(),
+            )
             .with_gate(Box::new(gate.clone()))
             .with_sink(Box::new(sink.clone()));
         let summary = engine.run().unwrap();
@@ -277,7 +308,12 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         .iter()
         .filter(|e| e.outcome == Outcome::Granted)
         .collect();
-    assert_eq!(granted.len(), 1, "one grant per track: {:?}", outcomes(&events));
+    assert_eq!(
+        granted.len(),
+        1,
+        "one grant per track: {:?}",
+        outcomes(&events)
+    );
     let g = granted[0];
     assert_eq!(g.subject.as_ref(), Some(&subject));
     assert_eq!((g.method, g.mode), (Method::Face, Mode::Identification));
@@ -287,7 +323,10 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
     assert_eq!(pulses.len(), 1);
     assert_eq!(pulses[0].subject.as_ref(), Some(&subject));
     let line = g.to_json_line();
-    assert!(line.len() < 1024, "an event is ids and numbers only: {line}");
+    assert!(
+        line.len() < 1024,
+        "an event is ids and numbers only: {line}"
+    );
     let audit = store.audit_records(0, 1000).unwrap();
     let ident: Vec<_> = audit.iter().filter(|r| r.kind == "identify").collect();
     assert!(
@@ -342,7 +381,10 @@ fn stop_ends_a_looping_source_and_bad_frames_do_not() {
     assert_eq!(summary.ended, Some(facegate_engine::EndReason::Stopped));
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(summary.frames_processed > 0);
-    assert!(summary.bad_frames > 0, "the corrupt image is counted and skipped");
+    assert!(
+        summary.bad_frames > 0,
+        "the corrupt image is counted and skipped"
+    );
 }
 
 #[test]
@@ -360,8 +402,85 @@ fn a_missing_replay_file_is_a_start_up_error() {
     assert!(e.contains("/nonexistent/replay.y4m"), "{e}");
 }
 
+/// Live probabilities of the liveness model on the evaluation crops (each crop is a face box, so
+/// the whole image is the box) and on every 10th frame of the live and replay clips (largest
+/// detected face; frames without a face are skipped).
+fn liveness_scores(p: &mut Pipeline, dir: &Path, sub: &str) -> (Vec<f32>, Vec<f32>) {
+    let opts = AnalyseOptions {
+        embed: false,
+        liveness: true,
+        max_faces: 1,
+    };
+    let mut t = StageTimings::default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+        .collect();
+    files.sort();
+    let crops = files
+        .iter()
+        .map(|f| {
+            let frame = decode_image_file(f, 40_000_000).unwrap();
+            let whole = Detection {
+                bbox: BBox::new(0.0, 0.0, frame.width() as f32, frame.height() as f32),
+                score: 1.0,
+            };
+            p.analyse_face(&frame, whole, opts, &mut t)
+                .unwrap()
+                .liveness
+                .unwrap()
+        })
+        .collect();
+    let mut clip = Vec::new();
+    let video = dir.join("videos").join(format!("{sub}.webm"));
+    let tmp = tempfile::tempdir().unwrap();
+    let y4m = tmp.path().join("clip.y4m");
+    let converted = video.is_file()
+        && Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&video)
+            .args(["-vf", "select=not(mod(n\\,10))", "-fps_mode", "vfr"])
+            .args(["-pix_fmt", "yuv420p"])
+            .arg(&y4m)
+            .status()
+            .is_ok_and(|s| s.success());
+    if converted {
+        let mut src = Y4mSource::open(&y4m, 40_000_000).unwrap();
+        while let Some(frame) = src.next_frame().unwrap() {
+            let best = p
+                .detect(&frame)
+                .unwrap()
+                .iter()
+                .copied()
+                .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()));
+            if let Some(d) = best {
+                clip.push(
+                    p.analyse_face(&frame, d, opts, &mut t)
+                        .unwrap()
+                        .liveness
+                        .unwrap(),
+                );
+            }
+        }
+    } else {
+        println!(
+            "SKIPPED: liveness clip missing or not convertible {}",
+            video.display()
+        );
+    }
+    (crops, clip)
+}
+
+/// (APCER, BPCER) at `threshold`: spoofs scored live, live faces scored spoof.
+fn error_rates(real: &[f32], fake: &[f32], threshold: f32) -> (f64, f64) {
+    let apcer = fake.iter().filter(|&&s| s >= threshold).count() as f64 / fake.len() as f64;
+    let bpcer = real.iter().filter(|&&s| s < threshold).count() as f64 / real.len() as f64;
+    (apcer, bpcer)
+}
+
 /// APCER (spoofs accepted as live) and BPCER (live faces rejected) of the shipped liveness
-/// model at the engine's default threshold, on the evaluation crops.
+/// model at the engine's default threshold, on `../shared/eval/liveness`.
 #[test]
 fn liveness_error_rates_at_the_shipped_threshold() {
     let dir = eval_dir().join("liveness");
@@ -370,58 +489,39 @@ fn liveness_error_rates_at_the_shipped_threshold() {
         return;
     }
     let threshold = facegate_engine::DEFAULT_LIVENESS_THRESHOLD;
-    let mut p = pipeline();
-    let mut score_dir = |sub: &str| -> (usize, usize, usize) {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|f| f.extension().is_some_and(|e| e == "png"))
-            .collect();
-        files.sort();
-        let (mut live, mut total, mut whole_box) = (0, 0, 0);
-        for f in files {
-            let frame = decode_image_file(&f, 40_000_000).unwrap();
-            let best = p
-                .detect(&frame)
-                .unwrap()
-                .iter()
-                .copied()
-                .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()));
-            let det = best.unwrap_or_else(|| {
-                whole_box += 1;
-                Detection {
-                    bbox: BBox::new(0.0, 0.0, frame.width() as f32, frame.height() as f32),
-                    score: 1.0,
-                }
-            });
-            let opts = AnalyseOptions {
-                embed: false,
-                liveness: true,
-                max_faces: 1,
-            };
-            let mut t = StageTimings::default();
-            let a = p.analyse_face(&frame, det, opts, &mut t).unwrap();
-            total += 1;
-            if a.liveness.unwrap() >= threshold {
-                live += 1;
-            }
-        }
-        (live, total, whole_box)
-    };
     let started = Instant::now();
-    let (real_live, real_total, real_whole) = score_dir("real");
-    let (fake_live, fake_total, fake_whole) = score_dir("fake");
-    let bpcer = (real_total - real_live) as f64 / real_total as f64;
-    let apcer = fake_live as f64 / fake_total as f64;
+    let mut p = pipeline();
+    let (real_crops, real_clip) = liveness_scores(&mut p, &dir, "real");
+    let (fake_crops, fake_clip) = liveness_scores(&mut p, &dir, "fake");
+    drop(p);
+    assert!(!real_crops.is_empty() && !fake_crops.is_empty());
+    for (name, real, fake) in [
+        ("crops", &real_crops, &fake_crops),
+        ("clip frames", &real_clip, &fake_clip),
+    ] {
+        if real.is_empty() || fake.is_empty() {
+            continue;
+        }
+        let (apcer, bpcer) = error_rates(real, fake, threshold);
+        println!(
+            "LIVENESS {name} ({} live, {} spoof) at threshold {threshold}: APCER {:.1}%, BPCER {:.1}%",
+            real.len(),
+            fake.len(),
+            apcer * 100.0,
+            bpcer * 100.0
+        );
+        assert!(apcer.is_finite() && bpcer.is_finite());
+        let sweep: Vec<String> = [0.05f32, 0.1, 0.2, 0.3, 0.5, 0.7]
+            .iter()
+            .map(|&t| {
+                let (a, b) = error_rates(real, fake, t);
+                format!("t={t}: APCER {:.1}% BPCER {:.1}%", a * 100.0, b * 100.0)
+            })
+            .collect();
+        println!("LIVENESS {name} sweep: {}", sweep.join("; "));
+    }
     println!(
-        "LIVENESS at threshold {threshold}: APCER {:.2}% ({fake_live}/{fake_total} spoofs \
-         accepted), BPCER {:.2}% ({}/{real_total} live rejected); no face detected, whole crop \
-         used: {real_whole} real, {fake_whole} fake; {:.1} s",
-        apcer * 100.0,
-        bpcer * 100.0,
-        real_total - real_live,
+        "liveness evaluation took {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    assert!(real_total > 0 && fake_total > 0);
-    assert!(apcer.is_finite() && bpcer.is_finite());
 }
