@@ -9,7 +9,6 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_cha
 use std::time::{Duration, Instant};
 
 use facegate_capture::{CaptureOptions, SourceSpec};
-use facegate_policy::PolicyConfig;
 use facegate_store::{AuditEvent, AuditKind, Identification, SearchMode, Store};
 use facegate_types::{Clock, Frame, SubjectId, SystemClock};
 use facegate_vision::{
@@ -32,11 +31,26 @@ use crate::sink::EventSink;
 const POLL: Duration = Duration::from_millis(20);
 
 /// Stops a running engine and submits credentials to it, from any thread.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineHandle {
     stop: Arc<AtomicBool>,
     credentials: SyncSender<Credential>,
+    jobs: SyncSender<StoreJob>,
 }
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("stopped", &self.is_stopped())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Work on the store that the loop runs between frames (admin commands while the service runs).
+type StoreJob = Box<dyn FnOnce(&mut Store) + Send>;
+
+/// Store jobs waiting for the loop at most.
+const STORE_JOBS: usize = 8;
 
 impl EngineHandle {
     /// Queues a credential for the decision path. Refused when the queue is full or the engine
@@ -44,7 +58,8 @@ impl EngineHandle {
     pub fn submit(&self, credential: Credential) -> Result<(), EngineError> {
         self.credentials
             .try_send(credential)
-            .map_err(|e| EngineError::CredentialRejected {
+            .map_err(|e| EngineError::Rejected {
+                what: "credential",
                 reason: match e {
                     TrySendError::Full(_) => "queue full",
                     TrySendError::Disconnected(_) => "engine stopped",
@@ -59,6 +74,35 @@ impl EngineHandle {
 
     pub fn is_stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Runs `job` on the engine's store between two frames and returns its result: how an admin
+    /// command (enroll, withdraw, delete, list, audit) reaches the store while the engine owns
+    /// it. The gallery the loop matches against is the store's own, so an enrollment or a
+    /// withdrawal applies from the next frame. Fails when the queue is full, the engine is not
+    /// running, or the loop does not get to the job within `timeout`.
+    pub fn with_store<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Store) -> R + Send + 'static,
+        timeout: Duration,
+    ) -> Result<R, EngineError> {
+        let (tx, rx) = sync_channel(1);
+        let boxed: StoreJob = Box::new(move |store| {
+            let _ = tx.send(job(store));
+        });
+        self.jobs
+            .try_send(boxed)
+            .map_err(|e| EngineError::Rejected {
+                what: "store job",
+                reason: match e {
+                    TrySendError::Full(_) => "queue full",
+                    TrySendError::Disconnected(_) => "engine stopped",
+                },
+            })?;
+        rx.recv_timeout(timeout).map_err(|_| EngineError::Rejected {
+            what: "store job",
+            reason: "the engine did not run it in time",
+        })
     }
 }
 
@@ -170,7 +214,6 @@ struct Draft {
 /// borrowed (`&mut Pipeline`, tests sharing one loaded pipeline).
 pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     config: EngineConfig,
-    policy: PolicyConfig,
     pipeline: P,
     store: Store,
     opener: Option<SourceOpener>,
@@ -181,6 +224,8 @@ pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     stop: Arc<AtomicBool>,
     cred_tx: SyncSender<Credential>,
     cred_rx: Receiver<Credential>,
+    job_tx: SyncSender<StoreJob>,
+    job_rx: Receiver<StoreJob>,
     tracker: Tracker,
     tracks: HashMap<TrackId, TrackState>,
     claim: Option<Claim>,
@@ -248,12 +293,11 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 "engine gallery ready"
             );
         }
-        let policy = store.policy().clone();
         let (cred_tx, cred_rx) = sync_channel(config.credential_queue);
+        let (job_tx, job_rx) = sync_channel(STORE_JOBS);
         let tracker = Tracker::new(config.tracker_min_iou, config.tracker_max_missed);
         Ok(Self {
             config,
-            policy,
             pipeline,
             store,
             opener: None,
@@ -264,6 +308,8 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             stop: Arc::new(AtomicBool::new(false)),
             cred_tx,
             cred_rx,
+            job_tx,
+            job_rx,
             tracker,
             tracks: HashMap::new(),
             claim: None,
@@ -323,6 +369,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         EngineHandle {
             stop: self.stop.clone(),
             credentials: self.cred_tx.clone(),
+            jobs: self.job_tx.clone(),
         }
     }
 
@@ -376,6 +423,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             "engine running"
         );
         let result = loop {
+            self.run_store_jobs();
             self.drain_credentials(gate.as_ref());
             self.expire_claim(gate.as_ref());
             if last_sweep.elapsed() >= self.config.sweep_interval {
@@ -398,7 +446,8 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             }
         };
         capture.stop();
-        // Credentials already queued are still decided.
+        // Credentials and store jobs already queued are still handled.
+        self.run_store_jobs();
         self.drain_credentials(gate.as_ref());
         if let Some(claim) = self.claim.take() {
             self.claim_timed_out(claim, gate.as_ref());
@@ -423,6 +472,12 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             "engine stopped"
         );
         Ok(self.summary.clone())
+    }
+
+    fn run_store_jobs(&mut self) {
+        while let Ok(job) = self.job_rx.try_recv() {
+            job(&mut self.store);
+        }
     }
 
     fn sweep(&mut self) -> Result<(), EngineError> {
@@ -815,7 +870,8 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         self.summary.credentials += 1;
         let started = Instant::now();
         let method = credential.method();
-        let alternatives = *self.policy.alternatives();
+        // Read at each use: a policy reloaded into the store applies at once.
+        let alternatives = *self.store.policy().alternatives();
         let enabled = match method {
             Method::Pin => alternatives.pin(),
             Method::Card => alternatives.card(),

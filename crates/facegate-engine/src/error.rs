@@ -32,9 +32,13 @@ pub enum EngineError {
     #[error("credential directory {}: {reason}", path.display())]
     Directory { path: PathBuf, reason: String },
 
-    /// The engine's credential queue is full or the engine has stopped.
-    #[error("credential not accepted: {reason}")]
-    CredentialRejected { reason: &'static str },
+    /// A credential or store job the engine cannot take now (queue full, engine stopped, not
+    /// run in time).
+    #[error("{what} not accepted: {reason}")]
+    Rejected {
+        what: &'static str,
+        reason: &'static str,
+    },
 
     /// A Unix socket could not be bound or set up.
     #[error("event socket {}: {source}", path.display())]

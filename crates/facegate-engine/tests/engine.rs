@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use facegate_capture::{CaptureOptions, FrameSource, SourceSpec, Y4mSource, decode_image_file};
 use facegate_engine::{
-    CaptureConfig, Credential, DecisionEvent, DryRun, Engine, EngineConfig, FramePolicy,
-    HashedDirectory, MemorySink, Method, Mode, Outcome,
+    CaptureConfig, Credential, CredentialMode, DecisionEvent, DryRun, Engine, EngineConfig,
+    FramePolicy, HashedDirectory, MemorySink, Method, Mode, Outcome,
 };
 use facegate_policy::{
     ConsentMethod, ConsentRecord, PolicyConfig, RawPolicyConfig, resolve_threshold,
@@ -98,7 +98,7 @@ fn clip(name: &str, frames: u32, dir: &Path) -> Option<PathBuf> {
         println!("SKIPPED: evaluation video missing {}", src.display());
         return None;
     }
-    let out = dir.join(name.replace(".mp4", ".y4m"));
+    let out = dir.join(name.replace(".mp4", &format!("_{frames}.y4m")));
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-i"])
         .arg(&src)
@@ -254,6 +254,9 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
     let Some(other) = clip("portrait_d3.mp4", 60, tmp.path()) else {
         return;
     };
+    let Some(short) = clip("portrait_d9.mp4", 24, tmp.path()) else {
+        return;
+    };
     let mut p = pipeline();
     let policy = policy();
     let mut store = open_store(&tmp.path().join("state"), &policy);
@@ -271,8 +274,29 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         .enroll(&consent, &[face.embedding.unwrap()], p.model_id())
         .unwrap();
 
+    // A subject with a card and a live consent but no face template.
+    let noface = SubjectId::new("emp-noface").unwrap();
+    store
+        .record_consent(
+            &policy
+                .grant(record(&policy, &noface), SystemClock.now())
+                .unwrap(),
+        )
+        .unwrap();
+    let mut directory = HashedDirectory::new(b"t".to_vec());
+    directory
+        .insert(&Credential::Pin("2468".into()), subject.clone())
+        .unwrap();
+    directory
+        .insert(&Credential::Card("C-NOFACE".into()), noface.clone())
+        .unwrap();
+
     let config = engine_config(&p, &policy);
-    let run = |p: &mut Pipeline, store: Store, video: &Path| {
+    let run = |p: &mut Pipeline,
+               store: Store,
+               video: &Path,
+               config: &EngineConfig,
+               credential: Option<Credential>| {
         let sink = MemorySink::new();
         let gate = DryRun::new();
         let started = Instant::now();
@@ -282,8 +306,12 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
                 &SourceSpec::Y4m(video.to_path_buf()),
                 &CaptureOptions::default(),
             )
+            .with_directory(Box::new(directory.clone()))
             .with_gate(Box::new(gate.clone()))
             .with_sink(Box::new(sink.clone()));
+        if let Some(c) = credential {
+            engine.handle().submit(c).unwrap();
+        }
         let summary = engine.run().unwrap();
         println!(
             "{}: {} frames in {:.1} s, {} attempts, {} embeddings, decisions {:?}",
@@ -301,7 +329,7 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         (summary, sink.events(), gate.pulses(), store)
     };
 
-    let (summary, events, pulses, store) = run(&mut p, store, &own);
+    let (summary, events, pulses, store) = run(&mut p, store, &own, &config, None);
     assert_eq!(summary.frames_processed, 90);
     assert_eq!(summary.frames_dropped, 0);
     let granted: Vec<_> = events
@@ -336,7 +364,7 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         "{ident:#?}"
     );
 
-    let (_, events, pulses, store) = run(&mut p, store, &other);
+    let (_, events, pulses, store) = run(&mut p, store, &other, &config, None);
     assert!(
         events
             .iter()
@@ -348,6 +376,66 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
     assert!(
         events.iter().any(|e| e.outcome == Outcome::Unknown),
         "the stranger should be decided unknown: {:?}",
+        outcomes(&events)
+    );
+
+    // Two factors: a PIN claims emp-d9 and the face verifies 1:1 against that subject.
+    let mut two_factor = config.clone();
+    two_factor.credential_mode = CredentialMode::WithFace {
+        window: Duration::from_secs(30),
+    };
+    let pin = Some(Credential::Pin("2468".into()));
+    let (_, events, pulses, store) = run(&mut p, store, &short, &two_factor, pin);
+    assert_eq!(events.len(), 1, "{:?}", outcomes(&events));
+    let e = &events[0];
+    assert_eq!(
+        (e.outcome, e.subject.as_ref(), e.method, e.mode),
+        (
+            Outcome::Granted,
+            Some(&subject),
+            Method::Pin,
+            Mode::Verification
+        )
+    );
+    assert!(e.track.is_some() && e.score.unwrap() >= config.threshold);
+    assert_eq!(pulses.len(), 1);
+    // A card claiming someone else is denied for this face, and nobody is identified instead.
+    let card = Some(Credential::Card("C-NOFACE".into()));
+    let (_, events, pulses, store) = run(&mut p, store, &short, &two_factor, card);
+    assert_eq!(events.len(), 1, "{:?}", outcomes(&events));
+    let e = &events[0];
+    assert_eq!(
+        (e.outcome, e.subject.as_ref(), e.mode),
+        (Outcome::Denied, Some(&noface), Mode::Verification)
+    );
+    assert!(
+        e.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("face_does_not_match_claim"),
+        "{e:?}"
+    );
+    assert!(pulses.is_empty());
+    let audit = store.audit_records(0, 1000).unwrap();
+    assert!(audit.iter().any(|r| r.kind == "verify"
+        && r.subject.as_deref() == Some("emp-d9")
+        && r.outcome == "match"));
+    assert!(audit.iter().any(|r| r.kind == "verify"
+        && r.subject.as_deref() == Some("emp-noface")
+        && r.outcome == "no_match"));
+
+    // Withdrawal deletes the template: the same face is no longer recognised.
+    let mut store = store;
+    let live = store.live_consent(&subject).unwrap().unwrap();
+    store
+        .withdraw(&live.withdraw(SystemClock.now(), "op-1".into(), ConsentMethod::Written))
+        .unwrap();
+    let (_, events, pulses, store) = run(&mut p, store, &short, &config, None);
+    assert!(pulses.is_empty());
+    assert!(
+        events.iter().all(|e| e.outcome != Outcome::Granted)
+            && events.iter().any(|e| e.outcome == Outcome::Unknown),
+        "{:?}",
         outcomes(&events)
     );
     assert!(store.verify_audit().unwrap().is_intact());
@@ -364,19 +452,38 @@ fn stop_ends_a_looping_source_and_bad_frames_do_not() {
     let mut p = pipeline();
     let policy = policy();
     let store = open_store(&tmp.path().join("state"), &policy);
-    let config = engine_config(&p, &policy);
+    let mut config = engine_config(&p, &policy);
+    config.sweep_interval = Duration::from_millis(150);
     let opts = CaptureOptions::default().with_loop_stills(true);
     let mut engine = Engine::new(config, &mut *p, store)
         .unwrap()
         .with_source(&SourceSpec::Folder(frames), &opts);
     let handle = engine.handle();
+    let admin = handle.clone();
     let stopper = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
+        std::thread::sleep(Duration::from_millis(300));
+        // An admin command reaches the store the running engine owns.
+        let counts = admin
+            .with_store(|s| s.counts().map(|c| c.subjects), Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
         handle.stop();
+        counts
     });
     let started = Instant::now();
     let summary = engine.run().unwrap();
-    stopper.join().unwrap();
+    assert_eq!(stopper.join().unwrap(), 0);
+    // After the run nobody serves store jobs: the caller gets a clear error, not a hang.
+    let e = engine
+        .handle()
+        .with_store(|_| (), Duration::from_millis(50))
+        .unwrap_err();
+    assert!(e.to_string().contains("in time"), "{e}");
+    assert!(
+        summary.sweeps >= 3,
+        "start-up sweep plus periodic ones: {summary:?}"
+    );
     println!("looping folder: {summary:?}");
     assert_eq!(summary.ended, Some(facegate_engine::EndReason::Stopped));
     assert!(started.elapsed() < Duration::from_secs(10));
