@@ -49,6 +49,17 @@ pub enum Command {
     Validate,
     /// Create a new master key file (mode 0600; never overwrites).
     Keygen(KeygenArgs),
+    /// Re-wrap every data key under a new master key (nobody is re-enrolled). Afterwards the
+    /// store opens only with the new key; destroy the old one to retire old backups.
+    RotateKey {
+        /// The new key file (make it with `facegate keygen`).
+        #[arg(long)]
+        new_key_file: PathBuf,
+        #[arg(long)]
+        operator: String,
+    },
+    /// Delete expired templates now (the service also does it at start and on a schedule).
+    Sweep,
     /// Enroll a person from image files, with their consent.
     Enroll(EnrollArgs),
     /// Record or withdraw a consent.
@@ -181,6 +192,14 @@ pub enum AuditCommand {
         from: u64,
         #[arg(long, default_value_t = 100_000)]
         limit: usize,
+    },
+    /// Remove the records older than DAYS days as one prefix and re-anchor the chain; refused
+    /// for records younger than three years (Art. 9).
+    Prune {
+        #[arg(long)]
+        older_than_days: u32,
+        #[arg(long)]
+        operator: String,
     },
 }
 

@@ -33,6 +33,11 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(&cli, a),
         Command::Validate => cmd::validate::run(&cli),
         Command::Keygen(a) => cmd::admin::keygen(a),
+        Command::RotateKey {
+            new_key_file,
+            operator,
+        } => cmd::admin::rotate_key(&cli, new_key_file, operator),
+        Command::Sweep => cmd::admin::sweep(&cli),
         Command::Enroll(a) => cmd::admin::enroll(&cli, a),
         Command::Consent(c) => cmd::admin::consent(&cli, c),
         Command::Subjects(c) => cmd::admin::subjects(&cli, c),

@@ -197,8 +197,49 @@ fn operator_flow_keygen_enroll_identify_withdraw_audit() {
     }
     // No template value ever reaches the audit export.
     assert!(!stdout(&out).contains("embedding"));
+    // Pruning records younger than three years is refused (Art. 9).
+    let out = run(&[
+        "audit",
+        "prune",
+        "--older-than-days",
+        "0",
+        "--operator",
+        "op",
+    ]);
+    assert!(!out.status.success());
+    // Rotation: afterwards only the new key opens the store.
+    let new_key = dir.path().join("new.key");
+    assert!(run(&["keygen", new_key.to_str().unwrap()]).status.success());
+    let out = run(&[
+        "rotate-key",
+        "--new-key-file",
+        new_key.to_str().unwrap(),
+        "--operator",
+        "op",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["subjects", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the old key no longer opens the store"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong master key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&new_key, &key).unwrap();
     let out = run(&["report", "pia"]);
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout(&out).contains("access_control"));
 }
 

@@ -22,13 +22,52 @@ use crate::cli::{
 };
 use crate::config::Config;
 
-/// Opens the store named by the config and the command line.
+/// Opens the store named by the config and the command line, and deletes whatever has expired
+/// (retention, Art. 8) before anything else reads it.
 pub fn open_store(cli: &Cli, config: &Config) -> Result<Store> {
     let source = config.key_source(cli.key_file.as_deref())?;
     let key = MasterKey::load(&source).context("loading the master key")?;
     let dir = config.state_dir(cli.state_dir.as_deref());
-    Store::open(&dir, &key, Arc::new(SystemClock), &config.policy)
-        .with_context(|| format!("opening the store in {}", dir.display()))
+    let mut store = Store::open(&dir, &key, Arc::new(SystemClock), &config.policy)
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    if !store.is_read_only() {
+        let swept = store.sweep_expired().context("retention sweep")?;
+        if swept.templates_deleted > 0 {
+            tracing::info!(
+                templates = swept.templates_deleted,
+                subjects = swept.subjects_affected,
+                "expired templates deleted"
+            );
+        }
+    }
+    Ok(store)
+}
+
+pub fn rotate_key(cli: &Cli, new_key_file: &Path, operator: &str) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let mut store = open_store(cli, &config)?;
+    let new_key = MasterKey::load(&facegate_store::KeySource::File(new_key_file.to_path_buf()))
+        .context("loading the new master key")?;
+    let r = store.rotate_master_key(&new_key, operator)?;
+    println!(
+        "master key rotated from {} to {}: {} data key(s) re-wrapped, nobody re-enrolled; point the service at the new key and destroy the old one",
+        r.old_key_id, r.new_key_id, r.keys_rewrapped
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sweep(cli: &Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let source = config.key_source(cli.key_file.as_deref())?;
+    let key = MasterKey::load(&source).context("loading the master key")?;
+    let dir = config.state_dir(cli.state_dir.as_deref());
+    let mut store = Store::open(&dir, &key, Arc::new(SystemClock), &config.policy)?;
+    let r = store.sweep_expired()?;
+    println!(
+        "retention sweep: {} template(s) of {} subject(s) deleted, {} key(s) destroyed, {} expiry date(s) shortened",
+        r.templates_deleted, r.subjects_affected, r.keys_destroyed, r.expiries_shortened
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn method(s: &str) -> ConsentMethod {

@@ -16,8 +16,20 @@ use crate::config::Config;
 
 pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
-    let store = open_store(cli, &config)?;
+    let mut store = open_store(cli, &config)?;
     match cmd {
+        AuditCommand::Prune {
+            older_than_days,
+            operator,
+        } => {
+            let before = SystemClock.now().minus_days(*older_than_days);
+            let r = store.prune_audit(before, operator)?;
+            println!(
+                "pruned {} audit record(s); the chain is re-anchored at record {}",
+                r.removed, r.anchor_seq
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Verify(a) => {
             let v = store.verify_audit()?;
             if a.json {
