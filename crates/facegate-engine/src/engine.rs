@@ -230,6 +230,7 @@ pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     tracks: HashMap<TrackId, TrackState>,
     claim: Option<Claim>,
     frame_index: u64,
+    detections: Vec<Detection>,
     summary: RunSummary,
 }
 
@@ -314,6 +315,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             tracks: HashMap::new(),
             claim: None,
             frame_index: 0,
+            detections: Vec::new(),
             summary: RunSummary::default(),
         })
     }
@@ -498,21 +500,26 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         self.frame_index += 1;
         self.summary.frames_processed += 1;
         let t0 = Instant::now();
-        let detections: Vec<Detection> = match self.pipeline.borrow_mut().detect(frame) {
-            Ok(d) => d.iter().take(self.config.max_faces).copied().collect(),
+        // The detection buffer is reused from frame to frame.
+        let mut detections = std::mem::take(&mut self.detections);
+        detections.clear();
+        match self.pipeline.borrow_mut().detect(frame) {
+            Ok(d) => detections.extend(d.iter().take(self.config.max_faces).copied()),
             Err(e) => {
                 self.summary.vision_errors += 1;
                 tracing::warn!(error = %e, seq = frame.sequence, "detection failed; frame skipped");
+                self.detections = detections;
                 return;
             }
-        };
+        }
         let detect = t0.elapsed();
         let t1 = Instant::now();
         let ids = self.tracker.update(&detections);
-        let live: Vec<TrackId> = self.tracker.tracks().iter().map(|t| t.id).collect();
-        self.tracks.retain(|id, _| live.contains(id));
+        let tracker = &self.tracker;
+        self.tracks
+            .retain(|id, _| tracker.tracks().iter().any(|t| t.id == *id));
         let track = t1.elapsed();
-        for (det, id) in detections.into_iter().zip(ids) {
+        for (&det, id) in detections.iter().zip(ids) {
             let needed = self.config.frames_to_agree;
             let state = match self.tracks.entry(id) {
                 Entry::Occupied(o) => o.into_mut(),
@@ -566,6 +573,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             }
             self.finish(draft, gate);
         }
+        self.detections = detections;
     }
 
     /// One attempt on one face: quality and liveness gates, then embed and match.

@@ -16,6 +16,36 @@
 //! latencies, never pixels, landmarks or embedding values, and no credential in clear. It never
 //! installs a tracing subscriber, never opens a network socket, and never blocks the loop on a
 //! slow consumer (events, gate pulses and credentials go through bounded, non-blocking queues).
+//!
+//! Decisions:
+//! - **Agreement** ([`Agreement`]): a verdict needs `frames_to_agree` *consecutive* attempts of
+//!   one track with the same result (same subject for a match); any other result restarts the
+//!   count. Each attempt passed quality and liveness before it was embedded (quality is checked
+//!   first, then liveness, and only then the face is embedded). `granted`, `denied` and
+//!   `unknown` end a track's processing; `retry` (quality) and `spoof_suspected` (liveness) let
+//!   it re-qualify, and the same prompt is not emitted twice in a row for one track.
+//! - **Attempts are rationed**: at most one per track every `attempt_interval_frames`
+//!   processed frames, none for a track that has a final decision; detection and tracking run
+//!   on every frame.
+//! - **Credentials**: [`CredentialMode::Alone`] (default) decides a PIN, card or QR on its own
+//!   (granted with a live consent in the store, denied without, unknown when the directory does
+//!   not know it, denied when the policy disables that alternative); an operator override is
+//!   granted and audited under the operator's name. [`CredentialMode::WithFace`] makes the
+//!   credential a claim that the next face verifies 1:1 (Art. 19 verification). Both are
+//!   recorded as `verify` audit records with `"face": false` or the score.
+//! - **Audit before act**: the audit record is written before the event and the gate pulse; a
+//!   grant whose record cannot be written becomes `retry` (`audit_failed`).
+//! - **The store belongs to the loop**: admin work reaches it through
+//!   [`EngineHandle::with_store`], run between frames, so enrollments and withdrawals change
+//!   the gallery from the next frame on without locks on the hot path.
+//! - **Liveness** at the shipped threshold [`DEFAULT_LIVENESS_THRESHOLD`] (0.5), measured by
+//!   `tests/engine.rs` on `../shared/eval/liveness`: on the 214 live and 617 replay face crops
+//!   (whole crop as the box) APCER 25.0 %, BPCER 100.0 %; on every 10th frame of the live and
+//!   replay clips (detected face) APCER 0.0 %, BPCER 100.0 %. The passive model rejects the
+//!   live people of this set at any threshold that keeps APCER low (BPCER 59 % at 0.05 on the
+//!   clips), while it passes the talking-head clips of `../shared/eval/video`: it is not fit to
+//!   be the only liveness signal at a gate and its threshold needs calibration on the
+//!   terminal's own camera.
 
 mod capture;
 mod config;
