@@ -158,7 +158,8 @@ struct TrackState {
     agreement: Agreement,
     last_attempt: Option<u64>,
     decided: Option<Outcome>,
-    last_emitted: Option<Outcome>,
+    /// The prompts (`retry`, `spoof_suspected`) already emitted for this track.
+    prompted: Vec<Outcome>,
     /// The 1:N result of the latest identification attempt (for the audit record).
     last_identification: Option<Identification>,
 }
@@ -169,7 +170,7 @@ impl TrackState {
             agreement: Agreement::new(frames_to_agree),
             last_attempt: None,
             decided: None,
-            last_emitted: None,
+            prompted: Vec::new(),
             last_identification: None,
         }
     }
@@ -178,7 +179,7 @@ impl TrackState {
         self.agreement.reset();
         self.last_attempt = None;
         self.decided = None;
-        self.last_emitted = None;
+        self.prompted.clear();
         self.last_identification = None;
     }
 }
@@ -562,14 +563,14 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             let Some(state) = self.tracks.get_mut(&id) else {
                 continue;
             };
-            let repeat = state.last_emitted == Some(outcome);
             if outcome.is_final() {
                 state.decided = Some(outcome);
-            }
-            state.last_emitted = Some(outcome);
-            if repeat && !outcome.is_final() {
-                // The same prompt again (still a spoof, still poor quality): no new event.
+            } else if state.prompted.contains(&outcome) {
+                // Each prompt once per track: a spoof held up to the camera, or a face turned
+                // away, keeps being tried but does not flood the events and the audit log.
                 continue;
+            } else {
+                state.prompted.push(outcome);
             }
             self.finish(draft, gate);
         }

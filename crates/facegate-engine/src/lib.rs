@@ -23,7 +23,7 @@
 //!   count. Each attempt passed quality and liveness before it was embedded (quality is checked
 //!   first, then liveness, and only then the face is embedded). `granted`, `denied` and
 //!   `unknown` end a track's processing; `retry` (quality) and `spoof_suspected` (liveness) let
-//!   it re-qualify, and the same prompt is not emitted twice in a row for one track.
+//!   it re-qualify; each of those prompts is emitted (and audited) once per track.
 //! - **Attempts are rationed**: at most one per track every `attempt_interval_frames`
 //!   processed frames, none for a track that has a final decision; detection and tracking run
 //!   on every frame.

@@ -492,6 +492,82 @@ fn stop_ends_a_looping_source_and_bad_frames_do_not() {
         summary.bad_frames > 0,
         "the corrupt image is counted and skipped"
     );
+    // The cameraman's face fails quality: one `retry` prompt for the track, not one per
+    // attempt, and nothing embedded.
+    assert_eq!(summary.decisions.get("retry"), Some(&1), "{summary:?}");
+    assert_eq!(summary.embeddings, 0);
+}
+
+#[test]
+fn a_phone_replay_is_spoof_suspected_and_never_embedded() {
+    let dir = eval_dir().join("liveness/videos");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut clips = Vec::new();
+    for name in ["real.webm", "fake.webm"] {
+        let src = dir.join(name);
+        if !src.is_file() {
+            println!("SKIPPED: liveness clip missing {}", src.display());
+            return;
+        }
+        let out = tmp.path().join(name.replace(".webm", ".y4m"));
+        let ok = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&src)
+            .args(["-vf", "select=not(mod(n\\,6))", "-fps_mode", "vfr"])
+            .args(["-pix_fmt", "yuv420p"])
+            .arg(&out)
+            .status();
+        match ok {
+            Ok(s) if s.success() => clips.push(out),
+            _ => {
+                println!("SKIPPED: ffmpeg missing or failed on {}", src.display());
+                return;
+            }
+        }
+    }
+    let mut p = pipeline();
+    let policy = policy();
+    let mut store = open_store(&tmp.path().join("state"), &policy);
+    // Enroll the live person, then present the phone replay of them.
+    let mut src = Y4mSource::open(&clips[0], 40_000_000).unwrap();
+    let face = p
+        .embed_largest(&src.next_frame().unwrap().unwrap())
+        .unwrap();
+    let subject = SubjectId::new("emp-live").unwrap();
+    let consent = policy
+        .grant(record(&policy, &subject), SystemClock.now())
+        .unwrap();
+    store
+        .enroll(&consent, &[face.embedding.unwrap()], p.model_id())
+        .unwrap();
+    let sink = MemorySink::new();
+    let gate = DryRun::new();
+    let mut engine = Engine::new(engine_config(&p, &policy), &mut *p, store)
+        .unwrap()
+        .with_source(
+            &SourceSpec::Y4m(clips[1].clone()),
+            &CaptureOptions::default(),
+        )
+        .with_gate(Box::new(gate.clone()))
+        .with_sink(Box::new(sink.clone()));
+    let summary = engine.run().unwrap();
+    let events = sink.events();
+    println!("phone replay: {:?} {summary:?}", outcomes(&events));
+    assert!(events.iter().all(|e| e.outcome != Outcome::Granted));
+    assert!(gate.pulses().is_empty());
+    assert!(
+        events.iter().any(|e| e.outcome == Outcome::SpoofSuspected),
+        "{:?}",
+        outcomes(&events)
+    );
+    assert!(events.len() <= 2, "each prompt once per track");
+    assert_eq!(summary.embeddings, 0, "a spoof is never embedded");
+    let audit = engine.store().audit_records(0, 1000).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.kind == "identify" && r.outcome == "spoof_suspected")
+    );
 }
 
 #[test]
