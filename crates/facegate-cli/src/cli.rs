@@ -32,6 +32,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The gate service: watch the camera, decide, open the gate (systemd Type=notify).
+    Run(RunArgs),
     /// The default job: verify the bundled astronaut portrait against altered copies of itself
     /// and reject other faces, printing each decision. Needs no camera.
     Demo(DemoArgs),
@@ -213,6 +215,21 @@ pub enum ReportCommand {
     },
     /// The Art. 15 filing material (Markdown).
     Filing,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Overrides [service] source: a camera, an image, a folder or a Y4M file (replays end the
+    /// service when they end).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Read alternative credentials from standard input, one per line: `pin VALUE`,
+    /// `card VALUE`, `qr VALUE` or `override OPERATOR` (tests and kiosks).
+    #[arg(long)]
+    pub credentials_stdin: bool,
+    /// Pace replayed files at their frame rate instead of as fast as possible.
+    #[arg(long)]
+    pub realtime: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,67 @@ struct RawConfig {
     capture: RawCapture,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    service: ServiceConfig,
+    #[serde(default)]
+    gate: GateConfig,
+}
+
+/// `[service]`: what `facegate run` watches and where it talks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// The frame source: `camera:0`, `/dev/video0`, a Y4M file, a folder or an image.
+    pub source: String,
+    /// Decision events as JSON lines to every subscriber of this Unix socket (unset: none).
+    pub events_socket: Option<PathBuf>,
+    /// Hashed PIN / card / QR directory (TOML; `facegate` never stores them in clear).
+    pub credentials: Option<PathBuf>,
+    /// Minimum live probability for a face decision.
+    pub liveness_threshold: f32,
+    /// A credential alone decides (`alone`), or claims an identity the face verifies 1:1
+    /// (`with_face`).
+    pub credential_mode: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            source: "camera:0".into(),
+            events_socket: None,
+            credentials: None,
+            liveness_threshold: facegate_engine::DEFAULT_LIVENESS_THRESHOLD,
+            credential_mode: "alone".into(),
+        }
+    }
+}
+
+/// `[gate]`: what opens the door.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateConfig {
+    /// `gpio`, `command` or `dry_run` (logs the pulse only).
+    pub output: String,
+    pub gpio_chip: PathBuf,
+    pub gpio_line: u32,
+    pub active_low: bool,
+    /// How long the relay stays open.
+    pub pulse_ms: u64,
+    /// For `command`: program and arguments; the subject id is in `$FACEGATE_SUBJECT`.
+    pub command: Vec<String>,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            output: "dry_run".into(),
+            gpio_chip: PathBuf::from("/dev/gpiochip0"),
+            gpio_line: 17,
+            active_low: false,
+            pulse_ms: 800,
+            command: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +175,8 @@ pub struct Config {
     pub key_credential: Option<String>,
     /// A key file (0600, owned by the service user) holding the master key.
     pub key_file: Option<PathBuf>,
+    pub service: ServiceConfig,
+    pub gate: GateConfig,
 }
 
 impl Config {
@@ -179,6 +242,29 @@ impl Config {
         {
             bail!("config {source}: store.key_credential must be a credential name (no slashes)");
         }
+        if !["gpio", "command", "dry_run"].contains(&raw.gate.output.as_str()) {
+            bail!(
+                "config {source}: gate.output must be gpio, command or dry_run, not {:?}",
+                raw.gate.output
+            );
+        }
+        if raw.gate.output == "command" && raw.gate.command.is_empty() {
+            bail!(
+                "config {source}: gate.output = \"command\" needs gate.command = [\"/path/to/program\", ...]"
+            );
+        }
+        if !(1..=30_000).contains(&raw.gate.pulse_ms) {
+            bail!("config {source}: gate.pulse_ms must lie in 1..=30000");
+        }
+        if !(0.0..1.0).contains(&raw.service.liveness_threshold) {
+            bail!("config {source}: service.liveness_threshold must lie in [0, 1)");
+        }
+        if !["alone", "with_face"].contains(&raw.service.credential_mode.as_str()) {
+            bail!("config {source}: service.credential_mode must be alone or with_face");
+        }
+        let mut service = raw.service;
+        service.events_socket = service.events_socket.map(resolve);
+        service.credentials = service.credentials.map(resolve);
         Ok(Self {
             source: source.to_string(),
             policy,
@@ -188,6 +274,8 @@ impl Config {
             state_dir: raw.store.state_dir.map(resolve),
             key_credential: raw.store.key_credential,
             key_file: raw.store.key_file.map(resolve),
+            service,
+            gate: raw.gate,
         })
     }
 

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         tracing::warn!(error = %e, "egress guard not installed");
     }
     let result = match &cli.command {
+        Command::Run(a) => cmd::run::run(&cli, a),
         Command::Demo(a) => cmd::demo::run(&cli, a),
         Command::Detect(a) => cmd::detect::run(&cli, a),
         Command::Compare(a) => cmd::compare::run(&cli, a),

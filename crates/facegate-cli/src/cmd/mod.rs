@@ -8,6 +8,7 @@ pub mod detect;
 pub mod doctor;
 pub mod eval;
 pub mod records;
+pub mod run;
 pub mod validate;
 
 use std::path::Path;
