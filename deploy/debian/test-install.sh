@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Install, upgrade, remove and purge the amd64 facegate package in throwaway roots, running the
+# real maintainer scripts, and check what each step leaves behind.
+#
+#   deploy/debian/test-install.sh            (root; about 30 s; prints "N passed, N failed")
+#
+# The throwaway root: an overlay file system whose lower layer is this machine's own root
+# (read-only) and whose upper layer is a tmpfs, mounted in a private mount namespace, and
+# handed to `dpkg --root=DIR`. dpkg chroots into it for the maintainer scripts, which so find a
+# real Debian userland (systemd-sysusers, adduser, userdel, the dpkg database) while every write
+# lands in the tmpfs and vanishes with the namespace. The host is never touched. (An empty
+# `dpkg --root` cannot run the scripts: there is no /bin/sh in it; a debootstrap chroot works
+# too but costs minutes and a mirror.)
+#
+# Two roots:
+#   A. systemd-sysusers present. Install (systemd not running: no systemctl call), edit the
+#      conffile, add state and a key; upgrade to a higher version with "systemd running" (a
+#      logging systemctl stub and /run/systemd/system); remove; purge.
+#   B. no systemd-sysusers, no systemd-tmpfiles: the adduser fallback; install, then purge.
+#
+# Environment: DEB_COMPRESS (default gzip here, for speed), BIN (as deploy/package-deb.sh).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test-install: needs root (mount namespaces, overlayfs, dpkg --root)" >&2
+    exit 1
+fi
+# Everything below runs in a private mount namespace: the mounts die with the process.
+if [ -z "${FG_TEST_INSTALL_NS:-}" ]; then
+    exec env FG_TEST_INSTALL_NS=1 unshare --mount --propagation private "$0" "$@"
+fi
+
+START=$(date +%s.%N)
+PASS=0
+FAIL=0
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/facegate-test-install.XXXXXX")
+cleanup() {
+    # Lazy unmount of everything under WORK, deepest first, then the directory.
+    findmnt -rn -o TARGET | grep "^$WORK" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '\n== %s\n' "$*"; }
+ok() { PASS=$((PASS + 1)); printf '  ok    %s\n' "$1"; }
+bad() { FAIL=$((FAIL + 1)); printf '  FAIL  %s\n' "$1"; }
+# check DESCRIPTION COMMAND...: pass when COMMAND succeeds.
+check() {
+    local d=$1 out
+    shift
+    if out=$("$@" 2>&1); then ok "$d"; else bad "$d"; printf '%s\n' "$out" | tail -5 | sed 's/^/        | /'; fi
+}
+# check_eq DESCRIPTION EXPECTED ACTUAL
+check_eq() {
+    if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (expected '$2', got '$3')"; fi
+}
+
+# --- two packages: V1, and V2 > V1 built from the same tree --------------------------------------
+BASE=$(awk '/^\[/ { w = ($0 == "[workspace.package]"); next }
+            w && /^version/ { gsub(/.*= *"|".*/, ""); print; exit }' Cargo.toml)
+V1=$BASE-1
+V2=$BASE-1+upgradetest1
+export DEB_COMPRESS=${DEB_COMPRESS:-gzip}
+log "building $V1 and $V2"
+DEB1=$(DEB_VERSION=$V1 OUT_DIR=$WORK/debs deploy/package-deb.sh amd64)
+DEB2=$(DEB_VERSION=$V2 OUT_DIR=$WORK/debs deploy/package-deb.sh amd64)
+check "package versions order: $V2 > $V1" dpkg --compare-versions "$V2" gt "$V1"
+
+# --- a throwaway root ------------------------------------------------------------------------------
+M=
+new_root() {
+    local d=$WORK/$1
+    mkdir -p "$d"
+    mount -t tmpfs -o size=2G,mode=0755 tmpfs "$d"
+    mkdir "$d/upper" "$d/work" "$d/root"
+    mount -t overlay overlay -o "lowerdir=/,upperdir=$d/upper,workdir=$d/work" "$d/root"
+    M=$d/root
+    # Never run dpkg on anything but the overlay.
+    [ "$(findmnt -n -o FSTYPE --mountpoint "$M")" = overlay ] || {
+        echo "test-install: $M is not an overlay mount" >&2
+        exit 1
+    }
+    mount --bind /dev "$M/dev"
+    mount -t proc proc "$M/proc"
+    # systemd is not running in here unless a test says so.
+    rm -rf "$M/run/systemd/system"
+    rm -rf "$M/var/lib/facegate" "$M/etc/facegate" "$M/etc/credstore.encrypted"
+    # A systemctl that records its calls instead of talking to a systemd.
+    rm -f "$M/usr/bin/systemctl"
+    printf '#!/bin/sh\necho "$*" >>/var/log/systemctl.calls\n' >"$M/usr/bin/systemctl"
+    chmod 0755 "$M/usr/bin/systemctl"
+    rm -f "$M/var/log/systemctl.calls"
+    touch "$M/var/log/systemctl.calls"
+    if chroot "$M" getent passwd facegate >/dev/null; then
+        echo "test-install: this machine already has a facegate user; cannot test user creation" >&2
+        exit 1
+    fi
+}
+in_root() { chroot "$M" "$@"; }
+as_facegate() { chroot --userspec=facegate:facegate "$M" "$@"; }
+mode_of() { chroot "$M" stat -c '%a %U:%G' "$1" 2>/dev/null || echo missing; }
+status_of() { dpkg-query --admindir="$M/var/lib/dpkg" -W -f='${Status} ${Version}' facegate 2>/dev/null || echo "not-installed"; }
+calls() { tr '\n' ';' <"$M/var/log/systemctl.calls"; }
+
+check_installed() {
+    local v=$1
+    check_eq "dpkg status" "install ok installed $v" "$(status_of)"
+    check_eq "/usr/bin/facegate" "755 root:root" "$(mode_of /usr/bin/facegate)"
+    check_eq "ONNX Runtime in /usr/lib/facegate" "644 root:root" "$(mode_of /usr/lib/facegate/libonnxruntime.so.1.31.1)"
+    check_eq "model manifest" "644 root:root" "$(mode_of /usr/share/facegate/models/manifest.toml)"
+    for w in fr_detect fr_landmark fr_feature fr_liveness; do
+        check "weights: $w.onnx" test -s "$M/usr/share/facegate/models/weights/$w.onnx"
+    done
+    check_eq "unit in /usr/lib/systemd/system" "644 root:root" "$(mode_of /usr/lib/systemd/system/facegate.service)"
+    check "sysusers.d and tmpfiles.d files" test -f "$M/usr/lib/sysusers.d/facegate.conf" -a -f "$M/usr/lib/tmpfiles.d/facegate.conf"
+    check "/etc/facegate/facegate.toml registered as a conffile" \
+        sh -c "dpkg-query --admindir='$M/var/lib/dpkg' -W -f='\${Conffiles}' facegate | grep -q '^ /etc/facegate/facegate.toml '"
+    local pw
+    pw=$(in_root getent passwd facegate || true)
+    check "system user facegate exists" test -n "$pw"
+    local uid home shell
+    IFS=: read -r _ _ uid _ _ home shell <<<"$pw"
+    check "facegate is a system uid ($uid < 1000)" test "${uid:-9999}" -lt 1000
+    check_eq "facegate home and shell" "/nonexistent /usr/sbin/nologin" "$home $shell"
+    check "facegate is in group video" sh -c "chroot '$M' id -nG facegate | tr ' ' '\n' | grep -qx video"
+    check "role groups facegate-admin and facegate-operator exist" \
+        sh -c "chroot '$M' getent group facegate-admin && chroot '$M' getent group facegate-operator"
+    check_eq "/var/lib/facegate" "700 facegate:facegate" "$(mode_of /var/lib/facegate)"
+    check_eq "/etc/credstore.encrypted" "700 root:root" "$(mode_of /etc/credstore.encrypted)"
+    # The installed binary finds ONNX Runtime and the models at their packaged paths.
+    check "installed facegate validates the installed config as user facegate" \
+        sh -c "cd '$M' && chroot --userspec=facegate:facegate '$M' /usr/bin/facegate validate --config /etc/facegate/facegate.toml"
+    check "installed unit scores OK or better (systemd-analyze security --threshold=49)" \
+        systemd-analyze security --offline=true --threshold=49 --root="$M" facegate.service
+}
+
+check_purged() {
+    check_eq "dpkg status after purge" "not-installed" "$(status_of | sed 's/^unknown ok not-installed *$/not-installed/')"
+    check "state directory /var/lib/facegate is gone" test ! -e "$M/var/lib/facegate"
+    check "/etc/facegate is gone (conffile purged)" test ! -e "$M/etc/facegate"
+    check "master key is gone" test ! -e "$M/etc/credstore.encrypted/facegate-master-key"
+    check "user facegate is gone" sh -c "! chroot '$M' getent passwd facegate"
+    check "groups facegate, facegate-admin, facegate-operator are gone" \
+        sh -c "! chroot '$M' getent group facegate && ! chroot '$M' getent group facegate-admin && ! chroot '$M' getent group facegate-operator"
+    check "binary, library, models, unit are gone" test ! -e "$M/usr/bin/facegate" -a \
+        ! -e "$M/usr/lib/facegate" -a ! -e "$M/usr/share/facegate" -a ! -e "$M/usr/lib/systemd/system/facegate.service"
+}
+
+# ==================================================================================================
+log "A: install $V1 (systemd-sysusers; systemd not running)"
+new_root A
+dpkg --root="$M" --install "$DEB1" >"$WORK/A-install.log" 2>&1 || { cat "$WORK/A-install.log"; bad "dpkg --install $V1"; }
+check_installed "$V1"
+check_eq "no systemctl call while systemd is not running" "" "$(calls)"
+
+log "A: operate: local config edit, state, a key"
+echo '# local change kept across upgrades' >>"$M/etc/facegate/facegate.toml"
+as_facegate sh -c 'echo sealed >/var/lib/facegate/templates.sentinel'
+printf 'not-a-real-key' >"$M/etc/credstore.encrypted/facegate-master-key"
+chmod 0600 "$M/etc/credstore.encrypted/facegate-master-key"
+UID1=$(in_root id -u facegate)
+
+log "A: upgrade to $V2 (systemd running)"
+mkdir -p "$M/run/systemd/system"
+dpkg --root="$M" --install "$DEB2" >"$WORK/A-upgrade.log" 2>&1 || { cat "$WORK/A-upgrade.log"; bad "dpkg --install $V2"; }
+check_installed "$V2"
+check "conffile keeps the local edit" grep -qx '# local change kept across upgrades' "$M/etc/facegate/facegate.toml"
+check "no .dpkg-dist / .dpkg-new / .dpkg-old left" sh -c "! ls '$M'/etc/facegate/*.dpkg-* 2>/dev/null"
+check "state survives the upgrade" grep -qx sealed "$M/var/lib/facegate/templates.sentinel"
+check "key survives the upgrade" test -s "$M/etc/credstore.encrypted/facegate-master-key"
+check_eq "same uid after upgrade" "$UID1" "$(in_root id -u facegate)"
+check_eq "upgrade: daemon-reload, then try-restart (no stop)" \
+    "daemon-reload;try-restart facegate.service;" "$(calls)"
+
+log "A: remove"
+: >"$M/var/log/systemctl.calls"
+dpkg --root="$M" --remove facegate >"$WORK/A-remove.log" 2>&1 || { cat "$WORK/A-remove.log"; bad "dpkg --remove"; }
+check_eq "dpkg status after remove" "deinstall ok config-files $V2" "$(status_of)"
+check_eq "remove: stop, then daemon-reload" "stop facegate.service;daemon-reload;" "$(calls)"
+check "binary and unit gone after remove" test ! -e "$M/usr/bin/facegate" -a ! -e "$M/usr/lib/systemd/system/facegate.service"
+check "conffile (with the local edit) kept after remove" grep -qx '# local change kept across upgrades' "$M/etc/facegate/facegate.toml"
+check "state kept after remove" grep -qx sealed "$M/var/lib/facegate/templates.sentinel"
+check "key kept after remove" test -s "$M/etc/credstore.encrypted/facegate-master-key"
+check "user kept after remove" in_root getent passwd facegate
+check "remove says purge destroys the data" grep -q "purge facegate' destroys" "$WORK/A-remove.log"
+
+log "A: purge"
+dpkg --root="$M" --purge facegate >"$WORK/A-purge.log" 2>&1 || { cat "$WORK/A-purge.log"; bad "dpkg --purge"; }
+check_purged
+check "purge warns that templates and key are destroyed" grep -q "purging DESTROYS" "$WORK/A-purge.log"
+
+# ==================================================================================================
+log "B: install $V1 without systemd-sysusers/systemd-tmpfiles (adduser fallback)"
+new_root B
+rm -f "$M/usr/bin/systemd-sysusers" "$M/usr/bin/systemd-tmpfiles" "$M/bin/systemd-sysusers" "$M/bin/systemd-tmpfiles"
+dpkg --root="$M" --install "$DEB1" >"$WORK/B-install.log" 2>&1 || { cat "$WORK/B-install.log"; bad "dpkg --install $V1"; }
+check_installed "$V1"
+as_facegate sh -c 'echo sealed >/var/lib/facegate/templates.sentinel'
+
+log "B: purge an installed package in one step"
+dpkg --root="$M" --purge facegate >"$WORK/B-purge.log" 2>&1 || { cat "$WORK/B-purge.log"; bad "dpkg --purge"; }
+check_purged
+
+END=$(date +%s.%N)
+printf '\ntest-install: %s s\n' "$(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }')"
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
