@@ -80,7 +80,12 @@ pub struct Mailbox {
     slot: Mutex<Slot>,
     ready: Condvar,
     taken: Condvar,
+    /// Frames the consumer is done with, for the source to reuse (at most [`RETURNED_MAX`]).
+    returned: Mutex<Vec<Frame>>,
 }
+
+/// Finished frames kept for reuse at most; more are freed.
+const RETURNED_MAX: usize = 2;
 
 impl Mailbox {
     pub fn new() -> Self {
@@ -125,6 +130,22 @@ impl Mailbox {
         drop(slot);
         self.ready.notify_one();
         old
+    }
+
+    /// Hands a processed frame back so the source can decode the next one into its buffer
+    /// (no per-frame allocation after warm-up).
+    pub fn give_back(&self, frame: Frame) {
+        let mut r = self.returned.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() < RETURNED_MAX {
+            r.push(frame);
+        }
+    }
+
+    fn take_returned(&self) -> Option<Frame> {
+        self.returned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
     }
 
     /// Marks the end of the stream (after any frame still waiting).
@@ -303,6 +324,9 @@ fn capture_loop(
             if stop.load(Ordering::Relaxed) {
                 break 'open;
             }
+            while let Some(done) = mailbox.take_returned() {
+                source.recycle(done);
+            }
             match source.next_frame() {
                 Ok(Some(frame)) => {
                     stats.captured.fetch_add(1, Ordering::Relaxed);
@@ -452,6 +476,7 @@ mod tests {
             match t.mailbox.recv_timeout(Duration::from_secs(2)) {
                 Received::Frame(f, _) => {
                     seqs.push(f.sequence);
+                    t.mailbox.give_back(f);
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Received::End(StreamEnd::Finished) => break,

@@ -441,6 +441,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             match capture.mailbox.recv_timeout(POLL) {
                 Received::Frame(frame, arrived) => {
                     self.process_frame(&frame, arrived, gate.as_ref());
+                    capture.mailbox.give_back(frame);
                 }
                 Received::Timeout => {}
                 Received::End(StreamEnd::Finished) => break Ok(EndReason::EndOfStream),
