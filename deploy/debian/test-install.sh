@@ -132,6 +132,8 @@ check_installed() {
     # The installed binary finds ONNX Runtime and the models at their packaged paths.
     check "installed facegate validates the installed config as user facegate" \
         sh -c "cd '$M' && chroot --userspec=facegate:facegate '$M' /usr/bin/facegate validate --config /etc/facegate/facegate.toml"
+    check "installed unit loads cleanly (systemd-analyze verify; ExecStart binaries present)" \
+        sh -c "out=\$(systemd-analyze verify --root='$M' facegate.service 2>&1); echo \"\$out\"; [ -z \"\$out\" ]"
     check "installed unit scores OK or better (systemd-analyze security --threshold=49)" \
         systemd-analyze security --offline=true --threshold=49 --root="$M" facegate.service
 }
