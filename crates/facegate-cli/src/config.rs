@@ -53,6 +53,8 @@ pub struct ServiceConfig {
     pub source: String,
     /// Decision events as JSON lines to every subscriber of this Unix socket (unset: none).
     pub events_socket: Option<PathBuf>,
+    /// The admin API (JSON lines, SO_PEERCRED roles); unset: none.
+    pub admin_socket: Option<PathBuf>,
     /// Hashed PIN / card / QR directory (TOML; `facegate` never stores them in clear).
     pub credentials: Option<PathBuf>,
     /// Minimum live probability for a face decision.
@@ -67,6 +69,7 @@ impl Default for ServiceConfig {
         Self {
             source: "camera:0".into(),
             events_socket: None,
+            admin_socket: None,
             credentials: None,
             liveness_threshold: facegate_engine::DEFAULT_LIVENESS_THRESHOLD,
             credential_mode: "alone".into(),
@@ -264,6 +267,7 @@ impl Config {
         }
         let mut service = raw.service;
         service.events_socket = service.events_socket.map(resolve);
+        service.admin_socket = service.admin_socket.map(resolve);
         service.credentials = service.credentials.map(resolve);
         Ok(Self {
             source: source.to_string(),

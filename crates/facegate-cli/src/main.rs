@@ -1,6 +1,7 @@
 //! `facegate`: the gate service and its command line. This file is the table of contents:
 //! parse arguments, install the log subscriber, run one command, map errors to exit codes.
 
+mod adminsock;
 mod cli;
 mod cmd;
 mod config;

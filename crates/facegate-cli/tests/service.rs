@@ -47,6 +47,11 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let text = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
         let sock = dir.path().join("events.sock");
+        let admin = dir.path().join("admin.sock");
+        let text = text.replace(
+            "admin_socket = \"/run/facegate/admin.sock\"",
+            &format!("admin_socket = {:?}", admin.to_str().unwrap()),
+        );
         let text = text.replace(
             "events_socket = \"/run/facegate/events.sock\"",
             &format!("events_socket = {:?}", sock.to_str().unwrap()),
@@ -301,4 +306,116 @@ fn run_refuses_a_bad_gate_config_before_touching_anything() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gate.output"));
+}
+
+/// The admin socket answers root (admin role), refuses and audits an unprivileged uid, and the
+/// CLI's withdraw goes through the running service so the live gallery forgets the person at once.
+#[test]
+fn admin_socket_authorises_by_peer_credentials() {
+    let Some(d9) = clip("portrait_d9.mp4") else {
+        return;
+    };
+    if !Path::new("/usr/bin/python3").exists() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root and /usr/bin/python3 to connect as another uid");
+        return;
+    }
+    let site = Site::new();
+    let f0 = site.path("frame0.png");
+    ffmpeg(&[
+        "-i",
+        d9.to_str().unwrap(),
+        "-frames:v",
+        "1",
+        f0.to_str().unwrap(),
+    ]);
+    assert!(
+        site.cmd(&[
+            "enroll",
+            "emp-9",
+            f0.to_str().unwrap(),
+            "--age",
+            "30",
+            "--operator",
+            "op"
+        ])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    );
+    let long = site.y4m(&d9, "long.y4m", 250);
+    let mut child = site
+        .cmd(&["run", "--source", long.to_str().unwrap(), "--realtime"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let admin = site.path("admin.sock");
+    let start = Instant::now();
+    while !admin.exists() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Root is an admin: the CLI lists through the service.
+    let out = site.cmd(&["subjects", "list"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("emp-9"));
+    // Another uid: refused by peer credentials (the socket is opened up for this test only).
+    std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let script = format!(
+        r#"import socket
+s = socket.socket(socket.AF_UNIX)
+s.connect({path:?})
+s.sendall(b'{{"op":"subjects"}}\n')
+print(s.recv(4096).decode())"#,
+        path = admin.to_str().unwrap()
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        reply.contains("not authorised"),
+        "{reply} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Withdrawal through the running service.
+    let out = site
+        .cmd(&["consent", "withdraw", "emp-9", "--operator", "op"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("through the running service"));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    let out = site.cmd(&["audit", "export"]).output().unwrap();
+    let records = events(&out.stdout);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "auth_failure" && r["operator"] == "uid:65534"),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "withdrawal" && r["subject"] == "emp-9")
+    );
 }

@@ -181,6 +181,15 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
 
 pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
+    if let ConsentCommand::Withdraw { subject, .. } = cmd
+        && let Some(reply) = via_service(&config, json!({ "op": "withdraw", "subject": subject }))?
+    {
+        println!(
+            "consent of {subject} withdrawn through the running service: {} template(s) deleted",
+            reply["templates_deleted"]
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut store = open_store(cli, &config)?;
     let now = SystemClock.now();
     match cmd {
@@ -222,8 +231,30 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The running service's answer to `req` over its admin socket, or `None` when none runs.
+pub fn via_service(config: &Config, req: serde_json::Value) -> Result<Option<serde_json::Value>> {
+    match &config.service.admin_socket {
+        Some(path) if path.exists() => crate::adminsock::request(path, &req),
+        _ => Ok(None),
+    }
+}
+
 pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
+    // While the service runs it owns the store (and its gallery): go through its admin socket.
+    let req = match cmd {
+        SubjectsCommand::List(_) => Some(json!({ "op": "subjects" })),
+        SubjectsCommand::Delete {
+            subject, reason, ..
+        } => Some(json!({ "op": "delete", "subject": subject, "reason": reason })),
+        SubjectsCommand::Show { .. } => None,
+    };
+    if let Some(req) = req
+        && let Some(reply) = via_service(&config, req)?
+    {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut store = open_store(cli, &config)?;
     match cmd {
         SubjectsCommand::List(a) => {

@@ -164,6 +164,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         engine = engine.with_directory(Box::new(HashedDirectory::load(path)?));
     }
     let handle = engine.handle();
+    if let Some(path) = &config.service.admin_socket {
+        crate::adminsock::serve(path, handle.clone())?;
+    }
     spawn_signals(handle.clone(), cli.config.clone())?;
     spawn_watchdog(handle.clone())?;
     if args.credentials_stdin {
