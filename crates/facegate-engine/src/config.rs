@@ -18,9 +18,10 @@ pub enum CredentialMode {
     /// to is granted when the store holds a live consent for them, denied otherwise.
     #[default]
     Alone,
-    /// Two factors: the credential claims a subject and a face seen within `window` must verify
-    /// 1:1 against that subject's templates (frames_to_agree attempts); otherwise `denied`
-    /// (face does not match) or `retry` (no face in time).
+    /// Two factors: the credential claims a subject and the face nearest the terminal (the
+    /// largest box) seen within `window` must verify 1:1 against that subject's templates
+    /// (frames_to_agree attempts); otherwise `denied` (face does not match) or `retry` (no face
+    /// in time). An operator override is never face-checked.
     WithFace { window: Duration },
 }
 

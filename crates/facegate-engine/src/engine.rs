@@ -521,7 +521,21 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         self.tracks
             .retain(|id, _| tracker.tracks().iter().any(|t| t.id == *id));
         let track = t1.elapsed();
-        for (&det, id) in detections.iter().zip(ids) {
+        // A credential claim is verified against the face nearest the terminal (the largest
+        // box) only: a bystander's face must not decide someone else's claim.
+        let claimant = if self.claim.is_some() {
+            detections
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.bbox.area().total_cmp(&b.1.bbox.area()))
+                .map(|(i, _)| i)
+        } else {
+            None
+        };
+        for (i, (&det, id)) in detections.iter().zip(ids).enumerate() {
+            if claimant.is_some_and(|c| c != i) {
+                continue;
+            }
             let needed = self.config.frames_to_agree;
             let state = match self.tracks.entry(id) {
                 Entry::Occupied(o) => o.into_mut(),
