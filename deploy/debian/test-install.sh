@@ -17,8 +17,13 @@
 #      conffile, add state and a key; upgrade to a higher version with "systemd running" (a
 #      logging systemctl stub and /run/systemd/system); remove; purge.
 #   B. no systemd-sysusers, no systemd-tmpfiles: the adduser fallback; install, then purge.
+#   C. only with AARCH64_BIN set (and dpkg's arm64 foreign architecture with libc6:arm64, as
+#      deploy/cross-aarch64.sh sets up): the arm64 package, install and purge; its binary
+#      validates the installed config under qemu-aarch64-static (with an ARM /proc/cpuinfo,
+#      docs/aarch64.md). Adds about 15 s plus the arm64 package build.
 #
-# Environment: DEB_COMPRESS (default gzip here, for speed), BIN (as deploy/package-deb.sh).
+# Environment: DEB_COMPRESS (default gzip here, for speed), BIN and AARCH64_BIN (as
+# deploy/package-deb.sh), EMU_TIMEOUT (seconds for the emulated validate, default 300).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -67,6 +72,10 @@ log "building $V1 and $V2"
 DEB1=$(DEB_VERSION=$V1 OUT_DIR=$WORK/debs deploy/package-deb.sh amd64)
 DEB2=$(DEB_VERSION=$V2 OUT_DIR=$WORK/debs deploy/package-deb.sh amd64)
 check "package versions order: $V2 > $V1" dpkg --compare-versions "$V2" gt "$V1"
+DEB_ARM=
+if [ -n "${AARCH64_BIN:-}" ]; then
+    DEB_ARM=$(DEB_VERSION=$V1 OUT_DIR=$WORK/debs deploy/package-deb.sh arm64)
+fi
 
 # --- a throwaway root ------------------------------------------------------------------------------
 M=
@@ -99,6 +108,8 @@ new_root() {
     fi
 }
 in_root() { chroot "$M" "$@"; }
+# How the installed binary is run: natively, or (scenario C) under qemu-user.
+RUN=()
 as_facegate() { chroot --userspec=facegate:facegate "$M" "$@"; }
 mode_of() { chroot "$M" stat -c '%a %U:%G' "$1" 2>/dev/null || echo missing; }
 status_of() { dpkg-query --admindir="$M/var/lib/dpkg" -W -f='${Status} ${Version}' facegate 2>/dev/null || echo "not-installed"; }
@@ -131,7 +142,7 @@ check_installed() {
     check_eq "/etc/credstore.encrypted" "700 root:root" "$(mode_of /etc/credstore.encrypted)"
     # The installed binary finds ONNX Runtime and the models at their packaged paths.
     check "installed facegate validates the installed config as user facegate" \
-        sh -c "cd '$M' && chroot --userspec=facegate:facegate '$M' /usr/bin/facegate validate --config /etc/facegate/facegate.toml"
+        chroot --userspec=facegate:facegate "$M" "${RUN[@]}" /usr/bin/facegate validate --config /etc/facegate/facegate.toml
     check "installed unit loads cleanly (systemd-analyze verify; ExecStart binaries present)" \
         sh -c "out=\$(systemd-analyze verify --root='$M' facegate.service 2>&1); echo \"\$out\"; [ -z \"\$out\" ]"
     check "installed unit scores OK or better (systemd-analyze security --threshold=49)" \
@@ -204,6 +215,34 @@ as_facegate sh -c 'echo sealed >/var/lib/facegate/templates.sentinel'
 log "B: purge an installed package in one step"
 dpkg --root="$M" --purge facegate >"$WORK/B-purge.log" 2>&1 || { cat "$WORK/B-purge.log"; bad "dpkg --purge"; }
 check_purged
+
+# ==================================================================================================
+if [ -n "$DEB_ARM" ]; then
+    log "C: arm64 package: install $V1, validate under qemu-aarch64-static, purge"
+    if ! dpkg --print-foreign-architectures | grep -qx arm64 ||
+        ! dpkg-query -W -f='${Status}' libc6:arm64 2>/dev/null | grep -q "ok installed" ||
+        ! command -v qemu-aarch64-static >/dev/null; then
+        bad "scenario C needs dpkg's arm64 architecture, libc6:arm64 and qemu-user-static (deploy/cross-aarch64.sh setup)"
+    else
+        new_root C
+        # ONNX Runtime identifies ARM cores from /proc/cpuinfo; qemu-user 7.2 shows the host's.
+        n=$(nproc)
+        for ((i = 0; i < n; i++)); do
+            printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$i"
+            printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+        done >"$WORK/C/cpuinfo"
+        mount --bind "$WORK/C/cpuinfo" "$M/proc/cpuinfo"
+        RUN=(timeout "${EMU_TIMEOUT:-300}" env QEMU_CPU=cortex-a72 /usr/bin/qemu-aarch64-static)
+        dpkg --root="$M" --install "$DEB_ARM" >"$WORK/C-install.log" 2>&1 || { cat "$WORK/C-install.log"; bad "dpkg --install arm64"; }
+        check_eq "installed package is arm64" "arm64" "$(dpkg-query --admindir="$M/var/lib/dpkg" -W -f='${Architecture}' facegate 2>/dev/null)"
+        check "installed binary and ONNX Runtime are aarch64" sh -c \
+            "file -L '$M/usr/bin/facegate' '$M/usr/lib/facegate/libonnxruntime.so.1.31.1' | grep -c 'ARM aarch64' | grep -qx 2"
+        check_installed "$V1"
+        RUN=()
+        dpkg --root="$M" --purge facegate >"$WORK/C-purge.log" 2>&1 || { cat "$WORK/C-purge.log"; bad "dpkg --purge arm64"; }
+        check_purged
+    fi
+fi
 
 END=$(date +%s.%N)
 printf '\ntest-install: %s s\n' "$(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }')"
