@@ -7,13 +7,13 @@
 # Output: $OUT_DIR/facegate_<version>_<arch>.deb (default OUT_DIR=target/debian).
 #
 # Contents:
-#   /usr/bin/facegate                                 the binary (debug info stripped)
+#   /usr/bin/facegate                                 the binary (stripped as Debian policy says)
 #   /usr/lib/facegate/libonnxruntime.so.1.31.1        ONNX Runtime for the package's architecture
 #   /usr/share/facegate/models/                       manifest.toml, weights/, samples/
 #   /etc/facegate/facegate.toml                       the default config (a conffile)
 #   /usr/lib/systemd/system/facegate.service          the unit (deploy/systemd/)
 #   /usr/lib/sysusers.d/facegate.conf, /usr/lib/tmpfiles.d/facegate.conf
-#   /usr/share/doc/facegate/                          packaging.md, README.md, copyright
+#   /usr/share/doc/facegate/                          packaging.md, README.md, copyright, changelog
 #   maintainer scripts from deploy/debian/ (postinst, prerm, postrm)
 #
 # Environment:
@@ -107,8 +107,8 @@ install -d "$P/DEBIAN" "$P/usr/bin" "$P/usr/lib/facegate" "$P/usr/share/facegate
 
 install -m 0755 "$SRC_BIN" "$P/usr/bin/facegate"
 if command -v "$STRIP" >/dev/null 2>&1; then
-    # Debug info off (10 MB instead of 60); symbols stay for panic backtraces.
-    "$STRIP" --strip-debug "$P/usr/bin/facegate"
+    # As Debian policy strips (10 MB instead of 60).
+    "$STRIP" --strip-unneeded --remove-section=.comment --remove-section=.note "$P/usr/bin/facegate"
 else
     log "no $STRIP: the binary keeps its debug info"
 fi
@@ -128,6 +128,7 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: facegate
 
 Files: usr/bin/facegate usr/lib/systemd/* usr/lib/sysusers.d/* usr/lib/tmpfiles.d/* etc/facegate/*
+Copyright: the facegate contributors
 License: Apache-2.0
 
 Files: usr/lib/facegate/libonnxruntime.so.*
@@ -135,9 +136,16 @@ Copyright: Microsoft Corporation
 License: MIT
 
 Files: usr/share/facegate/models/*
+Copyright: see each model's source package
+License: see usr/share/facegate/models/manifest.toml
 Comment: Each model's source package, version and licence are recorded in
  usr/share/facegate/models/manifest.toml.
 EOF
+CHANGED=$(date -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+printf 'facegate (%s) unstable; urgency=medium\n\n  * Built from the facegate workspace at %s.\n\n -- facegate maintainers <facegate@example.invalid>  %s\n' \
+    "$VERSION" "$COMMIT" "$CHANGED" | gzip -9n >"$P/usr/share/doc/facegate/changelog.Debian.gz"
+chmod 0644 "$P/usr/share/doc/facegate/changelog.Debian.gz"
 for s in postinst prerm postrm; do
     install -m 0755 "deploy/debian/$s" "$P/DEBIAN/$s"
 done
@@ -152,7 +160,7 @@ Maintainer: facegate maintainers <facegate@example.invalid>
 Section: misc
 Priority: optional
 Installed-Size: $INSTALLED_KB
-Depends: libc6 (>= 2.34), libgcc-s1, libstdc++6 (>= 6), adduser | systemd, passwd
+Depends: libc6 (>= 2.34), libgcc-s1, libstdc++6 (>= 6), adduser, passwd
 Recommends: systemd (>= 250)
 Homepage: https://example.invalid/facegate
 Description: on-device face recognition for gate terminals
