@@ -128,11 +128,11 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: facegate
 
 Files: usr/bin/facegate usr/lib/systemd/* usr/lib/sysusers.d/* usr/lib/tmpfiles.d/* etc/facegate/*
-Copyright: the facegate contributors
+Copyright: 2026 the facegate contributors
 License: Apache-2.0
 
 Files: usr/lib/facegate/libonnxruntime.so.*
-Copyright: Microsoft Corporation
+Copyright: Copyright (c) Microsoft Corporation
 License: MIT
 
 Files: usr/share/facegate/models/*
