@@ -70,7 +70,9 @@ else
     MACHINE="x86-64"
 fi
 [ -f "$SRC_BIN" ] || die "no binary at $SRC_BIN"
-file -b "$SRC_BIN" | grep -q "$MACHINE" || die "$SRC_BIN is not an $MACHINE ELF: $(file -b "$SRC_BIN")"
+if command -v file >/dev/null 2>&1; then
+    file -b "$SRC_BIN" | grep -q "$MACHINE" || die "$SRC_BIN is not an $MACHINE ELF: $(file -b "$SRC_BIN")"
+fi
 
 # --- the assets, checked against the manifest -----------------------------------------------------
 MODELS=$ROOT/models

@@ -37,6 +37,16 @@ if [ -z "${FG_TEST_INSTALL_NS:-}" ]; then
     exec env FG_TEST_INSTALL_NS=1 unshare --mount --propagation private "$0" "$@"
 fi
 
+# Tools: systemd-analyze (package systemd) and file; installed from Debian when missing.
+need=()
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v file >/dev/null || need+=(file)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "test-install: installing ${need[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
+fi
+
 START=$(date +%s.%N)
 PASS=0
 FAIL=0
