@@ -4,7 +4,8 @@
 # registries deploy/fetch-assets.py uses (PyPI for the aarch64 ONNX Runtime wheel).
 #
 #   deploy/cross-aarch64.sh setup   install what is missing (apt), fetch the aarch64 ONNX Runtime
-#   deploy/cross-aarch64.sh build   setup + cross-build target/aarch64-unknown-linux-gnu/release/facegate
+#   deploy/cross-aarch64.sh build   setup + cross-build the workspace (libraries, benches harness,
+#                                   target/aarch64-unknown-linux-gnu/release/facegate)
 #   deploy/cross-aarch64.sh smoke   build + run the aarch64 binary under qemu-aarch64 (detect and
 #                                   compare on real images) and check its decisions against the
 #                                   x86 build's (target/release/facegate)
@@ -78,13 +79,13 @@ setup() {
 }
 
 build() {
-    log "cross-building facegate for $TARGET (release) with $(/usr/bin/rustc --version)"
+    log "cross-building the workspace for $TARGET (release) with $(/usr/bin/rustc --version)"
     # bindgen (v4l2-sys-mit) must parse the aarch64 headers, not the host's.
     RUSTC=/usr/bin/rustc \
         BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include" \
         PKG_CONFIG_ALLOW_CROSS=1 \
         CARGO_TARGET_DIR="$TDIR" \
-        /usr/bin/cargo build --release --locked --target "$TARGET" -p facegate --bin facegate
+        /usr/bin/cargo build --release --locked --target "$TARGET" --workspace
     file "$BIN" | grep -q "ARM aarch64" || die "$BIN is not an aarch64 executable"
     log "built $BIN ($(du -h "$BIN" | cut -f1))"
 }
