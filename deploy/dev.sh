@@ -58,6 +58,10 @@ case "${1:-}" in
         setup
         log "running the test suite (release profile, one build shared with the demo)"
         cargo test --release --locked --workspace
+        log "Debian package: install, upgrade, purge in a throwaway root"
+        deploy/debian/test-install.sh
+        log "aarch64: cross-build, then detect/compare under qemu-aarch64 against the x86 decisions"
+        deploy/cross-aarch64.sh smoke
         ;;
     *)
         echo "usage: deploy/dev.sh demo|test|setup" >&2

@@ -5,7 +5,7 @@
 //! within a minute is not even read for the next minute (throttling).
 //!
 //! Requests, one JSON object per line, answered by one JSON line:
-//! `{"op":"status"}`, `{"op":"subjects"}`, `{"op":"credential","kind":"pin|card|qr","value":"…"}`
+//! `{"op":"status"}`, `{"op":"subjects"}`, `{"op":"reload_gallery","model_id":"…","dim":512}`, `{"op":"credential","kind":"pin|card|qr","value":"…"}`
 //! and `{"op":"override"}` (operators); `{"op":"withdraw","subject":"…"}`,
 //! `{"op":"delete","subject":"…","reason":"…"}`, `{"op":"audit_verify"}` (admins).
 
@@ -223,6 +223,17 @@ fn answer(req: &Value, role: Role, uid: u32, handle: &EngineHandle) -> Result<Va
             };
             handle.submit(c)?;
             json!({ "ok": true, "queued": true })
+        }
+        "reload_gallery" => {
+            let (model, dim) = (
+                req["model_id"].as_str().unwrap_or_default().to_string(),
+                req["dim"].as_u64().unwrap_or(512) as usize,
+            );
+            let n = handle.with_store(
+                move |s| s.load_gallery(&model, dim).map(|l| l.loaded),
+                STORE_WAIT,
+            )??;
+            json!({ "ok": true, "loaded": n })
         }
         "override" => {
             handle.submit(Credential::OperatorOverride { operator })?;

@@ -49,6 +49,8 @@ pub enum Command {
     Bench(BenchCommand),
     /// Check the configuration and the models it names, then exit.
     Validate,
+    /// List the V4L2 cameras.
+    Cameras(JsonArg),
     /// Create a new master key file (mode 0600; never overwrites).
     Keygen(KeygenArgs),
     /// Re-wrap every data key under a new master key (nobody is re-enrolled). Afterwards the
@@ -120,8 +122,15 @@ pub struct EnrollArgs {
     /// The subject id (an employee or card number, not a name).
     pub subject: String,
     /// Photos of the person (one face each; the largest face is used).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from")]
     pub images: Vec<PathBuf>,
+    /// Take the samples from a live source instead (`camera:0`, or a Y4M file to rehearse):
+    /// a count-down in the terminal, then the first good, live frames are used.
+    #[arg(long, conflicts_with = "images")]
+    pub from: Option<String>,
+    /// Samples to take from the live source.
+    #[arg(long, default_value_t = 3)]
+    pub samples: usize,
     #[command(flatten)]
     pub consent: ConsentArgs,
     #[arg(long)]

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(&cli, a),
         Command::Bench(a) => cmd::bench::run(&cli, a),
         Command::Validate => cmd::validate::run(&cli),
+        Command::Cameras(a) => cmd::admin::cameras(a),
         Command::Keygen(a) => cmd::admin::keygen(a),
         Command::RotateKey {
             new_key_file,

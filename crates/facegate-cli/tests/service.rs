@@ -390,6 +390,31 @@ print(s.recv(4096).decode())"#,
         "{reply} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Enrolling from a live source (a Y4M rehearsal of the camera) while the service runs: the
+    // service reloads its gallery and lists the new person.
+    let d3 = clip("portrait_d3.mp4").unwrap();
+    let rehearsal = site.y4m(&d3, "d3.y4m", 60);
+    let out = site
+        .cmd(&[
+            "enroll",
+            "emp-3",
+            "--from",
+            rehearsal.to_str().unwrap(),
+            "--age",
+            "30",
+            "--operator",
+            "op",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("look at the camera"));
+    let out = site.cmd(&["subjects", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("emp-3"));
     // Withdrawal through the running service.
     let out = site
         .cmd(&["consent", "withdraw", "emp-9", "--operator", "op"])

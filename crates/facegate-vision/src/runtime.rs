@@ -77,6 +77,9 @@ pub fn init(library: &Path, config: &RuntimeConfig) -> Result<(), VisionError> {
         .map_err(|e| rt_err(e.to_string()))?;
     let env = builder
         .with_name("facegate")
+        // ONNX Runtime ships with telemetry on; face data must not leave the device (Art. 8),
+        // and nothing else needs to either. The egress guard would block it anyway.
+        .with_telemetry(false)
         .with_global_thread_pool(pool)
         .build()
         .map_err(|e| rt_err(e.to_string()))?;

@@ -103,6 +103,96 @@ fn consent_record(
     }
 }
 
+pub fn cameras(args: &crate::cli::JsonArg) -> Result<ExitCode> {
+    let list = facegate_capture::list_cameras()?;
+    if args.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|c| json!({ "index": c.index, "name": c.name, "path": c.path }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if list.is_empty() {
+        println!("no V4L2 camera found");
+    } else {
+        for c in &list {
+            println!("camera:{}  {}  {}", c.index, c.path.display(), c.name);
+        }
+    }
+    Ok(if list.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Samples from a live source: a 3-2-1 count-down on the terminal, then frames with exactly one
+/// face that passes quality and liveness, each shown as it is judged. Gives up after 30 s or
+/// 900 frames.
+fn live_samples(
+    pipeline: &mut Pipeline,
+    source: &str,
+    want: usize,
+    max_pixels: u64,
+) -> Result<Vec<Embedding>> {
+    use facegate_capture::{CaptureOptions, SourceSpec};
+    use facegate_vision::AnalyseOptions;
+    anyhow::ensure!((1..=10).contains(&want), "--samples must lie in 1..=10");
+    let spec = SourceSpec::parse(source).with_context(|| format!("source {source}"))?;
+    let mut src = facegate_capture::open(
+        &spec,
+        &CaptureOptions::default().with_max_pixels(max_pixels),
+    )?;
+    for n in (1..=3).rev() {
+        eprint!("\rlook at the camera: {n}  ");
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    eprintln!("\rlook at the camera: now");
+    let opts = AnalyseOptions {
+        embed: true,
+        liveness: pipeline.has_liveness(),
+        max_faces: 2,
+    };
+    let start = std::time::Instant::now();
+    let mut faces = Vec::new();
+    let mut samples = Vec::new();
+    let mut frames = 0usize;
+    while samples.len() < want
+        && frames < 900
+        && start.elapsed() < std::time::Duration::from_secs(30)
+    {
+        let frame = match src.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) if e.is_frame_error() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        frames += 1;
+        pipeline.analyse(&frame, opts, &mut faces)?;
+        let status = match faces.as_slice() {
+            [] => "no face".to_string(),
+            [f] if !f.quality.passes() => {
+                format!("hold still, face the camera ({:?})", f.quality.issues)
+            }
+            [f] if f.liveness.is_some_and(|p| p < 0.5) => "not accepted as a live face".to_string(),
+            [f] => {
+                if let Some(e) = f.embedding.clone() {
+                    samples.push(e);
+                }
+                format!("sample {}/{want} taken", samples.len())
+            }
+            _ => "more than one face: only the person enrolling, please".to_string(),
+        };
+        eprint!("\r{status:<70}");
+    }
+    eprintln!();
+    anyhow::ensure!(
+        samples.len() == want,
+        "only {} of {want} good samples from {source} in {frames} frames; try again in better light",
+        samples.len()
+    );
+    Ok(samples)
+}
+
 pub fn keygen(args: &KeygenArgs) -> Result<ExitCode> {
     let id = facegate_store::generate_key_file(&args.path)
         .with_context(|| format!("creating key file {}", args.path.display()))?;
@@ -143,7 +233,8 @@ fn enrollment_sample(pipeline: &mut Pipeline, path: &Path, max_pixels: u64) -> R
 
 pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
     let subject = SubjectId::new(args.subject.clone())?;
-    let mut loaded = super::load(cli, |v| v.liveness = false)?;
+    let live = args.from.is_some();
+    let mut loaded = super::load(cli, |v| v.liveness = live)?;
     let mut store = open_store(cli, &loaded.config)?;
     let now = SystemClock.now();
     let consent = loaded
@@ -154,16 +245,33 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
             now,
         )
         .with_context(|| format!("consent for {subject}"))?;
-    let mut samples = Vec::with_capacity(args.images.len());
-    for path in &args.images {
-        samples.push(enrollment_sample(
+    let samples = match &args.from {
+        Some(source) => live_samples(
             &mut loaded.pipeline,
-            path,
+            source,
+            args.samples,
             loaded.config.max_pixels,
-        )?);
-    }
+        )?,
+        None => {
+            let mut v = Vec::with_capacity(args.images.len());
+            for path in &args.images {
+                v.push(enrollment_sample(
+                    &mut loaded.pipeline,
+                    path,
+                    loaded.config.max_pixels,
+                )?);
+            }
+            v
+        }
+    };
     store.record_consent(&consent)?;
     let template = store.enroll(&consent, &samples, loaded.pipeline.model_id())?;
+    drop(store);
+    // A running service matches against its own gallery: have it reload.
+    let reload = json!({ "op": "reload_gallery", "model_id": loaded.pipeline.model_id(), "dim": loaded.pipeline.embedding_dim() });
+    if let Some(reply) = via_service(&loaded.config, reload)? {
+        tracing::info!(loaded = %reply["loaded"], "running service reloaded its gallery");
+    }
     if args.json {
         println!(
             "{}",
@@ -171,7 +279,7 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "enrolled {subject} as template {template} from {} photo(s); expires at {} (retention)",
+            "enrolled {subject} as template {template} from {} sample(s); expires at {} (retention)",
             samples.len(),
             crate::output::date(consent.expires_at())
         );
