@@ -28,6 +28,63 @@ impl UnixMillis {
     }
 }
 
+/// A UTC calendar time (proleptic Gregorian), from [`UnixMillis::utc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: i64,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+    pub millis: u16,
+}
+
+impl UnixMillis {
+    /// The UTC calendar time (Howard Hinnant's days-to-civil algorithm).
+    pub fn utc(self) -> UtcTime {
+        let millis = self.0.rem_euclid(1000) as u16;
+        let secs = self.0.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u8;
+        UtcTime {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: (sod / 3600) as u8,
+            minute: (sod % 3600 / 60) as u8,
+            second: (sod % 60) as u8,
+            millis,
+        }
+    }
+
+    /// `YYYY-MM-DD HH:MM UTC`, for people.
+    pub fn utc_minutes(self) -> String {
+        let t = self.utc();
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year, t.month, t.day, t.hour, t.minute
+        )
+    }
+
+    /// RFC 3339 in UTC with milliseconds, for machines.
+    pub fn rfc3339(self) -> String {
+        let t = self.utc();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis
+        )
+    }
+}
+
 impl fmt::Display for UnixMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}ms", self.0)
@@ -90,6 +147,22 @@ mod tests {
         assert_eq!(b.now(), UnixMillis(1_000).plus_days(1));
         b.set(UnixMillis(5));
         assert_eq!(a.now(), UnixMillis(5));
+    }
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(UnixMillis(0).rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            UnixMillis(1_700_000_000_123).rfc3339(),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            UnixMillis(951_782_400_000).utc_minutes(),
+            "2000-02-29 00:00 UTC"
+        );
+        assert_eq!(UnixMillis(-1).utc_minutes(), "1969-12-31 23:59 UTC");
+        assert!(UnixMillis(i64::MAX).utc_minutes().ends_with("UTC"));
+        assert!(UnixMillis(i64::MIN).utc_minutes().ends_with("UTC"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod frame;
 mod geometry;
 mod ids;
 
-pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
+pub use clock::{Clock, ManualClock, SystemClock, UnixMillis, UtcTime};
 pub use embedding::Embedding;
 pub use error::TypesError;
 pub use frame::Frame;
