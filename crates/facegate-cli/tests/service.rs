@@ -272,6 +272,21 @@ fn sigterm_drains_and_exits_cleanly_and_subscribers_get_events() {
         assert_ne!(ev["outcome"], "granted", "nobody is enrolled at this site");
         seen.push(ev);
     }
+    // SIGHUP: a shorter retention in the config is re-read and handed to the store (audited as
+    // a config change by "sighup"); the service keeps running.
+    let cfg = site.path("facegate.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replacen("days = 365", "days = 200", 1);
+    std::fs::write(&cfg, text).unwrap();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the service"
+    );
     // SIGTERM: the service drains and exits 0 well before the 10 s clip would end.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -288,6 +303,14 @@ fn sigterm_drains_and_exits_cleanly_and_subscribers_get_events() {
         String::from_utf8_lossy(&out.stderr).contains("Stopped"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let out = site.cmd(&["audit", "export"]).output().unwrap();
+    let records = events(&out.stdout);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "config_change" && r["operator"] == "sighup"),
+        "{records:?}"
     );
     drop(stdin);
 }
