@@ -146,12 +146,19 @@ pub fn serve(path: &Path, handle: EngineHandle) -> Result<PathBuf> {
                     let ev = AuditEvent::new(AuditKind::AuthFailure, format!("uid:{uid}"), "refused").details(json!({ "interface": "admin_socket", "pid": pid }));
                     let _ = handle.with_store(move |s| s.record(ev), Duration::from_secs(5));
                     let mut s = stream;
-                    let _ = writeln!(s, "{}", json!({ "ok": false, "error": "not authorised: join facegate-operator or facegate-admin" }));
+                    let _ = send(&mut s, &json!({ "ok": false, "error": "not authorised: join facegate-operator or facegate-admin" }));
                 }
             }
         }
     })?;
     Ok(owned)
+}
+
+/// Writes one JSON line in a single `write_all`, so a reader never sees half an answer.
+fn send(out: &mut UnixStream, v: &Value) -> std::io::Result<()> {
+    let mut line = v.to_string();
+    line.push('\n');
+    out.write_all(line.as_bytes())
 }
 
 fn session(stream: UnixStream, role: Role, uid: u32, handle: &EngineHandle) {
@@ -162,10 +169,9 @@ fn session(stream: UnixStream, role: Role, uid: u32, handle: &EngineHandle) {
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
         if line.len() > 4096 {
-            let _ = writeln!(
-                out,
-                "{}",
-                json!({ "ok": false, "error": "request too long" })
+            let _ = send(
+                &mut out,
+                &json!({ "ok": false, "error": "request too long" }),
             );
             break;
         }
@@ -174,7 +180,7 @@ fn session(stream: UnixStream, role: Role, uid: u32, handle: &EngineHandle) {
                 .unwrap_or_else(|e| json!({ "ok": false, "error": format!("{e:#}") })),
             Err(e) => json!({ "ok": false, "error": format!("not JSON: {e}") }),
         };
-        if writeln!(out, "{reply}").is_err() {
+        if send(&mut out, &reply).is_err() {
             break;
         }
     }
@@ -283,7 +289,7 @@ pub fn request(path: &Path, req: &Value) -> Result<Option<Value>> {
         return Ok(None);
     };
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    writeln!(stream, "{req}")?;
+    send(&mut stream, req)?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
     let v: Value = serde_json::from_str(&line).context("the service's answer")?;

@@ -393,7 +393,13 @@ fn admin_socket_authorises_by_peer_credentials() {
 s = socket.socket(socket.AF_UNIX)
 s.connect({path:?})
 s.sendall(b'{{"op":"subjects"}}\n')
-print(s.recv(4096).decode())"#,
+data = b''
+while not data.endswith(b'\n'):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode())"#,
         path = admin.to_str().unwrap()
     );
     let out = Command::new("setpriv")
