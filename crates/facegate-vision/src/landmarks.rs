@@ -73,9 +73,10 @@ pub fn five_points(raw: &[f32], rect: PixelRect) -> Landmarks5 {
     ])
 }
 
-/// The 68-point landmark model on ONNX Runtime.
+/// A model fed a square crop around a detector box (landmarks, liveness): its session, its
+/// normalisation and the buffers it reuses every call.
 #[derive(Debug)]
-pub struct Pfld68 {
+pub(crate) struct CropModel {
     session: ModelSession,
     norm: Normalise,
     side: u32,
@@ -84,8 +85,8 @@ pub struct Pfld68 {
     scratch: ResizeScratch,
 }
 
-impl Pfld68 {
-    pub fn new(session: ModelSession) -> Self {
+impl CropModel {
+    pub(crate) fn new(session: ModelSession) -> Self {
         let spec = session.spec();
         let side = spec.inputs[0].shape[3] as u32;
         let norm = Normalise::from(&spec.preprocess);
@@ -101,14 +102,19 @@ impl Pfld68 {
         }
     }
 
-    pub fn session(&self) -> &ModelSession {
+    pub(crate) fn session(&self) -> &ModelSession {
         &self.session
     }
-}
 
-impl LandmarkLocator for Pfld68 {
-    fn locate(&mut self, frame: &Frame, face: &BBox) -> Result<Landmarks5, VisionError> {
-        let rect = crop_rect(frame, face, 1.0);
+    /// Crops `face` enlarged by `scale`, runs the model, and returns the crop and the output.
+    pub(crate) fn run(
+        &mut self,
+        stage: &'static str,
+        frame: &Frame,
+        face: &BBox,
+        scale: f32,
+    ) -> Result<(PixelRect, &[f32]), VisionError> {
+        let rect = crop_rect(frame, face, scale);
         resize_to_planar(
             frame,
             rect,
@@ -119,16 +125,37 @@ impl LandmarkLocator for Pfld68 {
             &mut self.input,
         );
         self.session
-            .run("landmarks", &self.input, &mut [&mut self.output])?;
-        if self.output.len() < 136 {
+            .run(stage, &self.input, &mut [&mut self.output])?;
+        Ok((rect, &self.output))
+    }
+}
+
+/// The 68-point landmark model on ONNX Runtime.
+#[derive(Debug)]
+pub struct Pfld68(CropModel);
+
+impl Pfld68 {
+    pub fn new(session: ModelSession) -> Self {
+        Self(CropModel::new(session))
+    }
+
+    pub fn session(&self) -> &ModelSession {
+        self.0.session()
+    }
+}
+
+impl LandmarkLocator for Pfld68 {
+    fn locate(&mut self, frame: &Frame, face: &BBox) -> Result<Landmarks5, VisionError> {
+        let (rect, out) = self.0.run("landmarks", frame, face, 1.0)?;
+        if out.len() < 136 {
             return Err(VisionError::Output {
                 stage: "landmarks",
                 output: "output".into(),
                 expected: 136,
-                found: self.output.len(),
+                found: out.len(),
             });
         }
-        Ok(five_points(&self.output, rect))
+        Ok(five_points(out, rect))
     }
 }
 

@@ -4,8 +4,7 @@
 use facegate_types::{BBox, Frame};
 
 use crate::VisionError;
-use crate::landmarks::crop_rect;
-use crate::preprocess::{Normalise, ResizeScratch, resize_to_planar};
+use crate::landmarks::CropModel;
 use crate::runtime::ModelSession;
 
 /// Scores how likely a detected face is a live person.
@@ -24,54 +23,28 @@ pub fn softmax_at(logits: &[f32], index: usize) -> f32 {
 /// The passive liveness model on ONNX Runtime.
 #[derive(Debug)]
 pub struct PassiveLiveness {
-    session: ModelSession,
-    norm: Normalise,
-    side: u32,
+    model: CropModel,
     crop_scale: f32,
-    input: Vec<f32>,
-    output: Vec<f32>,
-    scratch: ResizeScratch,
 }
 
 impl PassiveLiveness {
     pub fn new(session: ModelSession) -> Self {
-        let spec = session.spec();
-        let side = spec.inputs[0].shape[3] as u32;
-        let norm = Normalise::from(&spec.preprocess);
-        let crop_scale = spec.param("crop_scale", 2.7) as f32;
-        let input = vec![0.0; spec.inputs[0].len()];
-        let output = vec![0.0; spec.outputs[0].len()];
+        let crop_scale = session.spec().param("crop_scale", 2.7) as f32;
         Self {
-            session,
-            norm,
-            side,
+            model: CropModel::new(session),
             crop_scale,
-            input,
-            output,
-            scratch: ResizeScratch::default(),
         }
     }
 
     pub fn session(&self) -> &ModelSession {
-        &self.session
+        self.model.session()
     }
 }
 
 impl LivenessDetector for PassiveLiveness {
     fn live_probability(&mut self, frame: &Frame, face: &BBox) -> Result<f32, VisionError> {
-        let rect = crop_rect(frame, face, self.crop_scale);
-        resize_to_planar(
-            frame,
-            rect,
-            self.side,
-            self.side,
-            self.norm,
-            &mut self.scratch,
-            &mut self.input,
-        );
-        self.session
-            .run("liveness", &self.input, &mut [&mut self.output])?;
-        Ok(softmax_at(&self.output, 0))
+        let (_, out) = self.model.run("liveness", frame, face, self.crop_scale)?;
+        Ok(softmax_at(out, 0))
     }
 }
 
