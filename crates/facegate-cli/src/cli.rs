@@ -72,6 +72,9 @@ pub enum Command {
     /// Enrolled people: list, show, delete.
     #[command(subcommand)]
     Subjects(SubjectsCommand),
+    /// PIN, card and QR credentials (Art. 10): issued to anyone, with or without face consent.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
     /// 1:1 verification: is the face in IMAGE the claimed subject?
     Verify(VerifyArgs),
     /// 1:N identification: who is the face in IMAGE?
@@ -85,6 +88,51 @@ pub enum Command {
     /// Health check: models, key, egress guard, camera, audit chain, filing threshold.
     /// Exit status 1 when anything needs attention.
     Doctor(JsonArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialCommand {
+    /// Issue a credential to a holder. The value is read from standard input (one line), or
+    /// generated with --generate (PINs) and printed once.
+    Issue {
+        /// The holder's id (an employee or card number, not a name); no face consent needed.
+        holder: String,
+        #[arg(long, value_parser = parse_kind)]
+        kind: facegate_policy::CredentialKind,
+        /// Generate a random 6-digit PIN instead of reading one.
+        #[arg(long)]
+        generate: bool,
+        /// A label for the operator ("blue card", "visitor QR"); never the value.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        operator: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a holder's live credentials (all, one --id, or one --kind).
+    Revoke {
+        holder: String,
+        #[arg(long)]
+        id: Option<i64>,
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<facegate_policy::CredentialKind>,
+        #[arg(long)]
+        operator: String,
+        #[arg(long, default_value = "revoked by operator")]
+        reason: String,
+    },
+    /// The register (ids, holders, kinds, dates; never values).
+    List {
+        holder: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<facegate_policy::CredentialKind, String> {
+    s.parse()
+        .map_err(|e: facegate_policy::PolicyError| e.to_string())
 }
 
 #[derive(Debug, Args)]

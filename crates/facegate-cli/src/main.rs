@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::Enroll(a) => cmd::admin::enroll(&cli, a),
         Command::Consent(c) => cmd::admin::consent(&cli, c),
         Command::Subjects(c) => cmd::admin::subjects(&cli, c),
+        Command::Credential(c) => cmd::credential::run(&cli, c),
         Command::Verify(a) => cmd::admin::verify(&cli, a),
         Command::Identify(a) => cmd::admin::identify(&cli, a),
         Command::Audit(c) => cmd::records::audit(&cli, c),

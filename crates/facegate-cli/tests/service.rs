@@ -211,7 +211,7 @@ fn replayed_video_grants_the_enrolled_person_and_nobody_else() {
     assert!(
         records
             .iter()
-            .any(|r| r["kind"] == "verify" && r["operator"] == "guard-1")
+            .any(|r| r["kind"] == "credential_check" && r["operator"] == "guard-1")
     );
     assert!(
         site.cmd(&["audit", "verify"])

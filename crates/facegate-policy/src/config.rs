@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
+use crate::credential::{CredentialKind, LockoutPolicy, RawLockout};
 
 // ----- enums ---------------------------------------------------------------------------------
 
@@ -162,6 +163,8 @@ pub struct RawPolicyConfig {
     #[serde(default)]
     pub filing: RawFiling,
     pub matching: RawMatching,
+    #[serde(default)]
+    pub lockout: RawLockout,
 }
 
 /// `[deployment]`
@@ -232,6 +235,10 @@ pub struct RawAlternatives {
     pub qr: bool,
     #[serde(default)]
     pub operator_override: bool,
+    /// Days an issued PIN, card or QR credential stays valid (its own retention, independent
+    /// of any face consent); default 365.
+    #[serde(default)]
+    pub credential_days: Option<u32>,
 }
 
 /// `[filing]`
@@ -311,6 +318,13 @@ pin = true
 card = true
 qr = false
 operator_override = true
+credential_days = 365               # validity of an issued PIN, card or QR (its own retention)
+
+[lockout]                           # back-off after wrong credentials or a face that fails a claim
+max_failures = 5                    # failures in a row before a lockout
+base_seconds = 30                   # first lockout; each further one doubles ...
+max_seconds = 3600                  # ... up to this (a 10,000-PIN sweep then takes 83 days)
+reset_minutes = 1440                # a success, or a day without failures, clears it
 
 [filing]
 warn_fraction = 0.8
@@ -365,8 +379,10 @@ impl RawPolicyConfig {
                 card: true,
                 qr: false,
                 operator_override: true,
+                credential_days: Some(365),
             },
             filing: RawFiling::default(),
+            lockout: RawLockout::default(),
             matching: RawMatching {
                 fmr: Some(1e-4),
                 cosine_override: None,
@@ -639,19 +655,43 @@ pub struct Alternatives {
     card: bool,
     qr: bool,
     operator_override: bool,
+    credential_days: u32,
 }
+
+/// Credential validity when `[alternatives].credential_days` is not set.
+pub const DEFAULT_CREDENTIAL_DAYS: u32 = 365;
 
 impl Alternatives {
     pub fn from_raw(raw: RawAlternatives) -> Result<Self, PolicyError> {
         if !(raw.pin || raw.card || raw.qr || raw.operator_override) {
             return Err(PolicyError::NoAlternativeCredential);
         }
+        let credential_days = raw.credential_days.unwrap_or(DEFAULT_CREDENTIAL_DAYS);
+        if credential_days == 0 || credential_days > MAX_RETENTION_DAYS {
+            return Err(PolicyError::InvalidConfig {
+                field: "[alternatives].credential_days",
+                reason: format!("{credential_days} is not in 1..={MAX_RETENTION_DAYS}"),
+            });
+        }
         Ok(Self {
             pin: raw.pin,
             card: raw.card,
             qr: raw.qr,
             operator_override: raw.operator_override,
+            credential_days,
         })
+    }
+    /// Whether credentials of `kind` are accepted at this terminal.
+    pub fn accepts(&self, kind: CredentialKind) -> bool {
+        match kind {
+            CredentialKind::Pin => self.pin,
+            CredentialKind::Card => self.card,
+            CredentialKind::Qr => self.qr,
+        }
+    }
+    /// Days an issued credential stays valid.
+    pub fn credential_days(&self) -> u32 {
+        self.credential_days
     }
     pub fn pin(&self) -> bool {
         self.pin
@@ -816,6 +856,7 @@ pub struct PolicyConfig {
     pub(crate) alternatives: Alternatives,
     pub(crate) filing: FilingPolicy,
     pub(crate) matching: MatchingPolicy,
+    pub(crate) lockout: LockoutPolicy,
 }
 
 /// How the notice changed since a recorded `(version, fingerprint)`.
@@ -839,6 +880,7 @@ impl PolicyConfig {
             alternatives: Alternatives::from_raw(raw.alternatives)?,
             filing: FilingPolicy::from_raw(raw.filing)?,
             matching: MatchingPolicy::from_raw(raw.matching)?,
+            lockout: LockoutPolicy::from_raw(raw.lockout)?,
         };
         tracing::debug!(
             purpose = config.deployment.purpose.as_str(),
@@ -867,6 +909,9 @@ impl PolicyConfig {
     }
     pub fn matching(&self) -> &MatchingPolicy {
         &self.matching
+    }
+    pub fn lockout(&self) -> &LockoutPolicy {
+        &self.lockout
     }
     pub fn purpose(&self) -> Purpose {
         self.deployment.purpose
@@ -1084,6 +1129,7 @@ mod tests {
                 card: i == 1,
                 qr: i == 2,
                 operator_override: i == 3,
+                credential_days: None,
             };
             assert!(
                 PolicyConfig::from_raw(raw).is_ok(),

@@ -12,6 +12,7 @@
 
 mod config;
 mod consent;
+mod credential;
 pub mod egress;
 mod error;
 mod filing;
@@ -28,6 +29,10 @@ pub use consent::{
     Consent, ConsentMethod, ConsentRecord, GUARDIAN_CONSENT_AGE_YEARS, Guardian, GuardianRelation,
     MAX_CLOCK_SKEW_MS, MAX_GUARDIAN_IDENTITY_LEN, MAX_OPERATOR_LEN, MAX_PLAUSIBLE_AGE_YEARS,
     MINOR_AGE_YEARS, Withdrawal,
+};
+pub use credential::{
+    CredentialKind, FailureEffect, LockoutPolicy, LockoutState, MAX_CREDENTIAL_LEN, PIN_DIGITS,
+    RawLockout,
 };
 pub use error::PolicyError;
 pub use filing::{ART15_FILING_THRESHOLD, FilingStatus};

@@ -234,9 +234,49 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
+    /// The state directory says a store was created here but its database is gone or empty.
+    #[error(
+        "database {} is missing or empty, but this state directory holds a store created at \
+         {created_at} (master key {key_id}): refusing to start a new, empty store in its place. \
+         Restore the database from the latest sealed backup; to really start afresh, move the \
+         whole state directory away first",
+        file.display()
+    )]
+    StoreMissing {
+        file: PathBuf,
+        key_id: String,
+        created_at: String,
+    },
+
     /// No such subject.
     #[error("unknown subject {subject}")]
     UnknownSubject { subject: SubjectId },
+
+    // ----- credentials ---------------------------------------------------------------------
+    /// A credential value the register refuses (the policy says why).
+    #[error(transparent)]
+    Credential {
+        source: facegate_policy::PolicyError,
+    },
+
+    /// A credential label that is too long or holds control characters.
+    #[error("credential label must be at most {max} printable characters")]
+    CredentialLabel { max: usize },
+
+    /// The value is already live for a holder.
+    #[error(
+        "this {kind} is already issued{} and still valid; choose another value (or revoke the \
+         other one first)",
+        if *same_holder { " to the same holder" } else { " to another holder" }
+    )]
+    CredentialInUse {
+        kind: &'static str,
+        same_holder: bool,
+    },
+
+    /// Nothing matched a revocation.
+    #[error("holder {holder} has no live credential matching the request")]
+    NoSuchCredential { holder: SubjectId },
 
     // ----- audit ---------------------------------------------------------------------------
     /// The audit chain is broken; pruning is refused so the evidence stays.

@@ -30,7 +30,9 @@
 //! - Errors, logs and audit records carry ids, counts, scores and reasons, never template values.
 
 pub mod audit;
+mod credentials;
 mod error;
+mod files;
 pub mod gallery;
 pub mod keys;
 pub mod schema;
@@ -40,6 +42,7 @@ mod store;
 pub use audit::{
     AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, PruneReport,
 };
+pub use credentials::{CredentialCheck, CredentialId, CredentialInfo, MAX_LABEL_LEN};
 pub use error::StoreError;
 pub use gallery::{Gallery, Hit, Identification, QueryTimings, RowRef, SearchMode, bench_queries};
 pub use keys::{KeyId, KeySource, MasterKey, generate_key_file};

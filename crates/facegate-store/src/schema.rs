@@ -115,6 +115,33 @@ BEGIN
 END;
 ",
     },
+    Migration {
+        version: 3,
+        summary: "credential register (Art. 10), consent row MACs",
+        sql: r"
+-- PIN, card and QR credentials. holder is a person id, deliberately not a foreign key to
+-- subjects: a person who refuses face recognition has credentials and no subject row. digest is
+-- an HMAC of kind and value under a key wrapped by the master key; never the value.
+CREATE TABLE credentials (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    holder      TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('pin', 'card', 'qr')),
+    digest      BLOB NOT NULL,
+    label       TEXT NOT NULL DEFAULT '',
+    issued_at   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked_at  INTEGER,
+    operator    TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX credentials_live ON credentials(kind, digest) WHERE revoked_at IS NULL;
+CREATE INDEX credentials_holder ON credentials(holder);
+CREATE INDEX credentials_expiry ON credentials(expires_at);
+
+-- A keyed MAC over each consent row (id, subject, record, dates, withdrawal), so an edited
+-- ledger row is refused instead of trusted.
+ALTER TABLE consents ADD COLUMN mac BLOB;
+",
+    },
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use serde_json::json;
 
 use crate::audit::{self, AuditEvent, AuditKey, AuditKind, AuditRecord, AuditVerification};
+use crate::credentials::{self, CredentialKey};
+use crate::files::{self, HeadFile, HeadRecord, OpenLock};
 use crate::gallery::Gallery;
 use crate::keys::{KeyId, MasterKey};
 use crate::schema::{self, SCHEMA_VERSION};
@@ -100,6 +102,8 @@ pub struct SweepReport {
     /// Consents whose expiry the current policy brought forward.
     pub expiries_shortened: usize,
     pub keys_destroyed: usize,
+    /// PIN, card and QR credentials past their own expiry.
+    pub credentials_deleted: usize,
 }
 
 /// What a gallery load found.
@@ -121,13 +125,19 @@ pub struct RotationReport {
 
 /// The encrypted template store. See the crate docs.
 pub struct Store {
-    conn: Connection,
-    file: PathBuf,
-    clock: Arc<dyn Clock>,
-    policy: PolicyConfig,
+    pub(crate) conn: Connection,
+    pub(crate) file: PathBuf,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) policy: PolicyConfig,
     key_id: KeyId,
     keks: Keks,
     audit_key: AuditKey,
+    pub(crate) cred_key: CredentialKey,
+    state_dir: PathBuf,
+    head_file: HeadFile,
+    /// Whether `audit.head` is kept for this store (a missing one is then evidence).
+    head_kept: bool,
+    last_head_seq: u64,
     read_only: bool,
     gallery: Option<Gallery>,
 }
@@ -144,20 +154,20 @@ impl std::fmt::Debug for Store {
 }
 
 /// What a write closure sees.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a Path,
     keks: &'a Keks,
     audit: &'a AuditKey,
     policy: &'a PolicyConfig,
-    now: UnixMillis,
+    pub(crate) now: UnixMillis,
 }
 
 impl Ctx<'_> {
-    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    pub(crate) fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         StoreError::db_at(self.file, op)
     }
 
-    fn audit(&self, conn: &Connection, event: &AuditEvent) -> Result<u64, StoreError> {
+    pub(crate) fn audit(&self, conn: &Connection, event: &AuditEvent) -> Result<u64, StoreError> {
         audit::append(conn, self.file, self.audit, self.now, event)
     }
 }
@@ -187,7 +197,20 @@ impl Store {
                 path: state_dir.to_path_buf(),
                 source,
             })?;
+        // One process at a time creates or migrates the store.
+        let lock = OpenLock::take(state_dir)?;
         let file = state_dir.join(DB_FILE_NAME);
+        let marker = files::read_marker(state_dir)?;
+        if let Some(m) = &marker
+            && std::fs::metadata(&file).map_or(true, |md| md.len() == 0)
+        {
+            return Err(StoreError::StoreMissing {
+                file,
+                key_id: m.key_id.clone(),
+                created_at: UnixMillis(m.created_at).rfc3339(),
+            });
+        }
+        files::prepare_db_files(&file, true)?;
         let mut conn = Connection::open(&file).map_err(StoreError::db_at(&file, "open"))?;
         let read_only = conn
             .is_readonly("main")
@@ -210,7 +233,7 @@ impl Store {
         let keks = Keks::derive(master_key);
         let key_id = master_key.id();
         let stored_id = get_setting(&conn, &file, SETTING_KEY_ID)?;
-        let audit_key = match stored_id {
+        let (audit_key, cred_key) = match stored_id {
             Some(expected) if expected != key_id.as_str() => {
                 return Err(StoreError::WrongMasterKey {
                     expected,
@@ -227,17 +250,46 @@ impl Store {
             None => initialise(&mut conn, &file, &keks, &key_id, clock.now())?,
         };
 
+        // The audit head outside the database: made with the marker, never remade after.
+        let head_file = HeadFile::open(
+            state_dir,
+            !read_only,
+            marker.is_none() && !state_dir.join(files::MARKER_FILE).exists(),
+        )?;
         let mut store = Self {
             conn,
             file,
+            state_dir: state_dir.to_path_buf(),
+            head_file,
+            head_kept: marker.is_some(),
+            last_head_seq: 0,
             clock,
             policy: policy.clone(),
             key_id,
             keks,
             audit_key,
+            cred_key,
             read_only,
             gallery: None,
         };
+        if marker.is_none() && !store.read_only && !state_dir.join(files::MARKER_FILE).exists() {
+            // First open of this store (new, or made before the marker existed): the head file
+            // first, then the marker, so a crash between leaves a store that is simply opened
+            // as new again.
+            store.sync_head()?;
+            let created_at = get_setting(&store.conn, &store.file, SETTING_CREATED)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(store.clock.now().0);
+            files::write_marker(
+                state_dir,
+                &files::Marker {
+                    key_id: store.key_id.to_string(),
+                    created_at,
+                },
+            )?;
+            store.head_kept = true;
+        }
+        drop(lock);
         if found > 0 && found < SCHEMA_VERSION {
             store.record(
                 AuditEvent::new(AuditKind::StoreLifecycle, "facegate", "ok")
@@ -284,7 +336,7 @@ impl Store {
         Ok(())
     }
 
-    fn write<T>(
+    pub(crate) fn write<T>(
         &mut self,
         op: &'static str,
         f: impl FnOnce(&Transaction<'_>, &Ctx<'_>) -> Result<T, StoreError>,
@@ -308,7 +360,55 @@ impl Store {
             .map_err(StoreError::db_at(&self.file, op))?;
         let out = f(&tx, &ctx)?;
         tx.commit().map_err(StoreError::db_at(&self.file, op))?;
+        if let Err(e) = self.sync_head() {
+            // The commit stands; verification will report the head file as behind or missing.
+            tracing::error!(error = %e, "could not record the audit head beside the database");
+        }
         Ok(out)
+    }
+
+    /// Copies the chain head into `audit.head` when it moved (fsynced).
+    fn sync_head(&mut self) -> Result<(), StoreError> {
+        let Some((seq, mac)) = audit::db_head(&self.conn, &self.file)? else {
+            return Ok(());
+        };
+        if seq <= self.last_head_seq && self.last_head_seq != 0 {
+            return Ok(());
+        }
+        // Never move the outside head over evidence: if the record it names is gone or
+        // different (a tail was cut and written again), it stays where it is.
+        if let Some(kept) = self.head_file.read()? {
+            if kept.seq >= seq {
+                return Ok(());
+            }
+            let stored: Option<Vec<u8>> = self
+                .conn
+                .query_row(
+                    "SELECT mac FROM audit WHERE seq = ?1",
+                    [i64::try_from(kept.seq).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(StoreError::db_at(&self.file, "read audit"))?;
+            let pruned = stored.is_none() && audit::anchor_seq(&self.conn, &self.file)? >= kept.seq;
+            if !pruned && stored.as_deref() != Some(kept.mac.as_slice()) {
+                tracing::error!(
+                    kept = kept.seq,
+                    head = seq,
+                    "audit chain rolled back since audit.head was written; keeping it as evidence"
+                );
+                self.last_head_seq = seq;
+                return Ok(());
+            }
+        }
+        let tag = self.audit_key.head_file_tag(seq, &mac);
+        self.head_file.advance(&HeadRecord {
+            seq,
+            mac,
+            tag: tag.to_vec(),
+        })?;
+        self.last_head_seq = seq;
+        Ok(())
     }
 
     /// Moves the WAL into the database and truncates it, so deleted rows leave no old page
@@ -727,6 +827,9 @@ impl Store {
                 )
                 .map_err(ctx.err("delete expired keys"))?;
 
+            // 4. Credentials past their own retention.
+            report.credentials_deleted = credentials::sweep(tx, ctx.file, ctx.now)?;
+
             // One record per subject, listing the template ids removed.
             let templates: Vec<TemplateId> = expired
                 .iter()
@@ -753,6 +856,7 @@ impl Store {
                         "subjects": report.subjects_affected,
                         "expiries_shortened": report.expiries_shortened,
                         "keys_destroyed": report.keys_destroyed,
+                        "credentials_deleted": report.credentials_deleted,
                     })),
                 )?;
             }
@@ -947,6 +1051,16 @@ impl Store {
         self.keks = new_keks;
         self.key_id = new_id.clone();
         self.checkpoint();
+        let created_at = get_setting(&self.conn, &self.file, SETTING_CREATED)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        files::write_marker(
+            &self.state_dir,
+            &files::Marker {
+                key_id: new_id.to_string(),
+                created_at,
+            },
+        )?;
         tracing::info!(old_key_id = %old_id, new_key_id = %new_id, rewrapped, "master key rotated");
         Ok(RotationReport {
             keys_rewrapped: rewrapped,
@@ -966,7 +1080,22 @@ impl Store {
     /// Walks the whole audit chain and reports the first break (edited, removed, reordered,
     /// truncated) if any.
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        audit::verify(&self.conn, &self.file, &self.audit_key)
+        let head = self.head_file.read()?;
+        let outside = match &head {
+            Some(h) => audit::OutsideHead::Present {
+                seq: h.seq,
+                mac: &h.mac,
+                tag: &h.tag,
+            },
+            None if self.head_kept || self.head_file.exists() => audit::OutsideHead::Missing,
+            None => audit::OutsideHead::NotKept,
+        };
+        audit::verify(&self.conn, &self.file, &self.audit_key, outside)
+    }
+
+    /// The file that keeps the audit head outside the database.
+    pub fn audit_head_file(&self) -> &Path {
+        self.head_file.path()
     }
 
     /// Removes the longest prefix of audit records older than `older_than` and re-anchors the
@@ -1481,8 +1610,14 @@ fn unwrap_audit_secret(conn: &Connection, file: &Path, keks: &Keks) -> Result<Se
         })
 }
 
-fn load_audit_key(conn: &Connection, file: &Path, keks: &Keks) -> Result<AuditKey, StoreError> {
-    Ok(AuditKey::new(&unwrap_audit_secret(conn, file, keks)?))
+/// The audit chain key and the credential digest key, both from the wrapped audit secret.
+fn load_audit_key(
+    conn: &Connection,
+    file: &Path,
+    keks: &Keks,
+) -> Result<(AuditKey, CredentialKey), StoreError> {
+    let secret = unwrap_audit_secret(conn, file, keks)?;
+    Ok((AuditKey::new(&secret), CredentialKey::derive(&secret)))
 }
 
 /// First open of a new database: key id, wrapped audit key, chain genesis, first record.
@@ -1492,7 +1627,7 @@ fn initialise(
     keks: &Keks,
     key_id: &KeyId,
     now: UnixMillis,
-) -> Result<AuditKey, StoreError> {
+) -> Result<(AuditKey, CredentialKey), StoreError> {
     let secret = seal::random_secret().map_err(|_| StoreError::Random {
         what: "the audit key",
     })?;
@@ -1516,7 +1651,7 @@ fn initialise(
         })),
     )?;
     tx.commit().map_err(StoreError::db_at(file, "initialise"))?;
-    Ok(key)
+    Ok((key, CredentialKey::derive(&secret)))
 }
 
 #[cfg(test)]

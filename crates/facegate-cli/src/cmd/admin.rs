@@ -264,7 +264,8 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
             v
         }
     };
-    store.record_consent(&consent)?;
+    // One transaction: the consent, the subject, its data key and the sealed template (a kill
+    // in between leaves neither a consent without template nor the reverse).
     let template = store.enroll(&consent, &samples, loaded.pipeline.model_id())?;
     drop(store);
     // A running service matches against its own gallery: have it reload.

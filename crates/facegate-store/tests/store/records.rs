@@ -1,0 +1,299 @@
+//! The record guarantees of issue 8, each as the failing scenario it was: a store that is
+//! silently recreated, two processes initialising at once, files readable by others, a tail of
+//! the audit chain cut off (with or without an older head put back), and the credential
+//! register standing apart from face consent.
+
+use std::os::unix::fs::PermissionsExt;
+
+use facegate_policy::CredentialKind;
+use facegate_store::{AuditEvent, AuditKind, BreakKind, CredentialCheck, Store, StoreError};
+
+use crate::common::*;
+
+fn unguard(dir: &std::path::Path) -> rusqlite::Connection {
+    let c = raw(dir);
+    c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_prune_only;")
+        .unwrap();
+    c
+}
+
+#[test]
+fn a_lost_database_is_an_error_not_a_new_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, policy) = store_with(dir.path(), &["a", "b"]);
+    drop(store);
+    let db = dir.path().join(facegate_store::DB_FILE_NAME);
+    for how in ["zero bytes", "deleted"] {
+        if how == "deleted" {
+            std::fs::remove_file(&db).unwrap();
+        } else {
+            std::fs::write(&db, b"").unwrap();
+        }
+        let _ = std::fs::remove_file(dir.path().join("facegate.db-wal"));
+        let _ = std::fs::remove_file(dir.path().join("facegate.db-shm"));
+        let err = Store::open(
+            dir.path(),
+            &key(1),
+            std::sync::Arc::new(clock.clone()),
+            &policy,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::StoreMissing { .. }),
+            "{how}: {err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("refusing to start a new, empty store") && text.contains("facegate.db"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_first_opens_make_one_store_with_one_chain() {
+    for round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let handles: Vec<_> = (0..3)
+            .map(|i| {
+                let (dir, policy, barrier) =
+                    (dir.path().to_owned(), policy.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let clock = facegate_types::ManualClock::new(T0);
+                    barrier.wait();
+                    let mut s = open_at(&dir, &key(1), &clock, &policy);
+                    s.record(AuditEvent::new(
+                        AuditKind::ConfigChange,
+                        format!("p{i}"),
+                        "ok",
+                    ))
+                    .unwrap();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("every concurrent open succeeds");
+        }
+        let clock = facegate_types::ManualClock::new(T0);
+        let s = open_at(dir.path(), &key(1), &clock, &policy);
+        let v = s.verify_audit().unwrap();
+        assert!(v.is_intact(), "round {round}: {:?}", v.first_break);
+        let created = s
+            .audit_records(0, 100)
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == "store_lifecycle")
+            .count();
+        assert_eq!(created, 1, "round {round}: one store created");
+        assert_eq!(v.records, 4, "round {round}");
+    }
+}
+
+#[test]
+fn files_are_private_in_a_world_readable_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mut store, _, _) = store_with(&state, &["a"]);
+    store
+        .record(AuditEvent::new(AuditKind::ConfigChange, "op", "ok"))
+        .unwrap();
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let e = entry.unwrap();
+        let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{:?} is {mode:o}", e.file_name());
+    }
+    // An existing database left 0644 by someone is tightened at the next open.
+    drop(store);
+    let db = state.join(facegate_store::DB_FILE_NAME);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let clock = facegate_types::ManualClock::new(T0);
+    let _s = open_at(&state, &key(1), &clock, &policy());
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn a_cut_tail_with_an_older_head_put_back_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _, _) = store_with(dir.path(), &["a", "b", "c"]);
+    let head_setting = |dir: &std::path::Path| -> String {
+        raw(dir)
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'audit_head'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let cut_at = store.verify_audit().unwrap().last_seq.unwrap();
+    // What an older copy of the database holds: the head marker at `cut_at`.
+    let old_head = head_setting(dir.path());
+    for i in 0..3 {
+        store
+            .record(
+                AuditEvent::new(AuditKind::Identify, "gate", "match")
+                    .details(serde_json::json!({ "i": i })),
+            )
+            .unwrap();
+    }
+    let last = store.verify_audit().unwrap().last_seq.unwrap();
+    // Delete the tail and put the older head marker back: the chain inside the database is
+    // consistent again; only the head kept beside it can tell.
+    let c = unguard(dir.path());
+    c.execute("DELETE FROM audit WHERE seq > ?1", [cut_at as i64])
+        .unwrap();
+    c.execute(
+        "UPDATE settings SET value = ?1 WHERE key = 'audit_head'",
+        [&old_head],
+    )
+    .unwrap();
+    let b = store.verify_audit().unwrap().first_break.unwrap();
+    assert_eq!(
+        (b.seq, b.kind.clone()),
+        (
+            cut_at,
+            BreakKind::Truncated {
+                expected_last: last
+            }
+        ),
+        "{b}"
+    );
+}
+
+#[test]
+fn a_cut_tail_is_found_after_the_service_wrote_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _, _) = store_with(dir.path(), &["a", "b"]);
+    for _ in 0..3 {
+        store
+            .record(AuditEvent::new(AuditKind::Identify, "gate", "match"))
+            .unwrap();
+    }
+    let last = store.verify_audit().unwrap().last_seq.unwrap();
+    let c = unguard(dir.path());
+    c.execute("DELETE FROM audit WHERE seq > ?1", [(last - 2) as i64])
+        .unwrap();
+    drop(c);
+    // The gate decides on: the next records take the cut sequence numbers, and the chain in
+    // the database is whole again.
+    for _ in 0..3 {
+        store
+            .record(AuditEvent::new(AuditKind::Identify, "gate", "unknown"))
+            .unwrap();
+    }
+    let b = store.verify_audit().unwrap().first_break.unwrap();
+    assert_eq!(
+        (b.seq, b.kind.clone()),
+        (last, BreakKind::RolledBack),
+        "{b}"
+    );
+    assert!(b.to_string().contains("rolled back"), "{b}");
+}
+
+#[test]
+fn an_older_copy_of_the_database_put_back_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, clock, policy) = store_with(dir.path(), &["a", "b"]);
+    drop(store);
+    // A copy of the whole database at this point (what a backup or an attacker keeps).
+    let copy = tempfile::tempdir().unwrap();
+    for f in ["facegate.db", "facegate.db-wal"] {
+        let _ = std::fs::copy(dir.path().join(f), copy.path().join(f));
+    }
+    store = open_at(dir.path(), &key(1), &clock, &policy);
+    store
+        .enroll(&consent(&policy, "c", 30, T0), &[emb(9)], MODEL)
+        .unwrap();
+    let v = store.verify_audit().unwrap();
+    assert!(v.is_intact());
+    drop(store);
+    // Put the older copy back (its own chain is valid, its in-database head consistent).
+    for f in ["facegate.db", "facegate.db-wal", "facegate.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+        if copy.path().join(f).exists() {
+            std::fs::copy(copy.path().join(f), dir.path().join(f)).unwrap();
+        }
+    }
+    let store = open_at(dir.path(), &key(1), &clock, &policy);
+    let b = store.verify_audit().unwrap().first_break.unwrap();
+    assert!(matches!(b.kind, BreakKind::Truncated { .. }), "{b}");
+    assert!(b.to_string().contains("were removed"), "{b}");
+    // Removing the head file too is no way out.
+    drop(store);
+    std::fs::remove_file(dir.path().join("audit.head")).unwrap();
+    let store = open_at(dir.path(), &key(1), &clock, &policy);
+    let b = store.verify_audit().unwrap().first_break.unwrap();
+    assert_eq!(b.kind, BreakKind::HeadFileTampered, "{b}");
+}
+
+#[test]
+fn credentials_are_hashed_live_for_one_holder_and_expire_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, clock, _) = store_with(dir.path(), &["a"]);
+    // A holder with no face consent at all.
+    let info = store
+        .issue_credential(&sid("nofacer"), CredentialKind::Pin, "204060", "", "op")
+        .unwrap();
+    assert!(matches!(
+        store.check_credential(CredentialKind::Pin, " 204060 ").unwrap(),
+        CredentialCheck::Valid(i) if i.holder == sid("nofacer")
+    ));
+    assert_eq!(
+        store
+            .check_credential(CredentialKind::Card, "204060")
+            .unwrap(),
+        CredentialCheck::Unknown
+    );
+    assert!(
+        !contains(&db_bytes(dir.path()), b"204060"),
+        "a PIN in clear"
+    );
+    let err = store
+        .issue_credential(&sid("a"), CredentialKind::Pin, "204060", "", "op")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::CredentialInUse {
+                same_holder: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        store
+            .issue_credential(&sid("a"), CredentialKind::Pin, "12", "", "op")
+            .unwrap_err()
+            .to_string()
+            .contains("4 to 12 digits")
+    );
+    // Expiry: a year after issue it no longer opens, and the sweep removes it.
+    clock.advance_ms(366 * 86_400_000);
+    assert!(matches!(
+        store
+            .check_credential(CredentialKind::Pin, "204060")
+            .unwrap(),
+        CredentialCheck::NotLive(_)
+    ));
+    let r = store.sweep_expired().unwrap();
+    assert_eq!(r.credentials_deleted, 1);
+    assert_eq!(
+        store
+            .check_credential(CredentialKind::Pin, "204060")
+            .unwrap(),
+        CredentialCheck::Unknown
+    );
+    assert!(
+        store
+            .list_credentials(None)
+            .unwrap()
+            .iter()
+            .all(|c| c.id != info.id)
+    );
+    assert!(store.verify_audit().unwrap().is_intact());
+}
