@@ -242,10 +242,18 @@ pub struct IdentifyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole hash chain; exit 1 and say where if anything was edited, removed or
-    /// reordered.
-    Verify(JsonArg),
-    /// Print records as JSON lines.
+    /// Check the whole hash chain (and the head kept beside the database); exit 1 and say where
+    /// if anything was edited, removed, reordered, cut off or rolled back. With --export, check
+    /// a file written by `audit export` instead, with this store's audit key.
+    Verify {
+        #[arg(long)]
+        json: bool,
+        /// An export (JSON lines from `facegate audit export`) to check.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
+    /// Print records as JSON lines, each with its chain links (mac, prev_mac) so that an
+    /// export can be checked later with `audit verify --export`.
     Export {
         #[arg(long, default_value_t = 0)]
         from: u64,

@@ -876,6 +876,78 @@ pub(crate) fn records(
         .map_err(err("read audit"))
 }
 
+/// A record with its chain links, as exported (`facegate audit export`): enough to check it
+/// later with the audit key, away from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedRecord {
+    pub record: AuditRecord,
+    pub prev_mac: Vec<u8>,
+    pub mac: Vec<u8>,
+}
+
+/// Records with `seq >= from` and their links, at most `limit`.
+pub(crate) fn chained_records(
+    conn: &Connection,
+    file: &Path,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<ChainedRecord>, StoreError> {
+    let err = |op| StoreError::db_at(file, op);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {ROW_COLUMNS} FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+        ))
+        .map_err(err("read audit"))?;
+    let rows = stmt
+        .query_map(
+            params![i64::try_from(from).unwrap_or(i64::MAX), limit as i64],
+            row_from,
+        )
+        .map_err(err("read audit"))?;
+    rows.map(|r| {
+        r.map(|row| ChainedRecord {
+            record: row.record,
+            prev_mac: row.prev_mac,
+            mac: row.mac,
+        })
+    })
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(err("read audit"))
+}
+
+/// Checks an exported run of records: each MAC under the audit key, each link to the record
+/// before it, consecutive sequence numbers. Returns the first break.
+pub(crate) fn verify_chained(key: &AuditKey, records: &[ChainedRecord]) -> Option<AuditBreak> {
+    let mut prev: Option<&ChainedRecord> = None;
+    for r in records {
+        let seq = r.record.seq;
+        if !key.verify_chain(&r.prev_mac, &canonical(&r.record), &r.mac) {
+            return Some(AuditBreak {
+                seq,
+                kind: BreakKind::Edited,
+            });
+        }
+        if let Some(p) = prev {
+            if r.prev_mac != p.mac {
+                return Some(AuditBreak {
+                    seq,
+                    kind: BreakKind::Removed,
+                });
+            }
+            if seq != p.record.seq + 1 {
+                return Some(AuditBreak {
+                    seq,
+                    kind: BreakKind::Renumbered {
+                        expected: p.record.seq + 1,
+                    },
+                });
+            }
+        }
+        prev = Some(r);
+    }
+    None
+}
+
 /// Counts records per kind (for reports).
 pub(crate) fn counts_by_kind(
     conn: &Connection,

@@ -40,7 +40,8 @@ mod seal;
 mod store;
 
 pub use audit::{
-    AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, PruneReport,
+    AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, ChainedRecord,
+    PruneReport,
 };
 pub use credentials::{CredentialCheck, CredentialId, CredentialInfo, MAX_LABEL_LEN};
 pub use error::StoreError;

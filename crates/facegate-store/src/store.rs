@@ -11,7 +11,9 @@ use facegate_types::{Clock, Embedding, SubjectId, TemplateId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
-use crate::audit::{self, AuditEvent, AuditKey, AuditKind, AuditRecord, AuditVerification};
+use crate::audit::{
+    self, AuditBreak, AuditEvent, AuditKey, AuditKind, AuditRecord, AuditVerification,
+};
 use crate::credentials::{self, CredentialKey};
 use crate::files::{self, HeadFile, HeadRecord, OpenLock};
 use crate::gallery::Gallery;
@@ -1091,6 +1093,21 @@ impl Store {
             None => audit::OutsideHead::NotKept,
         };
         audit::verify(&self.conn, &self.file, &self.audit_key, outside)
+    }
+
+    /// Audit records with their chain links (for an export that can be checked later).
+    pub fn audit_export(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<audit::ChainedRecord>, StoreError> {
+        audit::chained_records(&self.conn, &self.file, from, limit)
+    }
+
+    /// Checks an exported run of records with this store's audit key: every MAC, every link,
+    /// consecutive numbers. `None` when the export holds.
+    pub fn verify_export(&self, records: &[audit::ChainedRecord]) -> Option<AuditBreak> {
+        audit::verify_chained(&self.audit_key, records)
     }
 
     /// The file that keeps the audit head outside the database.
