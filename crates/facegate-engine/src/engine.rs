@@ -144,6 +144,8 @@ pub struct RunSummary {
     pub gate_pulses: u64,
     /// Credentials and claims refused without a lookup because of a lockout.
     pub locked_out: u64,
+    /// Alerts raised (broken audit chain, clock set back, filing threshold).
+    pub alerts: u64,
     pub ended: Option<EndReason>,
 }
 
@@ -484,7 +486,60 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         }
     }
 
+    /// What the service must say at start and on each sweep without being asked: a broken
+    /// audit chain (at start), a clock set back, the Art. 15 filing threshold.
+    fn alerts(&mut self, at_start: bool) {
+        let raise = |store: &mut Store, what: &str, details: serde_json::Value| {
+            let mut d = json!({ "alert": what });
+            if let (Some(o), serde_json::Value::Object(extra)) = (d.as_object_mut(), details) {
+                o.extend(extra);
+            }
+            if let Err(e) =
+                store.record(AuditEvent::new(AuditKind::Alert, "facegate", "raised").details(d))
+            {
+                tracing::error!(error = %e, "could not record an alert");
+            }
+        };
+        if at_start {
+            match self.store.verify_audit() {
+                Ok(v) => {
+                    if let Some(b) = v.first_break {
+                        self.summary.alerts += 1;
+                        tracing::error!(seq = b.seq, what = %b, "ALERT: the audit chain is broken");
+                        raise(
+                            &mut self.store,
+                            "audit_chain_broken",
+                            json!({ "seq": b.seq, "what": b.to_string() }),
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "audit chain could not be verified"),
+            }
+        }
+        if let Some(behind) = self.store.clock_behind() {
+            self.summary.alerts += 1;
+            tracing::error!(
+                behind_ms = behind,
+                "ALERT: the clock is earlier than the newest audit record"
+            );
+            if at_start {
+                raise(
+                    &mut self.store,
+                    "clock_set_back",
+                    json!({ "behind_ms": behind }),
+                );
+            }
+        }
+        match self.store.check_filing() {
+            Ok((_, status)) if status.is_alert() => self.summary.alerts += 1,
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "filing status could not be read"),
+        }
+    }
+
     fn sweep(&mut self) -> Result<(), EngineError> {
+        let at_start = self.summary.sweeps == 0;
+        self.alerts(at_start);
         let r = self.store.sweep_expired()?;
         self.summary.sweeps += 1;
         tracing::info!(

@@ -860,3 +860,36 @@ fn liveness_error_rates_at_the_shipped_threshold() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn the_service_raises_an_alert_when_it_starts_on_a_broken_audit_chain() {
+    let mut p = pipeline();
+    let policy = policy();
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::generate().unwrap();
+    let store = Store::open(dir.path(), &key, Arc::new(SystemClock), &policy).unwrap();
+    let config = engine_config(&p, &policy);
+    // Intact: no alert.
+    let mut engine = Engine::new(config.clone(), &mut *p, store)
+        .unwrap()
+        .with_source_opener(grey_opener());
+    assert_eq!(engine.run().unwrap().alerts, 0);
+    let (_, store) = engine.into_parts();
+    drop(store);
+    // The head kept beside the database disappears (a rolled-back tail would look the same).
+    std::fs::remove_file(dir.path().join("audit.head")).unwrap();
+    let store = Store::open(dir.path(), &key, Arc::new(SystemClock), &policy).unwrap();
+    let mut engine = Engine::new(config, &mut *p, store)
+        .unwrap()
+        .with_source_opener(grey_opener());
+    let summary = engine.run().unwrap();
+    assert_eq!(summary.alerts, 1);
+    let audit = engine.store().audit_records(0, 1000).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.kind == "alert" && r.details.contains("audit_chain_broken")),
+        "{audit:#?}"
+    );
+    assert!(logs().contains("ALERT: the audit chain is broken"));
+}

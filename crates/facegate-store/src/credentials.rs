@@ -312,7 +312,7 @@ impl Store {
             return Ok(CredentialCheck::Unknown);
         };
         let info = to_info(&self.file, raw)?;
-        Ok(if info.is_live(self.clock.now()) {
+        Ok(if info.is_live(self.now()) {
             CredentialCheck::Valid(info)
         } else {
             CredentialCheck::NotLive(info)

@@ -6,7 +6,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use facegate_policy::{Consent, ConsentRecord, PolicyConfig, Withdrawal};
+use facegate_policy::{Consent, ConsentRecord, FilingStatus, PolicyConfig, Withdrawal};
 use facegate_types::{Clock, Embedding, SubjectId, TemplateId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
@@ -28,6 +28,7 @@ pub const DB_FILE_NAME: &str = "facegate.db";
 const SETTING_KEY_ID: &str = "master_key_id";
 const SETTING_AUDIT_KEY: &str = "audit_key";
 const SETTING_CREATED: &str = "created_at";
+const SETTING_FILING_ALERT_DAY: &str = "filing_alert_day";
 
 /// The id of a row in the consent ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,6 +141,8 @@ pub struct Store {
     /// Whether `audit.head` is kept for this store (a missing one is then evidence).
     head_kept: bool,
     last_head_seq: u64,
+    /// The time of the newest audit record: the store's clock never runs behind it.
+    last_audit_at: i64,
     read_only: bool,
     gallery: Option<Gallery>,
 }
@@ -265,6 +268,7 @@ impl Store {
             head_file,
             head_kept: marker.is_some(),
             last_head_seq: 0,
+            last_audit_at: 0,
             clock,
             policy: policy.clone(),
             key_id,
@@ -292,6 +296,17 @@ impl Store {
             store.head_kept = true;
         }
         drop(lock);
+        store.last_audit_at = store
+            .conn
+            .query_row("SELECT COALESCE(MAX(at), 0) FROM audit", [], |r| r.get(0))
+            .map_err(StoreError::db_at(&store.file, "read audit"))?;
+        if let Some(behind) = store.clock_behind() {
+            tracing::error!(
+                behind_ms = behind,
+                "the clock is earlier than the newest audit record: it was set back; audit \
+                 times and retention follow the newest record until the clock catches up"
+            );
+        }
         if found > 0 && found < SCHEMA_VERSION {
             store.record(
                 AuditEvent::new(AuditKind::StoreLifecycle, "facegate", "ok")
@@ -306,6 +321,20 @@ impl Store {
             "store opened"
         );
         Ok(store)
+    }
+
+    /// The store's time: the clock, but never earlier than the newest audit record, so that a
+    /// clock set back neither makes audit times run backwards nor stretches retention (an
+    /// expired consent does not come back to life).
+    pub fn now(&self) -> UnixMillis {
+        UnixMillis(self.clock.now().0.max(self.last_audit_at))
+    }
+
+    /// How many milliseconds the clock is behind the newest audit record, if it is: the clock
+    /// was set back (the service and `facegate doctor` report it).
+    pub fn clock_behind(&self) -> Option<i64> {
+        let behind = self.last_audit_at - self.clock.now().0;
+        (behind > 0).then_some(behind)
     }
 
     /// The database file.
@@ -354,14 +383,16 @@ impl Store {
             keks: &self.keks,
             audit: &self.audit_key,
             policy: &self.policy,
-            now: self.clock.now(),
+            now: self.now(),
         };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::db_at(&self.file, op))?;
+        let now = ctx.now;
         let out = f(&tx, &ctx)?;
         tx.commit().map_err(StoreError::db_at(&self.file, op))?;
+        self.last_audit_at = self.last_audit_at.max(now.0);
         if let Err(e) = self.sync_head() {
             // The commit stands; verification will report the head file as behind or missing.
             tracing::error!(error = %e, "could not record the audit head beside the database");
@@ -439,7 +470,7 @@ impl Store {
 
     /// Records a consent in the ledger (Art. 6, 7), before or independently of enrollment.
     pub fn record_consent(&mut self, consent: &Consent) -> Result<ConsentId, StoreError> {
-        let now = self.clock.now();
+        let now = self.now();
         self.check_consent(consent, now, AuditKind::Consent)?;
         let subject = consent.subject().clone();
         let id = self.write("record consent", |tx, ctx| {
@@ -527,7 +558,7 @@ impl Store {
                 got: fused.dim(),
             });
         }
-        let now = self.clock.now();
+        let now = self.now();
         self.check_consent(consent, now, AuditKind::Enroll)?;
         let record = consent.record();
         let expires_at = consent.expires_at().min(
@@ -610,7 +641,7 @@ impl Store {
     /// The subject's live consent from the ledger, rebuilt through the policy (for example to
     /// enroll another template without asking again). `None` if there is none.
     pub fn live_consent(&self, subject: &SubjectId) -> Result<Option<Consent>, StoreError> {
-        let now = self.clock.now();
+        let now = self.now();
         let row: Option<String> = self
             .conn
             .query_row(
@@ -889,7 +920,7 @@ impl Store {
     /// as an audit alert; every other subject still loads.
     #[tracing::instrument(skip_all, fields(model_id, dim))]
     pub fn load_gallery(&mut self, model_id: &str, dim: usize) -> Result<GalleryLoad, StoreError> {
-        let now = self.clock.now();
+        let now = self.now();
         let err = |op| StoreError::db_at(&self.file, op);
         let count: i64 = self
             .conn
@@ -1157,7 +1188,7 @@ impl Store {
 
     /// Counts for reports and the Art. 15 filing threshold.
     pub fn counts(&self) -> Result<StoreCounts, StoreError> {
-        let now = self.clock.now();
+        let now = self.now();
         self.conn
             .query_row(
                 "SELECT (SELECT COUNT(DISTINCT subject_id) FROM templates),
@@ -1177,6 +1208,38 @@ impl Store {
                 },
             )
             .map_err(StoreError::db_at(&self.file, "count"))
+    }
+
+    /// The Art. 15 filing status, pushed: when it is an alert it is logged every time, and
+    /// recorded in the audit chain at most once per UTC day (enrollment and the service call
+    /// this, so an operator is told without running `facegate doctor`).
+    pub fn check_filing(&mut self) -> Result<(u64, FilingStatus), StoreError> {
+        let stored = self.counts()?.subjects_with_templates;
+        let status = FilingStatus::evaluate(stored, self.policy.filing().warn_fraction());
+        if !status.is_alert() {
+            return Ok((stored, status));
+        }
+        status.emit(stored);
+        let day = (self.now().0 / UnixMillis::MS_PER_DAY).to_string();
+        if self.read_only
+            || get_setting(&self.conn, &self.file, SETTING_FILING_ALERT_DAY)?.as_deref()
+                == Some(day.as_str())
+        {
+            return Ok((stored, status));
+        }
+        let reached = matches!(status, FilingStatus::Reached);
+        self.write("filing alert", |tx, ctx| {
+            set_setting(tx, ctx.file, SETTING_FILING_ALERT_DAY, &day)?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::Alert, "facegate", "raised").details(json!({
+                    "alert": if reached { "filing_threshold_reached" } else { "filing_threshold_near" },
+                    "stored_subjects": stored,
+                    "threshold": facegate_policy::ART15_FILING_THRESHOLD,
+                })),
+            )
+        })?;
+        Ok((stored, status))
     }
 
     /// Every subject, ordered by id.

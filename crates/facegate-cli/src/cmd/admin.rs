@@ -267,6 +267,14 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
     // One transaction: the consent, the subject, its data key and the sealed template (a kill
     // in between leaves neither a consent without template nor the reverse).
     let template = store.enroll(&consent, &samples, loaded.pipeline.model_id())?;
+    // Art. 15: the operator who enrolls is the one to tell when filing is near or due.
+    match store.check_filing() {
+        Ok((stored, status)) if status.is_alert() => {
+            eprintln!("facegate: warning: {}", status.describe(stored));
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("facegate: warning: the filing status could not be read: {e}"),
+    }
     drop(store);
     // A running service matches against its own gallery: have it reload.
     let reload = json!({ "op": "reload_gallery", "model_id": loaded.pipeline.model_id(), "dim": loaded.pipeline.embedding_dim() });

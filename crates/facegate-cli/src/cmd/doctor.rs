@@ -95,6 +95,22 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                     },
                     Err(e) => add("audit chain", false, e.to_string()),
                 }
+                match store.clock_behind() {
+                    None => add(
+                        "clock",
+                        true,
+                        "not earlier than the newest audit record".into(),
+                    ),
+                    Some(ms) => add(
+                        "clock",
+                        false,
+                        format!(
+                            "{:.1} s earlier than the newest audit record: it was set back \
+                             (check NTP/RTC); the store keeps the record's time meanwhile",
+                            ms as f64 / 1000.0
+                        ),
+                    ),
+                }
                 match store.counts() {
                     Ok(c) => {
                         let status = FilingStatus::evaluate(

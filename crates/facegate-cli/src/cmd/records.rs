@@ -70,27 +70,13 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<ExitCode> {
                     "{}",
                     json!({ "seq": r.seq, "at": r.at, "kind": r.kind, "subject": r.subject,
                             "operator": r.operator, "outcome": r.outcome, "details": details,
-                            "details_text": r.details, "prev_mac": hex(&c.prev_mac),
-                            "mac": hex(&c.mac) })
+                            "details_text": r.details, "prev_mac": hex::encode(&c.prev_mac),
+                            "mac": hex::encode(&c.mac) })
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// `audit verify --export FILE`: every line of an export, checked with the store's audit key.
@@ -108,10 +94,10 @@ fn verify_export(store: &Store, path: &std::path::Path, json_out: bool) -> Resul
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
         let text = |k: &str| v[k].as_str().map(str::to_owned);
         let mac = text("mac")
-            .and_then(|m| unhex(&m))
+            .and_then(|m| hex::decode(m).ok())
             .ok_or_else(|| bad("no mac (written by an older facegate? export again)"))?;
         let prev_mac = text("prev_mac")
-            .and_then(|m| unhex(&m))
+            .and_then(|m| hex::decode(m).ok())
             .ok_or_else(|| bad("no prev_mac"))?;
         records.push(ChainedRecord {
             record: AuditRecord {

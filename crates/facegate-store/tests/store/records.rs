@@ -297,3 +297,80 @@ fn credentials_are_hashed_live_for_one_holder_and_expire_on_their_own() {
     );
     assert!(store.verify_audit().unwrap().is_intact());
 }
+
+#[test]
+fn a_clock_set_back_neither_reverses_audit_time_nor_revives_a_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, clock, _) = store_with(dir.path(), &["a"]);
+    // A year and a day on, a's consent has expired; the sweep deletes the template.
+    clock.advance_ms(366 * 86_400_000);
+    let late = clock_now(&clock);
+    assert_eq!(store.sweep_expired().unwrap().templates_deleted, 1);
+    // Somebody sets the clock back by a year.
+    clock.set(facegate_types::UnixMillis(late.0 - 365 * 86_400_000));
+    assert!(store.clock_behind().unwrap() >= 365 * 86_400_000 - 1);
+    assert_eq!(
+        store.now(),
+        late,
+        "the store's time never runs behind its record"
+    );
+    store
+        .record(AuditEvent::new(AuditKind::ConfigChange, "op", "ok"))
+        .unwrap();
+    let recs = store.audit_records(0, 1000).unwrap();
+    assert!(
+        recs.windows(2).all(|w| w[0].at <= w[1].at),
+        "audit times run backwards"
+    );
+    assert!(
+        store.live_consent(&sid("a")).unwrap().is_none(),
+        "an expired consent revived"
+    );
+    // A fresh open sees it too.
+    drop(store);
+    let store = open_at(dir.path(), &key(1), &clock, &policy());
+    assert!(store.clock_behind().is_some());
+}
+
+#[test]
+fn the_filing_alert_is_pushed_and_recorded_once_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw: facegate_policy::RawPolicyConfig =
+        toml::from_str(facegate_policy::EXAMPLE_TOML).unwrap();
+    raw.filing.warn_fraction = 0.00002;
+    let policy = facegate_policy::PolicyConfig::from_raw(raw).unwrap();
+    let clock = facegate_types::ManualClock::new(T0);
+    let mut store = open_at(dir.path(), &key(1), &clock, &policy);
+    store
+        .enroll(&consent(&policy, "a", 30, T0), &[emb(1)], MODEL)
+        .unwrap();
+    let (n, status) = store.check_filing().unwrap();
+    assert_eq!(
+        (n, status.is_alert()),
+        (1, false),
+        "1 of 100,000 is below 0.002 %"
+    );
+    store
+        .enroll(&consent(&policy, "b", 30, T0), &[emb(2)], MODEL)
+        .unwrap();
+    for _ in 0..3 {
+        let (n, status) = store.check_filing().unwrap();
+        assert_eq!((n, status.is_alert()), (2, true));
+    }
+    let alerts = |s: &Store| {
+        s.audit_records(0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == "alert" && r.details.contains("filing_threshold_near"))
+            .count()
+    };
+    assert_eq!(alerts(&store), 1, "once per day");
+    clock.advance_ms(86_400_000);
+    store.check_filing().unwrap();
+    assert_eq!(alerts(&store), 2);
+}
+
+fn clock_now(c: &facegate_types::ManualClock) -> facegate_types::UnixMillis {
+    use facegate_types::Clock;
+    c.now()
+}
