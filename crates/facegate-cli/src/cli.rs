@@ -72,6 +72,15 @@ pub enum Command {
     /// Enrolled people: list, show, delete.
     #[command(subcommand)]
     Subjects(SubjectsCommand),
+    /// The notice people are shown (Art. 5, 13): text, signage, retention, for the terminal's
+    /// screen and the sign at the collection area.
+    Notice {
+        /// Language code (default: the notice's default language).
+        #[arg(long)]
+        lang: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// PIN, card and QR credentials (Art. 10): issued to anyone, with or without face consent.
     #[command(subcommand)]
     Credential(CredentialCommand),
@@ -201,6 +210,9 @@ pub enum ConsentCommand {
         #[arg(long, value_parser = ["written", "electronic", "terminal"], default_value = "terminal")]
         method: String,
     },
+    /// People whose live consent was given under an older notice version (Art. 5: tell them
+    /// of the change, or ask again); `[notice] pending` says what the gate does meanwhile.
+    Pending(JsonArg),
 }
 
 #[derive(Debug, Subcommand)]

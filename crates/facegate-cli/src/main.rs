@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::Consent(c) => cmd::admin::consent(&cli, c),
         Command::Subjects(c) => cmd::admin::subjects(&cli, c),
         Command::Credential(c) => cmd::credential::run(&cli, c),
+        Command::Notice { lang, json } => cmd::records::notice(&cli, lang.as_deref(), *json),
         Command::Verify(a) => cmd::admin::verify(&cli, a),
         Command::Identify(a) => cmd::admin::identify(&cli, a),
         Command::Audit(c) => cmd::records::audit(&cli, c),

@@ -277,7 +277,10 @@ fn sigterm_drains_and_exits_cleanly_and_subscribers_get_events() {
     let cfg = site.path("facegate.toml");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replacen("days = 365", "days = 200", 1);
+        .replacen("days = 365", "days = 200", 1)
+        // People are told the retention: a new notice version (a changed notice under the same
+        // version is refused, Art. 5).
+        .replacen("\nversion = 1\n", "\nversion = 2\n", 1);
     std::fs::write(&cfg, text).unwrap();
     unsafe {
         libc::kill(child.id() as i32, libc::SIGHUP);

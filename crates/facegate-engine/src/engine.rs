@@ -9,8 +9,10 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_cha
 use std::time::{Duration, Instant};
 
 use facegate_capture::{CaptureOptions, SourceSpec};
-use facegate_policy::{FailureEffect, LockoutState};
-use facegate_store::{AuditEvent, AuditKind, CredentialCheck, Identification, SearchMode, Store};
+use facegate_policy::{FailureEffect, LockoutState, NoticePending};
+use facegate_store::{
+    AuditEvent, AuditKind, ConsentStatus, CredentialCheck, Identification, SearchMode, Store,
+};
 use facegate_types::{Clock, Frame, SubjectId, SystemClock, UnixMillis};
 use facegate_vision::{
     AnalyseOptions, Detection, Pipeline, QualityIssue, StageTimings, TrackId, Tracker,
@@ -866,11 +868,25 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         self.terminal_failure(method, now);
     }
 
-    /// Granted with a live consent, denied without; retry when the store cannot tell.
+    /// Granted with a live consent for this purpose, denied otherwise (with why); retry when
+    /// the store cannot tell.
     fn consent_outcome(&self, subject: &SubjectId) -> (Outcome, Option<String>) {
-        match self.store.live_consent(subject) {
-            Ok(Some(_)) => (Outcome::Granted, None),
-            Ok(None) => (Outcome::Denied, Some("no_live_consent".into())),
+        let denied = |why: &str| (Outcome::Denied, Some(why.to_owned()));
+        match self.store.consent_status(subject) {
+            Ok(ConsentStatus::Live(c)) => {
+                let notice = self.store.policy().notice();
+                if notice.pending() == NoticePending::Suspend
+                    && c.record().notice_version < notice.version()
+                {
+                    denied("notice_pending")
+                } else {
+                    (Outcome::Granted, None)
+                }
+            }
+            Ok(ConsentStatus::OtherPurpose { .. }) => denied("consent_for_other_purpose"),
+            Ok(ConsentStatus::Tampered { .. }) => denied("consent_record_invalid"),
+            Ok(ConsentStatus::WithdrawnInRecord) => denied("consent_withdrawn"),
+            Ok(_) => denied("no_live_consent"),
             Err(e) => {
                 tracing::error!(subject = %subject, error = %e, "consent lookup failed");
                 (Outcome::Retry, Some("store_error".into()))

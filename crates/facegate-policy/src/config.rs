@@ -203,6 +203,34 @@ pub struct RawNotice {
     /// The retention period in words (Art. 5).
     #[serde(default)]
     pub retention_statement: String,
+    /// What the gate does with people who consented under an older notice version until they
+    /// are informed again: `keep` (their consent stands; listed by `facegate consent pending`)
+    /// or `suspend` (face decisions for them are denied `notice_pending`; credentials work).
+    #[serde(default)]
+    pub pending: NoticePending,
+}
+
+/// See [`RawNotice::pending`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticePending {
+    #[default]
+    Keep,
+    Suspend,
+}
+
+impl NoticePending {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Keep => {
+                "their consent stands and face recognition goes on for them (notice.pending = keep)"
+            }
+            Self::Suspend => {
+                "face decisions for them are denied (notice_pending) until they consent again; \
+                 their credentials still work (notice.pending = suspend)"
+            }
+        }
+    }
 }
 
 /// `[retention]`
@@ -299,8 +327,9 @@ mode = "production"                 # production | development
 debug_image_capture = false         # refused in production
 
 [notice]
-version = 1
+version = 1                         # bump on every change of what people are told
 default_language = "zh-CN"
+pending = "keep"                    # keep | suspend: people who consented under an older version
 signage = "Face recognition in use at this gate. Not enrolled or prefer not to? Use your card or PIN, or ask the guard."
 retention_statement = "Face templates are deleted 365 days after consent (180 days for people under 18), or at once when you withdraw."
 
@@ -368,6 +397,7 @@ impl RawPolicyConfig {
                 retention_statement: "Face templates are deleted 365 days after consent (180 \
                                       days under 18), or at once when you withdraw."
                     .to_owned(),
+                pending: NoticePending::Keep,
             },
             retention: RawRetention {
                 days: 365,
@@ -487,6 +517,7 @@ pub struct Notice {
     texts: BTreeMap<String, String>,
     signage: String,
     retention_statement: String,
+    pending: NoticePending,
 }
 
 impl Notice {
@@ -552,11 +583,16 @@ impl Notice {
             texts,
             signage,
             retention_statement,
+            pending: raw.pending,
         })
     }
 
     pub fn version(&self) -> u32 {
         self.version
+    }
+    /// What happens to people who consented under an older version.
+    pub fn pending(&self) -> NoticePending {
+        self.pending
     }
     pub fn default_language(&self) -> &str {
         &self.default_language

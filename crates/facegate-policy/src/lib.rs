@@ -22,8 +22,9 @@ mod report;
 pub use config::{
     Alternatives, Deployment, EXAMPLE_TOML, FilingPolicy, MAX_FMR, MAX_FRAMES_TO_AGREE,
     MAX_NOTICE_TEXT, MAX_RETENTION_DAYS, MAX_SHORT_TEXT, MatchingPolicy, Mode, Notice,
-    NoticeChange, OperatingPoint, PolicyConfig, Purpose, RawAlternatives, RawDeployment, RawFiling,
-    RawMatching, RawNotice, RawPolicyConfig, RawRetention, RetentionPolicy, SiteKind,
+    NoticeChange, NoticePending, OperatingPoint, PolicyConfig, Purpose, RawAlternatives,
+    RawDeployment, RawFiling, RawMatching, RawNotice, RawPolicyConfig, RawRetention,
+    RetentionPolicy, SiteKind,
 };
 pub use consent::{
     Consent, ConsentMethod, ConsentRecord, GUARDIAN_CONSENT_AGE_YEARS, Guardian, GuardianRelation,

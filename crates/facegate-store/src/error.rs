@@ -218,6 +218,13 @@ pub enum StoreError {
         withdrawn_at: UnixMillis,
     },
 
+    /// The notice changed in a way Art. 5 does not allow (text without a version bump, or a
+    /// lower version than recorded).
+    #[error(transparent)]
+    Notice {
+        source: facegate_policy::PolicyError,
+    },
+
     /// The policy refused a stored consent.
     #[error("stored consent of subject {subject}: {source}")]
     Policy {

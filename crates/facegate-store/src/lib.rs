@@ -35,6 +35,7 @@ mod error;
 mod files;
 pub mod gallery;
 pub mod keys;
+mod ledger;
 pub mod schema;
 mod seal;
 mod store;
@@ -47,6 +48,7 @@ pub use credentials::{CredentialCheck, CredentialId, CredentialInfo, MAX_LABEL_L
 pub use error::StoreError;
 pub use gallery::{Gallery, Hit, Identification, QueryTimings, RowRef, SearchMode, bench_queries};
 pub use keys::{KeyId, KeySource, MasterKey, generate_key_file};
+pub use ledger::ConsentStatus;
 pub use store::{
     ConsentEntry, ConsentId, DB_FILE_NAME, GalleryLoad, RemovalReport, RotationReport, Store,
     StoreCounts, SubjectDetail, SubjectSummary, SweepReport, TemplateInfo,

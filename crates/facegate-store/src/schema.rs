@@ -140,6 +140,9 @@ CREATE INDEX credentials_expiry ON credentials(expires_at);
 -- A keyed MAC over each consent row (id, subject, record, dates, withdrawal), so an edited
 -- ledger row is refused instead of trusted.
 ALTER TABLE consents ADD COLUMN mac BLOB;
+
+-- Withdrawals and deletions are looked up per subject in the processing record.
+CREATE INDEX audit_subject ON audit(subject_id, kind) WHERE subject_id IS NOT NULL;
 ",
     },
 ];

@@ -18,6 +18,7 @@ use crate::credentials::{self, CredentialKey};
 use crate::files::{self, HeadFile, HeadRecord, OpenLock};
 use crate::gallery::Gallery;
 use crate::keys::{KeyId, MasterKey};
+use crate::ledger::{self, ConsentStatus, RowKey};
 use crate::schema::{self, SCHEMA_VERSION};
 use crate::seal::{self, Keks, SEAL_VERSION, Secret, TemplateBinding};
 use crate::{PruneReport, StoreError};
@@ -29,6 +30,7 @@ const SETTING_KEY_ID: &str = "master_key_id";
 const SETTING_AUDIT_KEY: &str = "audit_key";
 const SETTING_CREATED: &str = "created_at";
 const SETTING_FILING_ALERT_DAY: &str = "filing_alert_day";
+const SETTING_NOTICE: &str = "notice_version_fingerprint";
 
 /// The id of a row in the consent ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,6 +115,9 @@ pub struct SweepReport {
 #[derive(Debug, Default)]
 pub struct GalleryLoad {
     pub loaded: usize,
+    /// Templates left out because their consent is for another purpose, fails its integrity
+    /// check or was withdrawn according to the audit chain (see [`Store::consent_status`]).
+    pub not_matchable: usize,
     /// Rows that did not open (tampered, moved, wrong shape), each naming template and subject.
     /// The other rows are loaded regardless.
     pub failures: Vec<StoreError>,
@@ -136,6 +141,7 @@ pub struct Store {
     keks: Keks,
     audit_key: AuditKey,
     pub(crate) cred_key: CredentialKey,
+    pub(crate) row_key: RowKey,
     state_dir: PathBuf,
     head_file: HeadFile,
     /// Whether `audit.head` is kept for this store (a missing one is then evidence).
@@ -163,6 +169,7 @@ pub(crate) struct Ctx<'a> {
     file: &'a Path,
     keks: &'a Keks,
     audit: &'a AuditKey,
+    rows: &'a RowKey,
     policy: &'a PolicyConfig,
     pub(crate) now: UnixMillis,
 }
@@ -238,7 +245,7 @@ impl Store {
         let keks = Keks::derive(master_key);
         let key_id = master_key.id();
         let stored_id = get_setting(&conn, &file, SETTING_KEY_ID)?;
-        let (audit_key, cred_key) = match stored_id {
+        let (audit_key, cred_key, row_key) = match stored_id {
             Some(expected) if expected != key_id.as_str() => {
                 return Err(StoreError::WrongMasterKey {
                     expected,
@@ -275,6 +282,7 @@ impl Store {
             keks,
             audit_key,
             cred_key,
+            row_key,
             read_only,
             gallery: None,
         };
@@ -295,11 +303,21 @@ impl Store {
             )?;
             store.head_kept = true;
         }
-        drop(lock);
+        if !store.read_only {
+            let sealed = ledger::seal_unsealed(&store.conn, &store.file, &store.row_key)?;
+            if sealed > 0 {
+                tracing::info!(
+                    rows = sealed,
+                    "consent ledger rows given their integrity MAC"
+                );
+            }
+        }
         store.last_audit_at = store
             .conn
             .query_row("SELECT COALESCE(MAX(at), 0) FROM audit", [], |r| r.get(0))
             .map_err(StoreError::db_at(&store.file, "read audit"))?;
+        store.check_notice(policy, "facegate")?;
+        drop(lock);
         if let Some(behind) = store.clock_behind() {
             tracing::error!(
                 behind_ms = behind,
@@ -359,12 +377,95 @@ impl Store {
     /// Replaces the policy in force (a config reload), records it, and returns nothing else:
     /// call [`Store::sweep_expired`] to apply a shortened retention to stored data.
     pub fn set_policy(&mut self, policy: &PolicyConfig, operator: &str) -> Result<(), StoreError> {
+        self.check_notice(policy, operator)?;
         self.record(
             AuditEvent::new(AuditKind::ConfigChange, operator, "ok")
                 .details(json!({ "change": "policy reloaded" })),
         )?;
         self.policy = policy.clone();
         Ok(())
+    }
+
+    /// Art. 5: compares the notice people are told with the one recorded at the last start. A
+    /// changed text under the same version (or a lower version) is refused; a new version is
+    /// recorded (with its fingerprint) and audited, and `pending_notice` lists who consented
+    /// under an older one.
+    fn check_notice(&mut self, policy: &PolicyConfig, operator: &str) -> Result<(), StoreError> {
+        let fingerprint = policy.notice_fingerprint();
+        let version = policy.notice().version();
+        let recorded = get_setting(&self.conn, &self.file, SETTING_NOTICE)?.and_then(|v| {
+            let (ver, fp) = v.split_once(' ')?;
+            Some((ver.parse::<u32>().ok()?, fp.to_owned()))
+        });
+        let change = match &recorded {
+            Some((v, fp)) => Some(
+                policy
+                    .check_notice_change(*v, fp)
+                    .map_err(|source| StoreError::Notice { source })?,
+            ),
+            None => None,
+        };
+        if self.read_only || matches!(change, Some(facegate_policy::NoticeChange::Unchanged)) {
+            return Ok(());
+        }
+        let previous = recorded.as_ref().map(|(v, _)| *v);
+        self.write("record notice", |tx, ctx| {
+            set_setting(
+                tx,
+                ctx.file,
+                SETTING_NOTICE,
+                &format!("{version} {fingerprint}"),
+            )?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::ConfigChange, operator, "ok").details(json!({
+                    "change": "notice",
+                    "notice_version": version,
+                    "previous_version": previous,
+                    "fingerprint": fingerprint,
+                })),
+            )
+        })?;
+        if let Some(prev) = previous {
+            tracing::warn!(
+                previous = prev,
+                current = version,
+                "notice version changed: inform the people who consented under the old one \
+                 (`facegate consent pending`)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Subjects whose live consent was given under an older notice version than the current
+    /// one (Art. 5: they must be told of the change), with the version each was shown.
+    pub fn pending_notice(&self) -> Result<Vec<(SubjectId, u32)>, StoreError> {
+        let current = self.policy.notice().version();
+        let now = self.now();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT subject_id, record FROM consents
+                 WHERE withdrawn_at IS NULL AND expires_at > ?1 ORDER BY subject_id, id",
+            )
+            .map_err(StoreError::db_at(&self.file, "read consents"))?;
+        let rows = stmt
+            .query_map([now.0], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(StoreError::db_at(&self.file, "read consents"))?;
+        let mut newest: std::collections::BTreeMap<SubjectId, u32> =
+            std::collections::BTreeMap::new();
+        for row in rows {
+            let (subject, json) = row.map_err(StoreError::db_at(&self.file, "read consents"))?;
+            let Ok(subject) = SubjectId::new(subject) else {
+                continue;
+            };
+            let record = parse_record(&subject, &json)?;
+            let e = newest.entry(subject).or_insert(0);
+            *e = (*e).max(record.notice_version);
+        }
+        Ok(newest.into_iter().filter(|(_, v)| *v < current).collect())
     }
 
     pub(crate) fn write<T>(
@@ -382,6 +483,7 @@ impl Store {
             file: &self.file,
             keks: &self.keks,
             audit: &self.audit_key,
+            rows: &self.row_key,
             policy: &self.policy,
             now: self.now(),
         };
@@ -641,30 +743,10 @@ impl Store {
     /// The subject's live consent from the ledger, rebuilt through the policy (for example to
     /// enroll another template without asking again). `None` if there is none.
     pub fn live_consent(&self, subject: &SubjectId) -> Result<Option<Consent>, StoreError> {
-        let now = self.now();
-        let row: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT record FROM consents
-                 WHERE subject_id = ?1 AND withdrawn_at IS NULL AND expires_at > ?2
-                 ORDER BY expires_at DESC LIMIT 1",
-                params![subject.as_str(), now.0],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::db_at(&self.file, "read consent"))?;
-        let Some(json) = row else {
-            return Ok(None);
-        };
-        let record = parse_record(subject, &json)?;
-        let consent = self
-            .policy
-            .restore(record)
-            .map_err(|source| StoreError::Policy {
-                subject: subject.clone(),
-                source,
-            })?;
-        Ok(consent.is_live(now).then_some(consent))
+        Ok(match self.consent_status(subject)? {
+            ConsentStatus::Live(c) => Some(c),
+            _ => None,
+        })
     }
 
     // ----- withdrawal, deletion, retention -------------------------------------------------
@@ -689,6 +771,7 @@ impl Store {
                     params![subject.as_str(), withdrawal.at.0, details.to_string()],
                 )
                 .map_err(ctx.err("withdraw consent"))?;
+            ledger::reseal_subject(tx, ctx.file, ctx.rows, subject.as_str())?;
             tx.execute(
                 "UPDATE subjects SET withdrawn_at = MAX(COALESCE(withdrawn_at, ?2), ?2)
                  WHERE id = ?1",
@@ -820,6 +903,7 @@ impl Store {
                         params![id, now_until.0],
                     )
                     .map_err(ctx.err("shorten retention"))?;
+                    ledger::reseal_subject(tx, ctx.file, ctx.rows, subject.as_str())?;
                     report.expiries_shortened += 1;
                 }
             }
@@ -932,12 +1016,15 @@ impl Store {
             .map_err(err("count templates"))?;
         let mut gallery = Gallery::new(model_id, dim, usize::try_from(count).unwrap_or(0));
         let mut load = GalleryLoad::default();
+        // Only templates whose consent the gate may act on now: live, for this purpose, intact,
+        // and not withdrawn according to the audit chain.
+        let consents = self.matchable_consents()?;
         {
             let mut stmt = self
                 .conn
                 .prepare(
                     "SELECT t.id, t.subject_id, t.model_id, t.dim, t.seal_version, t.nonce,
-                            t.sealed, k.nonce, k.wrapped
+                            t.sealed, k.nonce, k.wrapped, t.consent_id
                      FROM templates t LEFT JOIN subject_keys k ON k.subject_id = t.subject_id
                      WHERE t.model_id = ?1 AND t.expires_at > ?2
                      ORDER BY t.subject_id, t.id",
@@ -949,6 +1036,7 @@ impl Store {
             let mut current: Option<(SubjectId, Result<Secret, StoreError>)> = None;
             while let Some(r) = rows.next().map_err(err("read templates"))? {
                 let row = TemplateRow::from_row(r).map_err(err("read templates"))?;
+                let consent_id: i64 = r.get(9).map_err(err("read templates"))?;
                 let Ok(subject) = SubjectId::new(row.subject.clone()) else {
                     load.failures.push(StoreError::Setting {
                         file: self.file.clone(),
@@ -979,6 +1067,8 @@ impl Store {
                     continue;
                 };
                 match open_row(data_key, &row, &subject, dim) {
+                    // A row that opens is matched only under a consent the gate may act on.
+                    Ok(_) if !consents.contains(&consent_id) => load.not_matchable += 1,
                     Ok(e) => {
                         gallery.insert(&subject, row.template, &e)?;
                         load.loaded += 1;
@@ -1006,6 +1096,27 @@ impl Store {
         );
         self.gallery = Some(gallery);
         Ok(load)
+    }
+
+    /// Ids of the consents whose templates may be matched now.
+    fn matchable_consents(&self) -> Result<std::collections::HashSet<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT subject_id FROM templates")
+            .map_err(StoreError::db_at(&self.file, "read templates"))?;
+        let subjects: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(StoreError::db_at(&self.file, "read templates"))?
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::db_at(&self.file, "read templates"))?;
+        let mut out = std::collections::HashSet::new();
+        for s in subjects {
+            let Ok(subject) = SubjectId::new(s) else {
+                continue;
+            };
+            out.extend(self.matchable_consent_ids(&subject)?);
+        }
+        Ok(out)
     }
 
     /// The loaded gallery, if any.
@@ -1475,7 +1586,7 @@ fn clone_key_error(e: &StoreError, subject: &SubjectId) -> StoreError {
     }
 }
 
-fn parse_record(subject: &SubjectId, json: &str) -> Result<ConsentRecord, StoreError> {
+pub(crate) fn parse_record(subject: &SubjectId, json: &str) -> Result<ConsentRecord, StoreError> {
     serde_json::from_str(json).map_err(|source| StoreError::ConsentRecord {
         subject: subject.clone(),
         source,
@@ -1526,6 +1637,7 @@ fn upsert_consent(
     )
     .map_err(ctx.err("insert consent"))?;
     let id = ConsentId(tx.last_insert_rowid());
+    ledger::reseal_subject(tx, ctx.file, ctx.rows, subject.as_str())?;
     let expires_at = consent.expires_at();
     ctx.audit(
         tx,
@@ -1695,9 +1807,13 @@ fn load_audit_key(
     conn: &Connection,
     file: &Path,
     keks: &Keks,
-) -> Result<(AuditKey, CredentialKey), StoreError> {
+) -> Result<(AuditKey, CredentialKey, RowKey), StoreError> {
     let secret = unwrap_audit_secret(conn, file, keks)?;
-    Ok((AuditKey::new(&secret), CredentialKey::derive(&secret)))
+    Ok((
+        AuditKey::new(&secret),
+        CredentialKey::derive(&secret),
+        RowKey::derive(&secret),
+    ))
 }
 
 /// First open of a new database: key id, wrapped audit key, chain genesis, first record.
@@ -1707,7 +1823,7 @@ fn initialise(
     keks: &Keks,
     key_id: &KeyId,
     now: UnixMillis,
-) -> Result<(AuditKey, CredentialKey), StoreError> {
+) -> Result<(AuditKey, CredentialKey, RowKey), StoreError> {
     let secret = seal::random_secret().map_err(|_| StoreError::Random {
         what: "the audit key",
     })?;
@@ -1731,7 +1847,7 @@ fn initialise(
         })),
     )?;
     tx.commit().map_err(StoreError::db_at(file, "initialise"))?;
-    Ok((key, CredentialKey::derive(&secret)))
+    Ok((key, CredentialKey::derive(&secret), RowKey::derive(&secret)))
 }
 
 #[cfg(test)]

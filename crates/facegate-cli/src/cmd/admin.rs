@@ -344,6 +344,29 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
                 }
             );
         }
+        ConsentCommand::Pending(a) => {
+            let pending = store.pending_notice()?;
+            let current = config.policy.notice().version();
+            let meanwhile = config.policy.notice().pending().describe();
+            if a.json {
+                let rows: Vec<_> = pending
+                    .iter()
+                    .map(|(s, v)| json!({ "subject": s, "notice_version": v }))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "current_notice_version": current, "pending": rows, "meanwhile": meanwhile })
+                );
+            } else {
+                for (s, v) in &pending {
+                    println!("{s}  consented under notice version {v}");
+                }
+                println!(
+                    "{} person(s) to inform of notice version {current}; meanwhile: {meanwhile}",
+                    pending.len()
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -141,6 +141,42 @@ fn verify_export(store: &Store, path: &std::path::Path, json_out: bool) -> Resul
     })
 }
 
+/// `facegate notice`: what the terminal's screen and the sign show (no store needed).
+pub fn notice(cli: &Cli, lang: Option<&str>, json_out: bool) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let n = config.policy.notice();
+    let lang = lang.unwrap_or(n.default_language());
+    if !n.texts().contains_key(lang) {
+        anyhow::bail!(
+            "the notice has no text in {lang:?}; it has: {}",
+            n.texts().keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let d = config.policy.deployment();
+    if json_out {
+        println!(
+            "{}",
+            json!({ "version": n.version(), "fingerprint": config.policy.notice_fingerprint(),
+                    "language": lang, "languages": n.texts().keys().collect::<Vec<_>>(),
+                    "text": n.text(lang), "signage": n.signage(),
+                    "retention": n.retention_statement(), "processor": d.processor_name(),
+                    "contact": d.processor_contact() })
+        );
+    } else {
+        println!("{}", n.text(lang));
+        println!();
+        println!("{}", n.signage());
+        println!("{}", n.retention_statement());
+        println!(
+            "(notice version {}, {}, {})",
+            n.version(),
+            lang,
+            config.policy.notice_fingerprint()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn pia_file(config: &Config, cli: &Cli) -> PathBuf {
     config
         .state_dir(cli.state_dir.as_deref())

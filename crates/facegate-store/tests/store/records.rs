@@ -87,7 +87,8 @@ fn concurrent_first_opens_make_one_store_with_one_chain() {
             .filter(|r| r.kind == "store_lifecycle")
             .count();
         assert_eq!(created, 1, "round {round}: one store created");
-        assert_eq!(v.records, 4, "round {round}");
+        // Created, notice recorded, one record per process.
+        assert_eq!(v.records, 5, "round {round}");
     }
 }
 
@@ -373,4 +374,138 @@ fn the_filing_alert_is_pushed_and_recorded_once_a_day() {
 fn clock_now(c: &facegate_types::ManualClock) -> facegate_types::UnixMillis {
     use facegate_types::Clock;
     c.now()
+}
+
+#[test]
+fn an_edited_ledger_row_is_refused_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _, _) = store_with(dir.path(), &["a", "b"]);
+    assert!(store.live_consent(&sid("a")).unwrap().is_some());
+    // Move a's grant (and expiry) nine years into the future, in the row and its record.
+    let c = raw(dir.path());
+    let (id, rec): (i64, String) = c
+        .query_row(
+            "SELECT id, record FROM consents WHERE subject_id = 'a'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let later = T0.0 + 9 * 365 * 86_400_000;
+    let rec = rec.replace(&T0.0.to_string(), &later.to_string());
+    c.execute(
+        "UPDATE consents SET record = ?2, granted_at = ?3, expires_at = ?4 WHERE id = ?1",
+        rusqlite::params![id, rec, later, later + 365 * 86_400_000],
+    )
+    .unwrap();
+    assert!(matches!(
+        store.consent_status(&sid("a")).unwrap(),
+        facegate_store::ConsentStatus::Tampered { .. }
+    ));
+    let load = store.load_gallery(MODEL, DIM).unwrap();
+    assert_eq!((load.loaded, load.not_matchable), (1, 1));
+    assert!(store.gallery().unwrap().templates_of(&sid("a")).is_empty());
+}
+
+#[test]
+fn rows_of_a_withdrawn_person_restored_from_a_copy_do_not_identify_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, clock, _) = store_with(dir.path(), &["a", "b"]);
+    // Keep a's rows as an older copy would hold them.
+    let c = raw(dir.path());
+    c.execute_batch(
+        "CREATE TABLE keep_c AS SELECT * FROM consents WHERE subject_id = 'a';
+         CREATE TABLE keep_t AS SELECT * FROM templates WHERE subject_id = 'a';
+         CREATE TABLE keep_k AS SELECT * FROM subject_keys WHERE subject_id = 'a';",
+    )
+    .unwrap();
+    clock.advance_ms(1000);
+    store.withdraw(&withdrawal("a", clock_now(&clock))).unwrap();
+    // Put them back under the live master key.
+    c.execute_batch(
+        "UPDATE subjects SET withdrawn_at = NULL WHERE id = 'a';
+         INSERT INTO consents SELECT * FROM keep_c WHERE id NOT IN (SELECT id FROM consents);
+         UPDATE consents SET withdrawn_at = NULL, withdrawal = NULL,
+                mac = (SELECT mac FROM keep_c WHERE keep_c.id = consents.id)
+             WHERE subject_id = 'a';
+         INSERT INTO subject_keys SELECT * FROM keep_k;
+         INSERT INTO templates SELECT * FROM keep_t;",
+    )
+    .unwrap();
+    assert!(matches!(
+        store.consent_status(&sid("a")).unwrap(),
+        facegate_store::ConsentStatus::WithdrawnInRecord
+    ));
+    let load = store.load_gallery(MODEL, DIM).unwrap();
+    assert_eq!(load.loaded, 1, "only b");
+    assert!(store.gallery().unwrap().templates_of(&sid("a")).is_empty());
+}
+
+#[test]
+fn templates_of_another_purpose_are_never_matched_and_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, _) = store_with(dir.path(), &["a", "b"]);
+    drop(store);
+    let mut raw_policy: facegate_policy::RawPolicyConfig =
+        toml::from_str(facegate_policy::EXAMPLE_TOML).unwrap();
+    raw_policy.deployment.purpose = facegate_policy::Purpose::Attendance;
+    raw_policy.notice.version = 2; // a purpose change is a notice change (Art. 5)
+    let attendance = facegate_policy::PolicyConfig::from_raw(raw_policy).unwrap();
+    let mut store = open_at(dir.path(), &key(1), &clock, &attendance);
+    assert!(matches!(
+        store.consent_status(&sid("a")).unwrap(),
+        facegate_store::ConsentStatus::OtherPurpose { .. }
+    ));
+    let load = store.load_gallery(MODEL, DIM).unwrap();
+    assert_eq!(
+        (load.loaded, load.not_matchable, load.failures.len()),
+        (0, 2, 0)
+    );
+    let listed = store.other_purpose_templates().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].1, "access_control");
+}
+
+#[test]
+fn a_notice_text_changed_without_a_version_bump_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock, _) = store_with(dir.path(), &["a"]);
+    drop(store);
+    let mut raw_policy: facegate_policy::RawPolicyConfig =
+        toml::from_str(facegate_policy::EXAMPLE_TOML).unwrap();
+    raw_policy
+        .notice
+        .texts
+        .insert("en".into(), "A quietly different notice text.".into());
+    let changed = facegate_policy::PolicyConfig::from_raw(raw_policy.clone()).unwrap();
+    let err = Store::open(
+        dir.path(),
+        &key(1),
+        std::sync::Arc::new(clock.clone()),
+        &changed,
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Notice { .. }), "{err}");
+    assert!(err.to_string().contains("version"), "{err}");
+    // With the version bumped it opens, records the change, and lists who must be told.
+    raw_policy.notice.version = 2;
+    let bumped = facegate_policy::PolicyConfig::from_raw(raw_policy).unwrap();
+    let store = open_at(dir.path(), &key(1), &clock, &bumped);
+    assert_eq!(store.pending_notice().unwrap(), vec![(sid("a"), 1)]);
+    assert!(
+        store
+            .audit_records(0, 1000)
+            .unwrap()
+            .iter()
+            .any(|r| r.kind == "config_change" && r.details.contains("\"previous_version\":1"))
+    );
+    // Going back to version 1 is refused too.
+    drop(store);
+    let err = Store::open(
+        dir.path(),
+        &key(1),
+        std::sync::Arc::new(clock.clone()),
+        &policy(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Notice { .. }), "{err}");
 }
