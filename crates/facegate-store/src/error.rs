@@ -241,6 +241,17 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
+    /// The database was last re-wrapped under an epoch that no file here holds: an older copy
+    /// of the database (made before a withdrawal, deletion or expiry), or a lost epoch file.
+    #[error(
+        "database {} was sealed under another epoch than {} holds: it is an older copy (subjects \
+         withdrawn or deleted since stay sealed for good) or the epoch file was lost. Put back the \
+         current database, or the epoch file that belongs to it",
+        file.display(),
+        epoch_file.display()
+    )]
+    EpochMismatch { file: PathBuf, epoch_file: PathBuf },
+
     /// The state directory says a store was created here but its database is gone or empty.
     #[error(
         "database {} is missing or empty, but this state directory holds a store created at \

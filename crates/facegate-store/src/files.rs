@@ -316,3 +316,72 @@ impl HeadFile {
         result
     }
 }
+
+/// `epoch.key`: the secret the subject data keys are wrapped under, with the master key.
+/// Replaced at every withdrawal, deletion and expiry (the new one is written as
+/// `epoch.key.next`, the database re-wrapped and committed, then the new file renamed over
+/// the old one), so a copy of the database taken before cannot open the removed subject.
+pub(crate) const EPOCH_FILE: &str = "epoch.key";
+pub(crate) const EPOCH_NEXT_FILE: &str = "epoch.key.next";
+
+/// Reads an epoch file (`None` when missing).
+pub(crate) fn read_epoch(
+    state_dir: &Path,
+    name: &str,
+) -> Result<Option<crate::seal::Secret>, StoreError> {
+    let path = state_dir.join(name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let bad = || StoreError::Setting {
+        file: path.clone(),
+        key: "epoch.key",
+        reason: "is malformed (32 bytes in hex, written by facegate)",
+    };
+    let bytes = hex::decode(text.trim()).map_err(|_| bad())?;
+    if bytes.len() != 32 {
+        return Err(bad());
+    }
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&bytes);
+    let mut bytes = bytes;
+    zeroize::Zeroize::zeroize(&mut bytes);
+    Ok(Some(out))
+}
+
+/// Writes `epoch.key.next` (0600, fsynced).
+pub(crate) fn write_epoch_next(
+    state_dir: &Path,
+    secret: &crate::seal::Secret,
+) -> Result<(), StoreError> {
+    let path = state_dir.join(EPOCH_NEXT_FILE);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    let mut text = zeroize::Zeroizing::new(hex::encode(secret.as_slice()));
+    text.push('\n');
+    f.write_all(text.as_bytes()).map_err(io(&path))?;
+    f.sync_all().map_err(io(&path))?;
+    sync_dir(state_dir);
+    Ok(())
+}
+
+/// Makes `epoch.key.next` the current epoch (rename over `epoch.key`, then fsync the directory).
+pub(crate) fn promote_epoch(state_dir: &Path) -> Result<(), StoreError> {
+    let next = state_dir.join(EPOCH_NEXT_FILE);
+    let cur = state_dir.join(EPOCH_FILE);
+    std::fs::rename(&next, &cur).map_err(io(&cur))?;
+    sync_dir(state_dir);
+    Ok(())
+}
+
+/// Removes a stale `epoch.key.next` (a re-wrap that did not commit).
+pub(crate) fn discard_epoch_next(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(EPOCH_NEXT_FILE));
+}

@@ -147,13 +147,16 @@ CREATE INDEX audit_subject ON audit(subject_id, kind) WHERE subject_id IS NOT NU
     },
 ];
 
+/// How long a writer waits for another one.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Applies the connection settings: WAL, `secure_delete`, foreign keys, busy timeout, full sync.
 pub(crate) fn configure(conn: &Connection, file: &Path, read_only: bool) -> Result<(), StoreError> {
     let err = |op| StoreError::db_at(file, op);
-    conn.busy_timeout(Duration::from_secs(5))
+    conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(err("busy_timeout"))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err("foreign_keys"))?;

@@ -31,6 +31,7 @@ const SETTING_AUDIT_KEY: &str = "audit_key";
 const SETTING_CREATED: &str = "created_at";
 const SETTING_FILING_ALERT_DAY: &str = "filing_alert_day";
 const SETTING_NOTICE: &str = "notice_version_fingerprint";
+const SETTING_EPOCH: &str = "subject_key_epoch";
 
 /// The id of a row in the consent ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,6 +98,12 @@ pub struct RemovalReport {
     pub templates_deleted: usize,
     pub consents_affected: usize,
     pub key_destroyed: bool,
+    /// The data keys were re-wrapped under a new epoch: copies of the database made before
+    /// cannot open this subject's templates.
+    pub copies_sealed: bool,
+    /// The freed pages are gone from the database file and the WAL (false while a reader
+    /// blocks the checkpoint; a background retry follows, see [`Store::clear_residue`]).
+    pub residue_cleared: bool,
 }
 
 /// What a retention sweep did.
@@ -149,6 +156,8 @@ pub struct Store {
     last_head_seq: u64,
     /// The time of the newest audit record: the store's clock never runs behind it.
     last_audit_at: i64,
+    /// A background checkpoint retry is running.
+    checkpoint_retry: Arc<std::sync::atomic::AtomicBool>,
     read_only: bool,
     gallery: Option<Gallery>,
 }
@@ -261,6 +270,11 @@ impl Store {
             }
             None => initialise(&mut conn, &file, &keks, &key_id, clock.now())?,
         };
+        // The subject KEK is bound to the epoch the database was last re-wrapped under.
+        let (keks, needs_epoch) = match get_setting(&conn, &file, SETTING_EPOCH)? {
+            Some(id) => (open_epoch(state_dir, &file, &keks, &id, read_only)?, false),
+            None => (keks, !read_only),
+        };
 
         // The audit head outside the database: made with the marker, never remade after.
         let head_file = HeadFile::open(
@@ -276,6 +290,7 @@ impl Store {
             head_kept: marker.is_some(),
             last_head_seq: 0,
             last_audit_at: 0,
+            checkpoint_retry: Arc::default(),
             clock,
             policy: policy.clone(),
             key_id,
@@ -302,6 +317,10 @@ impl Store {
                 },
             )?;
             store.head_kept = true;
+        }
+        if needs_epoch {
+            // A new store, or one made before epochs: its data keys move under a first epoch.
+            store.rotate_epoch("facegate", "first epoch")?;
         }
         if !store.read_only {
             let sealed = ledger::seal_unsealed(&store.conn, &store.file, &store.row_key)?;
@@ -547,24 +566,66 @@ impl Store {
     }
 
     /// Moves the WAL into the database and truncates it, so deleted rows leave no old page
-    /// images in the `-wal` file. Best effort: a busy reader only delays it.
-    fn checkpoint(&self) {
-        let r: rusqlite::Result<(i64, i64, i64)> =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    /// images in the database file or the `-wal`. Never waits for a reader: when one holds an
+    /// older snapshot, a background thread with its own connection retries until it ends.
+    /// Returns whether the residue is gone now.
+    fn checkpoint(&self) -> bool {
+        if try_checkpoint(&self.conn) {
+            return true;
+        }
+        tracing::warn!("WAL checkpoint blocked by a reader; retrying in the background");
+        self.retry_checkpoint_in_background();
+        false
+    }
+
+    fn retry_checkpoint_in_background(&self) {
+        if self
+            .checkpoint_retry
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return; // one is running already
+        }
+        let file = self.file.clone();
+        let running = self.checkpoint_retry.clone();
+        let spawned = std::thread::Builder::new()
+            .name("checkpoint-retry".into())
+            .spawn(move || {
+                let done = Connection::open(&file).is_ok_and(|conn| {
+                    let started = std::time::Instant::now();
+                    while started.elapsed() < CHECKPOINT_RETRY_FOR {
+                        if try_checkpoint(&conn) {
+                            return true;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    false
                 });
-        match r {
-            Ok((0, _, _)) => {}
-            Ok((busy, log, done)) => {
-                tracing::warn!(
-                    busy,
-                    log,
-                    done,
-                    "WAL checkpoint incomplete; will retry later"
-                );
+                if done {
+                    tracing::info!("WAL checkpoint completed: deleted pages are gone from the files");
+                } else {
+                    tracing::error!("WAL checkpoint still blocked after 10 minutes; a reader keeps an old snapshot open");
+                }
+                running.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.checkpoint_retry
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Waits up to `timeout` for the residue of removed rows to leave the database file and
+    /// the WAL (a checkpoint that no reader blocks). For commands that must not report a
+    /// withdrawal done before it is (`facegate consent withdraw`).
+    pub fn clear_residue(&self, timeout: std::time::Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            if try_checkpoint(&self.conn) {
+                return true;
             }
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            if started.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
@@ -791,7 +852,8 @@ impl Store {
             )?;
             Ok(report)
         })?;
-        self.after_removal(&subject);
+        let mut report = report;
+        self.after_removal(&subject, &withdrawal.operator, &mut report);
         tracing::info!(
             subject = %subject,
             templates_deleted = report.templates_deleted,
@@ -832,7 +894,8 @@ impl Store {
             )?;
             Ok(report)
         })?;
-        self.after_removal(subject);
+        let mut report = report;
+        self.after_removal(subject, operator, &mut report);
         tracing::info!(subject = %subject, templates_deleted = report.templates_deleted, "subject deleted");
         Ok(report)
     }
@@ -855,11 +918,21 @@ impl Store {
         }
     }
 
-    fn after_removal(&mut self, subject: &SubjectId) {
+    /// After a withdrawal or deletion committed: out of the gallery, a new epoch (so copies
+    /// of the database made before cannot open the subject), and the freed pages out of the
+    /// files.
+    fn after_removal(&mut self, subject: &SubjectId, operator: &str, report: &mut RemovalReport) {
         if let Some(g) = self.gallery.as_mut() {
             g.remove_subject(subject);
         }
-        self.checkpoint();
+        report.copies_sealed = match self.rotate_epoch(operator, "subject removed") {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(subject = %subject, error = %e, "epoch rotation after a removal failed; older copies of the database still hold this subject's key");
+                false
+            }
+        };
+        report.residue_cleared = self.checkpoint();
     }
 
     /// Retention (Art. 8): re-evaluates every live consent's expiry under the current policy
@@ -985,6 +1058,11 @@ impl Store {
                 for t in &templates {
                     g.remove_template(*t);
                 }
+            }
+            if report.keys_destroyed > 0
+                && let Err(e) = self.rotate_epoch("retention-sweeper", "expired subjects removed")
+            {
+                tracing::error!(error = %e, "epoch rotation after the sweep failed");
             }
             self.checkpoint();
         }
@@ -1147,38 +1225,18 @@ impl Store {
         let new_keks = Keks::derive(new_key);
         let new_id = new_key.id();
         let old_id = self.key_id.clone();
-        let rewrapped = self.write("rotate master key", |tx, ctx| {
-            let keys: Vec<(String, Vec<u8>, Vec<u8>)> = {
-                let mut stmt = tx
-                    .prepare("SELECT subject_id, nonce, wrapped FROM subject_keys")
-                    .map_err(ctx.err("read data keys"))?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .map_err(ctx.err("read data keys"))?;
-                rows.collect::<Result<_, _>>()
-                    .map_err(ctx.err("read data keys"))?
-            };
-            for (subject, nonce, wrapped) in &keys {
-                let subject = SubjectId::new(subject.clone()).map_err(|_| StoreError::Setting {
-                    file: ctx.file.to_path_buf(),
-                    key: "subject_keys.subject_id",
-                    reason: "holds an invalid subject id",
-                })?;
-                let key = ctx
-                    .keks
-                    .unwrap_subject_key(&subject, nonce, wrapped)
-                    .map_err(|_| StoreError::SubjectKey {
-                        subject: subject.clone(),
-                    })?;
-                let (n, w) = new_keks
-                    .wrap_subject_key(&subject, &key)
-                    .map_err(|_| StoreError::Random { what: "a nonce" })?;
-                tx.execute(
-                    "UPDATE subject_keys SET nonce = ?2, wrapped = ?3 WHERE subject_id = ?1",
-                    params![subject.as_str(), n.as_slice(), w],
-                )
-                .map_err(ctx.err("re-wrap data key"))?;
+        // The new master key's KEKs under the same epoch.
+        let new_keks = match files::read_epoch(&self.state_dir, files::EPOCH_FILE)? {
+            Some(e)
+                if get_setting(&self.conn, &self.file, SETTING_EPOCH)?.as_deref()
+                    == Some(seal::epoch_id(&e).as_str()) =>
+            {
+                new_keks.for_epoch(&e)
             }
+            _ => new_keks,
+        };
+        let rewrapped = self.write("rotate master key", |tx, ctx| {
+            let n = rewrap_all(tx, ctx.file, ctx.keks, &new_keks)?;
             let audit_secret = unwrap_audit_secret(tx, ctx.file, ctx.keks)?;
             store_audit_secret(tx, ctx.file, &new_keks, &audit_secret)?;
             set_setting(tx, ctx.file, SETTING_KEY_ID, new_id.as_str())?;
@@ -1187,14 +1245,14 @@ impl Store {
                 &AuditEvent::new(AuditKind::KeyRotation, operator, "ok").details(json!({
                     "old_key_id": old_id.as_str(),
                     "new_key_id": new_id.as_str(),
-                    "keys_rewrapped": keys.len(),
+                    "keys_rewrapped": n,
                 })),
             )?;
-            Ok(keys.len())
+            Ok(n)
         })?;
         self.keks = new_keks;
         self.key_id = new_id.clone();
-        self.checkpoint();
+        let _ = self.checkpoint();
         let created_at = get_setting(&self.conn, &self.file, SETTING_CREATED)?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
@@ -1211,6 +1269,42 @@ impl Store {
             old_key_id: old_id,
             new_key_id: new_id,
         })
+    }
+
+    /// Replaces the epoch secret the data keys are wrapped under (see `crate::seal`): after a
+    /// withdrawal, deletion or expiry, a copy of the database taken before it cannot open the
+    /// removed subject's templates, even with the live master key. Records a key rotation.
+    pub fn rotate_epoch(&mut self, operator: &str, reason: &str) -> Result<usize, StoreError> {
+        let secret = seal::random_secret().map_err(|_| StoreError::Random {
+            what: "an epoch secret",
+        })?;
+        let new_keks = self.keks.for_epoch(&secret);
+        let id = seal::epoch_id(&secret);
+        files::write_epoch_next(&self.state_dir, &secret)?;
+        let result = self.write("rotate epoch", |tx, ctx| {
+            let n = rewrap_all(tx, ctx.file, ctx.keks, &new_keks)?;
+            set_setting(tx, ctx.file, SETTING_EPOCH, &id)?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::KeyRotation, operator, "ok").details(json!({
+                    "epoch": id,
+                    "keys_rewrapped": n,
+                    "reason": reason,
+                })),
+            )?;
+            Ok(n)
+        });
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                files::discard_epoch_next(&self.state_dir);
+                return Err(e);
+            }
+        };
+        // Committed: the new file becomes the epoch (an open completes this if we stop here).
+        files::promote_epoch(&self.state_dir)?;
+        self.keks = new_keks;
+        Ok(n)
     }
 
     // ----- audit ---------------------------------------------------------------------------
@@ -1280,7 +1374,7 @@ impl Store {
             Ok(report)
         })?;
         if report.removed > 0 {
-            self.checkpoint();
+            let _ = self.checkpoint();
         }
         Ok(report)
     }
@@ -1718,7 +1812,102 @@ fn remove_templates_and_key(
         templates_deleted,
         consents_affected: 0,
         key_destroyed: keys > 0,
+        copies_sealed: false,
+        residue_cleared: false,
     })
+}
+
+/// The KEKs of the epoch `id` the database records: `epoch.key`, or `epoch.key.next` when a
+/// re-wrap committed but the rename did not happen (it is completed now).
+fn open_epoch(
+    state_dir: &Path,
+    file: &Path,
+    base: &Keks,
+    id: &str,
+    read_only: bool,
+) -> Result<Keks, StoreError> {
+    if let Some(cur) = files::read_epoch(state_dir, files::EPOCH_FILE)?
+        && seal::epoch_id(&cur) == id
+    {
+        if !read_only {
+            files::discard_epoch_next(state_dir);
+        }
+        return Ok(base.for_epoch(&cur));
+    }
+    if let Some(next) = files::read_epoch(state_dir, files::EPOCH_NEXT_FILE)?
+        && seal::epoch_id(&next) == id
+    {
+        if !read_only {
+            files::promote_epoch(state_dir)?;
+        }
+        return Ok(base.for_epoch(&next));
+    }
+    Err(StoreError::EpochMismatch {
+        file: file.to_path_buf(),
+        epoch_file: state_dir.join(files::EPOCH_FILE),
+    })
+}
+
+/// Re-wraps every subject data key from `from` to `to` (inside the caller's transaction).
+fn rewrap_all(
+    tx: &Transaction<'_>,
+    file: &Path,
+    from: &Keks,
+    to: &Keks,
+) -> Result<usize, StoreError> {
+    let err = |op| StoreError::db_at(file, op);
+    let keys: Vec<(String, Vec<u8>, Vec<u8>)> = {
+        let mut stmt = tx
+            .prepare("SELECT subject_id, nonce, wrapped FROM subject_keys")
+            .map_err(err("read data keys"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(err("read data keys"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(err("read data keys"))?
+    };
+    for (subject, nonce, wrapped) in &keys {
+        let subject = SubjectId::new(subject.clone()).map_err(|_| StoreError::Setting {
+            file: file.to_path_buf(),
+            key: "subject_keys.subject_id",
+            reason: "holds an invalid subject id",
+        })?;
+        let key = from
+            .unwrap_subject_key(&subject, nonce, wrapped)
+            .map_err(|_| StoreError::SubjectKey {
+                subject: subject.clone(),
+            })?;
+        let (n, w) = to
+            .wrap_subject_key(&subject, &key)
+            .map_err(|_| StoreError::Random { what: "a nonce" })?;
+        tx.execute(
+            "UPDATE subject_keys SET nonce = ?2, wrapped = ?3 WHERE subject_id = ?1",
+            params![subject.as_str(), n.as_slice(), w],
+        )
+        .map_err(err("re-wrap data key"))?;
+    }
+    Ok(keys.len())
+}
+
+/// How long a background checkpoint retry keeps trying.
+const CHECKPOINT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// One `wal_checkpoint(TRUNCATE)` that does not wait for readers: true when it completed.
+fn try_checkpoint(conn: &Connection) -> bool {
+    let _ = conn.busy_timeout(std::time::Duration::ZERO);
+    let r: rusqlite::Result<(i64, i64, i64)> =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        });
+    let _ = conn.busy_timeout(crate::schema::BUSY_TIMEOUT);
+    match r {
+        Ok((0, log, done)) => log == done || log <= 0,
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "WAL checkpoint did not run");
+            false
+        }
+    }
 }
 
 fn validate_model_id(id: &str) -> Result<(), StoreError> {

@@ -343,6 +343,7 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
                     "absent"
                 }
             );
+            residue_gone(&store, report)?;
         }
         ConsentCommand::Pending(a) => {
             let pending = store.pending_notice()?;
@@ -369,6 +370,27 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A withdrawal or deletion is reported done only when the freed pages are gone from the
+/// database file and its WAL; a reader holding an old snapshot gets 30 s, then this fails
+/// naming what remains (the store retries on its own once the reader ends).
+fn residue_gone(store: &Store, report: facegate_store::RemovalReport) -> Result<()> {
+    if !report.copies_sealed {
+        eprintln!(
+            "facegate: warning: the data keys could not be moved to a new epoch; copies of the \
+             database made before keep this person's key until the next withdrawal"
+        );
+    }
+    if report.residue_cleared || store.clear_residue(std::time::Duration::from_secs(30)) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the rows are deleted and unreadable, but their old pages are still in {} because another \
+         process keeps an old read transaction open; they are overwritten as soon as it ends \
+         (stop that process, or run `facegate sweep` later)",
+        store.file().display()
+    )
 }
 
 /// The running service's answer to `req` over its admin socket, or `None` when none runs.
@@ -495,6 +517,7 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
                     "absent"
                 }
             );
+            residue_gone(&store, r)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -87,8 +87,8 @@ fn concurrent_first_opens_make_one_store_with_one_chain() {
             .filter(|r| r.kind == "store_lifecycle")
             .count();
         assert_eq!(created, 1, "round {round}: one store created");
-        // Created, notice recorded, one record per process.
-        assert_eq!(v.records, 5, "round {round}");
+        // Created, first epoch, notice recorded, one record per process.
+        assert_eq!(v.records, 6, "round {round}");
     }
 }
 
@@ -508,4 +508,68 @@ fn a_notice_text_changed_without_a_version_bump_is_refused() {
     )
     .unwrap_err();
     assert!(matches!(err, StoreError::Notice { .. }), "{err}");
+}
+
+#[test]
+fn withdrawal_under_a_long_reader_says_so_and_clears_the_files_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, clock, _) = store_with(dir.path(), &["a", "b"]);
+    let (wrapped, sealed): (Vec<u8>, Vec<u8>) = raw(dir.path())
+        .query_row(
+            "SELECT k.wrapped, t.sealed FROM subject_keys k JOIN templates t USING (subject_id)
+             WHERE subject_id = 'a'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // A copy taken before the withdrawal, with everything beside it.
+    let copy = tempfile::tempdir().unwrap();
+    let _ = store.clear_residue(std::time::Duration::from_secs(5));
+    std::fs::copy(
+        dir.path().join("facegate.db"),
+        copy.path().join("facegate.db"),
+    )
+    .unwrap();
+    // Another process holds a read transaction (an old snapshot) for a long time.
+    let reader = raw(dir.path());
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT COUNT(*) FROM templates", [], |r| r.get(0))
+        .unwrap();
+    clock.advance_ms(1000);
+    let started = std::time::Instant::now();
+    let report = store.withdraw(&withdrawal("a", clock_now(&clock))).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the withdrawal must not wait out the busy timeout"
+    );
+    assert_eq!(report.templates_deleted, 1);
+    assert!(report.copies_sealed);
+    assert!(
+        !report.residue_cleared,
+        "the reader still sees the old pages"
+    );
+    assert!(!store.clear_residue(std::time::Duration::from_millis(300)));
+    // The reader ends: the residue goes.
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    assert!(store.clear_residue(std::time::Duration::from_secs(10)));
+    let files = db_bytes(dir.path());
+    assert!(!contains(&files, &wrapped), "wrapped key left in the files");
+    assert!(
+        !contains(&files, &sealed[..32]),
+        "ciphertext left in the files"
+    );
+    // And the copy from before is useless for a, even next to the live epoch and master key.
+    for f in ["epoch.key", "store.id"] {
+        std::fs::copy(dir.path().join(f), copy.path().join(f)).unwrap();
+    }
+    let err = Store::open(
+        copy.path(),
+        &key(1),
+        std::sync::Arc::new(clock.clone()),
+        &policy(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::EpochMismatch { .. }), "{err}");
 }
