@@ -47,8 +47,12 @@ pub enum Command {
     /// Measure speed.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Check the configuration and the models it names, then exit.
-    Validate,
+    /// Check the configuration and the models it names, then exit. With --service (the unit's
+    /// ExecStartPre) also the frame source, the gate output and the master key `run` needs.
+    Validate {
+        #[arg(long)]
+        service: bool,
+    },
     /// List the V4L2 cameras.
     Cameras(JsonArg),
     /// Create a new master key file (mode 0600; never overwrites).

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => cmd::compare::run(&cli, a),
         Command::Eval(a) => cmd::eval::run(&cli, a),
         Command::Bench(a) => cmd::bench::run(&cli, a),
-        Command::Validate => cmd::validate::run(&cli),
+        Command::Validate { service } => cmd::validate::run(&cli, *service),
         Command::Cameras(a) => cmd::admin::cameras(a),
         Command::Keygen(a) => cmd::admin::keygen(a),
         Command::RotateKey {

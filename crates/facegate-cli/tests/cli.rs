@@ -417,3 +417,75 @@ fn credentials_are_issued_listed_and_revoked_without_any_face_consent() {
     assert!(text.contains("\"kind\":\"credential_revoke\""));
     assert!(!text.contains(&pin));
 }
+
+#[test]
+fn validate_for_the_service_checks_source_gate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    assert!(
+        facegate(&["keygen", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let base = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
+    let y4m = dir.path().join("replay.y4m");
+    std::fs::write(&y4m, b"YUV4MPEG2 W8 H8 F30:1 C420jpeg\n").unwrap();
+    let check = |edits: &[(&str, &str)]| {
+        let mut text = base.replace(
+            "key_credential = \"facegate-master-key\"",
+            &format!("key_file = {:?}", key.to_str().unwrap()),
+        );
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from}");
+            text = text.replacen(from, to, 1);
+        }
+        let cfg = dir.path().join("facegate.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(["validate", "--service", "--config", cfg.to_str().unwrap()])
+            .current_dir(workspace())
+            .env_remove("FACEGATE_KEY_FILE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let replay = format!("source = {:?}", y4m.to_str().unwrap());
+    let (code, err) = check(&[("source = \"camera:0\"", &replay)]);
+    assert_eq!(code, Some(0), "{err}");
+    // A camera that is not there.
+    let (code, err) = check(&[("source = \"camera:0\"", "source = \"camera:9\"")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("service.source /dev/video9"), "{err}");
+    // A gate program that does not exist.
+    let (code, err) = check(&[
+        ("source = \"camera:0\"", &replay),
+        (
+            "output = \"dry_run\"",
+            "output = \"command\"\ncommand = [\"/nonexistent/relay\"]",
+        ),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("gate.command \"/nonexistent/relay\" is not an executable file"),
+        "{err}"
+    );
+    // A GPIO chip that is not there.
+    let (code, err) = check(&[
+        ("source = \"camera:0\"", &replay),
+        ("output = \"dry_run\"", "output = \"gpio\""),
+        (
+            "gpio_chip = \"/dev/gpiochip0\"",
+            "gpio_chip = \"/dev/gpiochip99\"",
+        ),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("gate.gpio_chip /dev/gpiochip99"), "{err}");
+    // A missing master key file.
+    std::fs::remove_file(&key).unwrap();
+    let (code, err) = check(&[("source = \"camera:0\"", &replay)]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("master key file"), "{err}");
+}
