@@ -263,3 +263,14 @@ fn gallery_bench_reports_median_and_p95() {
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
     assert!(v["p95_ms"].as_f64().unwrap() >= v["median_ms"].as_f64().unwrap());
 }
+
+#[test]
+fn gallery_bench_refuses_an_impossible_size_before_allocating() {
+    for (flag, value) in [("--size", "1000000000000"), ("--dim", "100000000")] {
+        let out = facegate(&["bench", "gallery", flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("must lie in"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    }
+}
