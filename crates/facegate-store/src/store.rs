@@ -24,6 +24,9 @@ pub const DB_FILE_NAME: &str = "facegate.db";
 const SETTING_KEY_ID: &str = "master_key_id";
 const SETTING_AUDIT_KEY: &str = "audit_key";
 const SETTING_CREATED: &str = "created_at";
+/// Gallery load failures named in one alert record at most (the rest are counted), so the
+/// record's size does not grow with the gallery.
+pub const ALERT_FAILURES_LISTED: usize = 5;
 
 /// The id of a row in the consent ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -854,10 +857,18 @@ impl Store {
             tracing::error!(error = %f, "template not loaded into the gallery");
         }
         if !load.failures.is_empty() && !self.read_only {
-            let what: Vec<String> = load.failures.iter().map(ToString::to_string).collect();
+            // Bounded: the first few failures and a count, whatever the gallery's size.
+            let what: Vec<String> = load
+                .failures
+                .iter()
+                .take(ALERT_FAILURES_LISTED)
+                .map(ToString::to_string)
+                .collect();
             self.record(
-                AuditEvent::new(AuditKind::Alert, "facegate", "failed")
-                    .details(json!({ "gallery_load_failures": what })),
+                AuditEvent::new(AuditKind::Alert, "facegate", "failed").details(json!({
+                    "gallery_load_failures": what,
+                    "failures": load.failures.len(),
+                })),
             )?;
         }
         tracing::info!(
