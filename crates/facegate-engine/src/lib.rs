@@ -71,4 +71,7 @@ pub use decision::{
 pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
-pub use sink::{EventSink, JsonLinesSink, MemorySink, SocketBroadcaster};
+pub use sink::{
+    ACCEPTS_PER_EVENT, EventSink, JsonLinesSink, MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_UID,
+    MemorySink, PeerCheck, SocketBroadcaster,
+};
