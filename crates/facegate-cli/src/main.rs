@@ -20,6 +20,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // ONNX Runtime writes telemetry files under ~/.cache unless this is set before it loads;
+    // set here, while the process has one thread.
+    // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
+    unsafe {
+        std::env::set_var(facegate_vision::DISABLE_TELEMETRY_VAR, "1");
+    }
     // Before anything else opens a descriptor: refuse an inherited network socket (the seccomp
     // filter only stops new ones) and close every other inherited descriptor above stderr, so
     // neither this process nor a gate command it starts can use one (Art. 8).

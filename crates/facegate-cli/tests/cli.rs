@@ -274,3 +274,127 @@ fn gallery_bench_refuses_an_impossible_size_before_allocating() {
         assert_eq!(err.lines().count(), 1, "one clear line: {err}");
     }
 }
+
+/// ONNX Runtime writes nothing under the home directory (it wrote a device id and an event
+/// database under ~/.cache with telemetry "off"): the binary switches it off at the source.
+#[test]
+fn onnx_runtime_leaves_the_home_directory_untouched() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["validate"][..],
+        &["detect", "models/samples/astronaut.png"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env_remove("FACEGATE_CONFIG")
+            .env_remove("ORT_DISABLE_TELEMETRY")
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let written: Vec<_> = walk(home.path());
+    assert!(written.is_empty(), "written under HOME: {written:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// A models folder beside a copy of the manifest changed by `edit`, and a config that uses it.
+fn site_with_manifest(edit: impl Fn(&str) -> String, runtime_line: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    for sub in ["weights", "runtime", "samples"] {
+        std::os::unix::fs::symlink(workspace().join("models").join(sub), models.join(sub)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(workspace().join("models/manifest.toml")).unwrap();
+    std::fs::write(models.join("manifest.toml"), edit(&manifest)).unwrap();
+    let config = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
+    let config = config.replacen(
+        "[models]",
+        "[models]\nmanifest = \"models/manifest.toml\"",
+        1,
+    );
+    let config = config.replacen("[runtime]", &format!("[runtime]\n{runtime_line}"), 1);
+    std::fs::write(dir.path().join("facegate.toml"), config).unwrap();
+    dir
+}
+
+fn validate_in(dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["validate", "--config"])
+        .arg(dir.join("facegate.toml"))
+        .current_dir(workspace())
+        .env_remove("FACEGATE_CONFIG")
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn implausible_calibration_and_unverified_runtime_libraries_are_refused() {
+    // The control: an unchanged copy validates, so the failures below are the edits' doing.
+    let same = site_with_manifest(str::to_string, "");
+    let out = validate_in(same.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A manifest cosine of -0.9 would identify strangers.
+    let negative = site_with_manifest(|m| m.replace("cosine = 0.4108", "cosine = -0.9"), "");
+    let err = String::from_utf8_lossy(&validate_in(negative.path()).stderr).into_owned();
+    assert!(err.contains("-0.9") && err.contains("(0, 1)"), "{err}");
+    // A threshold that falls as the false-match rate falls is not a calibration.
+    let inverted = site_with_manifest(|m| m.replace("cosine = 0.4108", "cosine = 0.30"), "");
+    let err = String::from_utf8_lossy(&validate_in(inverted.path()).stderr).into_owned();
+    assert!(err.contains("must rise"), "{err}");
+
+    // An explicit library path that does not exist: an error, no fallback.
+    let missing = site_with_manifest(
+        str::to_string,
+        "onnxruntime = \"/nonexistent/libonnxruntime.so\"",
+    );
+    let out = validate_in(missing.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("/nonexistent/libonnxruntime.so") && err.contains("not a file"),
+        "{err}"
+    );
+    // A library whose hash is not the manifest's.
+    let wrong = site_with_manifest(
+        |m| {
+            m.replacen(
+                "sha256 = \"fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3\"",
+                "sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"",
+                1,
+            )
+        },
+        "",
+    );
+    let out = validate_in(wrong.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("ONNX Runtime library") && err.contains("sha256 mismatch"),
+        "{err}"
+    );
+}
