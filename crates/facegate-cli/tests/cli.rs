@@ -398,3 +398,37 @@ fn implausible_calibration_and_unverified_runtime_libraries_are_refused() {
         "{err}"
     );
 }
+
+/// A 1x1 paletted PNG whose PLTE chunk is 4 bytes (not a multiple of 3): png 0.18.1 panics
+/// on it ("range end index 3 out of range", transform/palette.rs). Built with Python's zlib:
+/// IHDR(1, 1, depth 8, colour type 3), PLTE 01 02 03 04, IDAT zlib(00 00), IEND.
+const PNG_PALETTE_OF_4_BYTES: [u8; 83] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x03, 0x00, 0x00, 0x00, 0x28, 0xcb, 0x34,
+    0xbb, 0x00, 0x00, 0x00, 0x04, 0x50, 0x4c, 0x54, 0x45, 0x01, 0x02, 0x03, 0x04, 0x23, 0xdb, 0x8a,
+    0xab, 0x00, 0x00, 0x00, 0x0a, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x01, 0x48, 0xaf, 0xa4, 0x71, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae,
+    0x42, 0x60, 0x82,
+];
+
+/// A decoder panic (png 0.18.1 on a 4-byte palette) is one line on stderr, no backtrace.
+#[test]
+fn a_decoder_panic_is_reported_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("palette.png");
+    std::fs::write(&bad, PNG_PALETTE_OF_4_BYTES).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["detect", bad.to_str().unwrap()])
+        .current_dir(workspace())
+        .env_remove("FACEGATE_CONFIG")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 1: no usable image; never 101 (panic) or 134 (abort).
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("decoder panicked"), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+}
