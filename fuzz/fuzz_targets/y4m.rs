@@ -6,7 +6,8 @@ use facegate_capture::{FrameSource, Y4mSource};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut src) = Y4mSource::from_reader(std::io::Cursor::new(data.to_vec()), "fuzz.y4m", 1 << 20)
+    let Ok(mut src) =
+        Y4mSource::from_reader(std::io::Cursor::new(data.to_vec()), "fuzz.y4m", 1 << 20)
     else {
         return;
     };
