@@ -146,8 +146,8 @@ check_installed() {
     check "facegate is a system uid ($uid < 1000)" test "${uid:-9999}" -lt 1000
     check_eq "facegate home and shell" "/nonexistent /usr/sbin/nologin" "$home $shell"
     check "facegate is in group video" sh -c "chroot '$M' id -nG facegate | tr ' ' '\n' | grep -qx video"
-    check "role groups facegate-admin and facegate-operator exist" \
-        sh -c "chroot '$M' getent group facegate-admin && chroot '$M' getent group facegate-operator"
+    check "role groups facegate-admin, facegate-operator and facegate-events exist" \
+        sh -c "chroot '$M' getent group facegate-admin && chroot '$M' getent group facegate-operator && chroot '$M' getent group facegate-events"
     check_eq "/var/lib/facegate" "700 facegate:facegate" "$(mode_of /var/lib/facegate)"
     check_eq "/etc/credstore.encrypted" "700 root:root" "$(mode_of /etc/credstore.encrypted)"
     # The installed binary finds ONNX Runtime and the models at their packaged paths.
@@ -165,8 +165,8 @@ check_purged() {
     check "/etc/facegate is gone (conffile purged)" test ! -e "$M/etc/facegate"
     check "master key is gone" test ! -e "$M/etc/credstore.encrypted/facegate-master-key"
     check "user facegate is gone" sh -c "! chroot '$M' getent passwd facegate"
-    check "groups facegate, facegate-admin, facegate-operator are gone" \
-        sh -c "! chroot '$M' getent group facegate && ! chroot '$M' getent group facegate-admin && ! chroot '$M' getent group facegate-operator"
+    check "groups facegate, facegate-admin, facegate-operator, facegate-events are gone" \
+        sh -c "! chroot '$M' getent group facegate && ! chroot '$M' getent group facegate-admin && ! chroot '$M' getent group facegate-operator && ! chroot '$M' getent group facegate-events"
     check "binary, library, models, unit are gone" test ! -e "$M/usr/bin/facegate" -a \
         ! -e "$M/usr/lib/facegate" -a ! -e "$M/usr/share/facegate" -a ! -e "$M/usr/lib/systemd/system/facegate.service"
 }

@@ -121,9 +121,15 @@ pub enum CaptureError {
         reason: String,
     },
 
-    /// An image decoder panicked on this input (a decoder bug caught at the boundary).
-    #[error("{}: frame {index}: image decoder panicked on this input", path.display())]
-    DecoderPanicked { path: PathBuf, index: u64 },
+    /// An image decoder panicked on this input (a decoder bug caught at the boundary). `reason`
+    /// is the panic's message and place in the decoder (never pixel data); the panic itself
+    /// printed nothing.
+    #[error("{}: frame {index}: image decoder panicked on this input ({reason})", path.display())]
+    DecoderPanicked {
+        path: PathBuf,
+        index: u64,
+        reason: String,
+    },
 
     /// One camera frame could not be decoded (corrupt MJPEG, short buffer).
     #[error("camera {device}: frame {index}: {reason}")]

@@ -51,6 +51,10 @@ pub use y4m::Y4mSource;
 /// The default pixel limit: 40 megapixels.
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 
+/// The highest `max_pixels` a configuration may set (a 10,000 x 10,000 image); the decoder's
+/// allocation limit is derived from it, so an unbounded value would remove that limit.
+pub const MAX_MAX_PIXELS: u64 = 100_000_000;
+
 /// A stream of frames.
 ///
 /// `Ok(None)` means end of stream (and stays so). After an error for which

@@ -1,9 +1,11 @@
 //! Still images: decoding with size limits, the one-image source and the folder source.
 
+use std::cell::{Cell, RefCell};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Cursor, Seek};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 use std::time::Duration;
 
 use facegate_types::Frame;
@@ -56,21 +58,80 @@ pub fn decode_image_bytes(bytes: &[u8], max_pixels: u64) -> Result<Frame, Captur
     decode_reader(Cursor::new(bytes), Path::new("<memory>"), 0, max_pixels)
 }
 
+thread_local! {
+    /// Set while this thread runs a decoder: a panic then is a decoder bug that
+    /// [`decode_reader`] reports as an error, not a crash to print.
+    static IN_DECODER: Cell<bool> = const { Cell::new(false) };
+    /// The message and place of the last decoder panic on this thread.
+    static DECODER_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Longest panic message kept in [`CaptureError::DecoderPanicked`].
+const MAX_PANIC_NOTE: usize = 200;
+
+/// Installs, once per process, a panic hook that keeps quiet about panics inside a decoder
+/// (noting their message for the error instead of printing it and a backtrace to stderr) and
+/// hands every other panic to the hook that was there before.
+fn quiet_decoder_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_DECODER.with(Cell::get) {
+                return previous(info);
+            }
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("non-text panic");
+            let mut note = match info.location() {
+                // Registry paths shortened to the crate's own (`png-0.18.1/src/...`).
+                Some(l) => {
+                    let file = l.file();
+                    let short = file
+                        .find("/registry/src/")
+                        .and_then(|i| file[i + 14..].split_once('/'))
+                        .map_or(file, |(_, rest)| rest);
+                    format!("{message} at {short}:{}", l.line())
+                }
+                None => message.to_string(),
+            };
+            if note.len() > MAX_PANIC_NOTE {
+                let mut end = MAX_PANIC_NOTE;
+                while !note.is_char_boundary(end) {
+                    end -= 1;
+                }
+                note.truncate(end);
+            }
+            DECODER_PANIC.with(|p| *p.borrow_mut() = Some(note));
+        }));
+    });
+}
+
 /// Decodes from `reader`; errors carry `path` and frame `index`. Decoder panics are caught and
-/// reported as [`CaptureError::DecoderPanicked`].
+/// reported as [`CaptureError::DecoderPanicked`], in one line: the panic prints nothing.
 pub(crate) fn decode_reader<R: BufRead + Seek>(
     reader: R,
     path: &Path,
     index: u64,
     max_pixels: u64,
 ) -> Result<Frame, CaptureError> {
-    match catch_unwind(AssertUnwindSafe(|| {
+    quiet_decoder_panics();
+    let was = IN_DECODER.with(|d| d.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(|| {
         decode_unguarded(reader, path, index, max_pixels)
-    })) {
+    }));
+    IN_DECODER.with(|d| d.set(was));
+    match result {
         Ok(result) => result,
         Err(_) => Err(CaptureError::DecoderPanicked {
             path: path.to_path_buf(),
             index,
+            reason: DECODER_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| "no message".to_string()),
         }),
     }
 }
@@ -359,6 +420,37 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
+    }
+
+    /// A 1x1 paletted PNG whose PLTE chunk is 4 bytes (not a multiple of 3): png 0.18.1 panics
+    /// on it ("range end index 3 out of range", transform/palette.rs). Built with Python's zlib:
+    /// IHDR(1, 1, depth 8, colour type 3), PLTE 01 02 03 04, IDAT zlib(00 00), IEND.
+    const PNG_PALETTE_OF_4_BYTES: [u8; 83] = [
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x03, 0x00, 0x00, 0x00, 0x28,
+        0xcb, 0x34, 0xbb, 0x00, 0x00, 0x00, 0x04, 0x50, 0x4c, 0x54, 0x45, 0x01, 0x02, 0x03, 0x04,
+        0x23, 0xdb, 0x8a, 0xab, 0x00, 0x00, 0x00, 0x0a, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63,
+        0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01, 0x48, 0xaf, 0xa4, 0x71, 0x00, 0x00, 0x00, 0x00,
+        0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+
+    #[test]
+    fn a_decoder_panic_is_an_error_with_its_message_and_prints_nothing() {
+        let err = decode_image_bytes(&PNG_PALETTE_OF_4_BYTES, 1 << 20).unwrap_err();
+        let CaptureError::DecoderPanicked { reason, .. } = &err else {
+            panic!("not a decoder panic: {err}");
+        };
+        assert!(
+            reason.contains("out of range") && reason.contains("palette.rs"),
+            "{reason}"
+        );
+        assert!(err.is_frame_error());
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+        // The flag is cleared: a panic outside a decoder still reaches the previous hook (here
+        // libtest's), and a good image after a bad one decodes.
+        assert!(!IN_DECODER.with(Cell::get));
+        let ok = encode(DynamicImage::new_rgb8(2, 2), ImageFormat::Png);
+        assert!(decode_image_bytes(&ok, 1 << 20).is_ok());
     }
 
     #[test]

@@ -5,17 +5,34 @@
 //! within a minute is not even read for the next minute (throttling).
 //!
 //! Requests, one JSON object per line, answered by one JSON line:
-//! `{"op":"status"}`, `{"op":"subjects"}`, `{"op":"reload_gallery","model_id":"…","dim":512}`, `{"op":"credential","kind":"pin|card|qr","value":"…"}`
+//! `{"op":"status"}`, `{"op":"subjects"}`, `{"op":"reload_gallery"}`, `{"op":"credential","kind":"pin|card|qr","value":"…"}`
 //! and `{"op":"override"}` (operators); `{"op":"withdraw","subject":"…"}`,
-//! `{"op":"delete","subject":"…","reason":"…"}`, `{"op":"audit_verify"}` (admins).
+//! `{"op":"delete","subject":"…","reason":"…"}`, `{"op":"audit_verify"}` (admins). The line
+//! format and its parsing are in [`crate::adminproto`].
+//!
+//! One peer must never stop the gate, so everything a peer can make the service hold is bounded:
+//! - a request line is at most [`MAX_LINE`] bytes, checked while it is read;
+//! - a fixed pool of [`WORKERS`] threads serves connections; at most [`QUEUED`] more wait, and
+//!   one uid has at most [`PER_UID`] connections served or waiting. Anything beyond is told
+//!   `busy` and closed at once, so idle connections cannot pile up descriptors;
+//! - a connection must send a complete request within [`REQUEST_TIME`] of the previous answer
+//!   (of connecting, for the first), or it is closed;
+//! - each uid may make [`RATE_BURST`] requests at once and [`RATE_PER_SEC`] a second after that;
+//! - `accept` failing for want of descriptors backs off instead of spinning.
+//!
+//! Every request is validated against the running gallery and policy before it touches
+//! anything: `reload_gallery` rebuilds the live gallery from the store for the running model
+//! only; a `model_id` or `dim` that is not the running model's is an error, never an allocation.
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -24,6 +41,21 @@ use facegate_policy::ConsentMethod;
 use facegate_store::{AuditEvent, AuditKind};
 use facegate_types::{Clock, SubjectId, SystemClock};
 use serde_json::{Value, json};
+
+use crate::adminproto::{CredentialKind, Line, MAX_LINE, Request, read_line};
+
+/// Threads serving admin connections.
+pub const WORKERS: usize = 4;
+/// Connections waiting for a worker, at most.
+pub const QUEUED: usize = 8;
+/// Connections of one uid, served or waiting, at most.
+pub const PER_UID: usize = 2;
+/// Time a connection has for each complete request line.
+pub const REQUEST_TIME: Duration = Duration::from_secs(3);
+/// Requests one uid may make at once.
+pub const RATE_BURST: f64 = 20.0;
+/// Requests one uid may make each second after the burst.
+pub const RATE_PER_SEC: f64 = 10.0;
 
 /// What a peer may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,7 +138,21 @@ pub fn role_of(uid: u32, gid: u32) -> Option<Role> {
     }
 }
 
-/// Binds the socket (mode 0660, a stale socket replaced) and serves it on its own thread.
+/// Whether a peer may subscribe to the events socket: root, the service's own uid, and members
+/// of `facegate-events` (the site connector's group), `facegate-operator` or `facegate-admin`.
+pub fn may_subscribe(uid: u32, gid: u32) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if uid == 0 || uid == unsafe { libc::geteuid() } {
+        return true;
+    }
+    let groups = groups_of(uid, gid);
+    ["facegate-events", "facegate-operator", "facegate-admin"]
+        .iter()
+        .any(|name| group_gid(name).is_some_and(|g| groups.contains(&g)))
+}
+
+/// Binds the socket (mode 0660, a stale socket replaced) and serves it: one accept thread and a
+/// fixed pool of [`WORKERS`] threads.
 pub fn serve(path: &Path, handle: EngineHandle) -> Result<PathBuf> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
@@ -123,35 +169,189 @@ pub fn serve(path: &Path, handle: EngineHandle) -> Result<PathBuf> {
         .with_context(|| format!("binding admin socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", path.display()))?;
+    let peers = Arc::new(Peers::default());
+    let (tx, rx) = sync_channel::<Conn>(QUEUED);
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..WORKERS {
+        let (rx, h, peers) = (Arc::clone(&rx), handle.clone(), Arc::clone(&peers));
+        std::thread::Builder::new()
+            .name(format!("admin-{i}"))
+            .spawn(move || worker(&rx, &h, &peers))?;
+    }
     let owned = path.to_path_buf();
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
-        let mut failures: HashMap<u32, Vec<Instant>> = HashMap::new();
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let Ok((uid, gid, pid)) = peer_credentials(&stream) else { continue };
-            let recent = failures.entry(uid).or_default();
-            recent.retain(|t| t.elapsed() < Duration::from_secs(60));
-            if recent.len() >= 3 {
-                tracing::warn!(uid, "admin socket: throttled");
-                continue;
-            }
-            match role_of(uid, gid) {
-                Some(role) => {
-                    let h = handle.clone();
-                    let _ = std::thread::Builder::new().name("admin-conn".into()).spawn(move || session(stream, role, uid, &h));
-                }
-                None => {
-                    recent.push(Instant::now());
-                    tracing::warn!(uid, pid, "admin socket: refused (not in facegate-admin or facegate-operator)");
-                    let ev = AuditEvent::new(AuditKind::AuthFailure, format!("uid:{uid}"), "refused").details(json!({ "interface": "admin_socket", "pid": pid }));
-                    let _ = handle.with_store(move |s| s.record(ev), Duration::from_secs(5));
-                    let mut s = stream;
-                    let _ = send(&mut s, &json!({ "ok": false, "error": "not authorised: join facegate-operator or facegate-admin" }));
-                }
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || accept_loop(&listener, &tx, &handle, &peers))?;
+    Ok(owned)
+}
+
+/// A connection handed to a worker; dropping it releases its uid's slot.
+struct Conn {
+    stream: UnixStream,
+    role: Role,
+    uid: u32,
+    peers: Arc<Peers>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.peers.release(self.uid);
+    }
+}
+
+/// What the service keeps per peer uid: open connections and a request token bucket.
+#[derive(Default)]
+struct Peers(Mutex<HashMap<u32, PeerState>>);
+
+struct PeerState {
+    connections: usize,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Peers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, PeerState>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn state(map: &mut HashMap<u32, PeerState>, uid: u32) -> &mut PeerState {
+        map.entry(uid).or_insert_with(|| PeerState {
+            connections: 0,
+            tokens: RATE_BURST,
+            refilled: Instant::now(),
+        })
+    }
+
+    /// Takes a connection slot for `uid`, or says why not.
+    fn admit(&self, uid: u32) -> Result<(), &'static str> {
+        let mut map = self.lock();
+        let total: usize = map.values().map(|p| p.connections).sum();
+        if total >= WORKERS + QUEUED {
+            return Err("busy: too many admin connections, try again");
+        }
+        let p = Self::state(&mut map, uid);
+        if p.connections >= PER_UID {
+            return Err("busy: too many admin connections from this uid, try again");
+        }
+        p.connections += 1;
+        Ok(())
+    }
+
+    fn release(&self, uid: u32) {
+        let mut map = self.lock();
+        if let Some(p) = map.get_mut(&uid) {
+            p.connections = p.connections.saturating_sub(1);
+            // Forget idle peers whose bucket is full again, so the map stays small.
+            let full = p.tokens + p.refilled.elapsed().as_secs_f64() * RATE_PER_SEC >= RATE_BURST;
+            if p.connections == 0 && full {
+                map.remove(&uid);
             }
         }
-    })?;
-    Ok(owned)
+    }
+
+    /// Takes one request token of `uid`; `false` when its rate is exceeded.
+    fn take_token(&self, uid: u32) -> bool {
+        let mut map = self.lock();
+        let p = Self::state(&mut map, uid);
+        let now = Instant::now();
+        let refill = now.duration_since(p.refilled).as_secs_f64() * RATE_PER_SEC;
+        p.tokens = (p.tokens + refill).min(RATE_BURST);
+        p.refilled = now;
+        if p.tokens >= 1.0 {
+            p.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn accept_loop(
+    listener: &UnixListener,
+    tx: &SyncSender<Conn>,
+    handle: &EngineHandle,
+    peers: &Arc<Peers>,
+) {
+    let mut failures: HashMap<u32, Vec<Instant>> = HashMap::new();
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or memory: the pending connection stays in
+                // the backlog; wait instead of spinning on it, and say so at most once a minute.
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, "admin socket: accept failed; backing off");
+                    last_warning = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let Ok((uid, gid, pid)) = peer_credentials(&stream) else {
+            continue;
+        };
+        failures.retain(|_, v| {
+            v.retain(|t| t.elapsed() < Duration::from_secs(60));
+            !v.is_empty()
+        });
+        let recent = failures.entry(uid).or_default();
+        if recent.len() >= 3 {
+            tracing::warn!(uid, "admin socket: throttled");
+            continue;
+        }
+        let Some(role) = role_of(uid, gid) else {
+            recent.push(Instant::now());
+            tracing::warn!(
+                uid,
+                pid,
+                "admin socket: refused (not in facegate-admin or facegate-operator)"
+            );
+            let ev = AuditEvent::new(AuditKind::AuthFailure, format!("uid:{uid}"), "refused")
+                .details(json!({ "interface": "admin_socket", "pid": pid }));
+            let _ = handle.with_store(move |s| s.record(ev), Duration::from_secs(5));
+            let mut s = stream;
+            let _ = send(
+                &mut s,
+                &json!({ "ok": false, "error": "not authorised: join facegate-operator or facegate-admin" }),
+            );
+            continue;
+        };
+        let mut stream = stream;
+        if let Err(why) = peers.admit(uid) {
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = send(&mut stream, &json!({ "ok": false, "error": why }));
+            continue;
+        }
+        let conn = Conn {
+            stream,
+            role,
+            uid,
+            peers: Arc::clone(peers),
+        };
+        if let Err(TrySendError::Full(mut c) | TrySendError::Disconnected(mut c)) =
+            tx.try_send(conn)
+        {
+            let _ = c.stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = send(
+                &mut c.stream,
+                &json!({ "ok": false, "error": "busy: too many admin connections, try again" }),
+            );
+        }
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<Conn>>, handle: &EngineHandle, peers: &Peers) {
+    loop {
+        let next = rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        let Ok(conn) = next else { return };
+        session(conn, handle, peers);
+    }
 }
 
 /// Writes one JSON line in a single `write_all`, so a reader never sees half an answer.
@@ -161,92 +361,121 @@ fn send(out: &mut UnixStream, v: &Value) -> std::io::Result<()> {
     out.write_all(line.as_bytes())
 }
 
-fn session(stream: UnixStream, role: Role, uid: u32, handle: &EngineHandle) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut out) = stream.try_clone() else {
+fn session(conn: Conn, handle: &EngineHandle, peers: &Peers) {
+    let Ok(mut out) = conn.stream.try_clone() else {
         return;
     };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { break };
-        if line.len() > 4096 {
-            let _ = send(
-                &mut out,
-                &json!({ "ok": false, "error": "request too long" }),
-            );
-            break;
-        }
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(req) => answer(&req, role, uid, handle)
-                .unwrap_or_else(|e| json!({ "ok": false, "error": format!("{e:#}") })),
-            Err(e) => json!({ "ok": false, "error": format!("not JSON: {e}") }),
+    // A peer that stops reading cannot hold the worker either.
+    let _ = out.set_write_timeout(Some(REQUEST_TIME));
+    let Ok(read_side) = conn.stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::with_capacity(MAX_LINE, read_side);
+    loop {
+        let deadline = Instant::now() + REQUEST_TIME;
+        let sock = &conn.stream;
+        let mut before_read = || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            sock.set_read_timeout(Some(left))
+        };
+        let line = match read_line(&mut reader, MAX_LINE, &mut before_read) {
+            Ok(Line::Complete(line)) => line,
+            Ok(Line::Closed) | Err(_) => return,
+            Ok(Line::TooLong) => {
+                let _ = send(
+                    &mut out,
+                    &json!({ "ok": false, "error": format!("request too long (more than {MAX_LINE} bytes)") }),
+                );
+                return;
+            }
+        };
+        let reply = if !peers.take_token(conn.uid) {
+            json!({ "ok": false, "error": format!("rate limited: at most {RATE_PER_SEC} requests a second per uid") })
+        } else {
+            match Request::parse(&line) {
+                Ok(req) => answer(&req, conn.role, conn.uid, handle)
+                    .unwrap_or_else(|e| json!({ "ok": false, "error": format!("{e:#}") })),
+                Err(e) => json!({ "ok": false, "error": e }),
+            }
         };
         if send(&mut out, &reply).is_err() {
-            break;
+            return;
         }
     }
 }
 
 const STORE_WAIT: Duration = Duration::from_secs(10);
 
-fn answer(req: &Value, role: Role, uid: u32, handle: &EngineHandle) -> Result<Value> {
-    let op = req["op"].as_str().unwrap_or_default();
+fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<Value> {
+    let op = req.op();
     let operator = format!("uid:{uid}");
-    let need_admin = matches!(op, "withdraw" | "delete" | "audit_verify");
-    if need_admin && role < Role::Admin {
+    if req.needs_admin() && role < Role::Admin {
         let ev = AuditEvent::new(AuditKind::AuthFailure, operator, "refused")
             .details(json!({ "interface": "admin_socket", "op": op }));
         let _ = handle.with_store(move |s| s.record(ev), STORE_WAIT);
         bail!("{op} needs the admin role (group facegate-admin)");
     }
-    let subject = || -> Result<SubjectId> {
-        Ok(SubjectId::new(
-            req["subject"].as_str().unwrap_or_default().to_string(),
-        )?)
-    };
-    Ok(match op {
-        "status" => {
+    Ok(match req.clone() {
+        Request::Status {} => {
             let c = handle.with_store(
                 |s| {
+                    let g = s.gallery().map(|g| (g.model_id().to_string(), g.len()));
                     s.counts()
-                        .map(|c| (c.subjects_with_templates, c.templates, c.live_consents))
+                        .map(|c| (c.subjects_with_templates, c.templates, c.live_consents, g))
                 },
                 STORE_WAIT,
             )??;
-            json!({ "ok": true, "subjects": c.0, "templates": c.1, "live_consents": c.2 })
+            let (model, in_gallery) = c.3.unzip();
+            json!({ "ok": true, "subjects": c.0, "templates": c.1, "live_consents": c.2,
+                    "gallery_model": model, "gallery_templates": in_gallery })
         }
-        "subjects" => {
+        Request::Subjects {} => {
             let list = handle.with_store(|s| s.list_subjects(), STORE_WAIT)??;
             let v: Vec<Value> = list.iter().map(|s| json!({ "subject": s.subject, "templates": s.templates, "consent_expires_at": s.consent_expires_at, "withdrawn_at": s.withdrawn_at })).collect();
             json!({ "ok": true, "subjects": v })
         }
-        "credential" => {
-            let value = req["value"].as_str().unwrap_or_default().to_string();
-            let c = match req["kind"].as_str() {
-                Some("pin") => Credential::Pin(value),
-                Some("card") => Credential::Card(value),
-                Some("qr") => Credential::Qr(value),
-                _ => bail!("kind must be pin, card or qr"),
+        Request::Credential { kind, value } => {
+            let c = match kind {
+                CredentialKind::Pin => Credential::Pin(value),
+                CredentialKind::Card => Credential::Card(value),
+                CredentialKind::Qr => Credential::Qr(value),
             };
             handle.submit(c)?;
             json!({ "ok": true, "queued": true })
         }
-        "reload_gallery" => {
-            let (model, dim) = (
-                req["model_id"].as_str().unwrap_or_default().to_string(),
-                req["dim"].as_u64().unwrap_or(512) as usize,
-            );
-            let n = handle.with_store(
-                move |s| s.load_gallery(&model, dim).map(|l| l.loaded),
+        Request::ReloadGallery { model_id, dim } => {
+            let r = handle.with_store(
+                move |s| -> Result<(usize, usize)> {
+                    // Checked against the live gallery before anything is built: the request
+                    // can only ask for the running model's gallery to be read again.
+                    let Some(g) = s.gallery() else {
+                        bail!("no gallery is loaded; restart the service");
+                    };
+                    let (model, live_dim) = (g.model_id().to_string(), g.dim());
+                    if let Some(m) = model_id.filter(|m| *m != model) {
+                        bail!(
+                            "model_id {m:?} is not the running model {model:?}: a reload rebuilds the live gallery from the store and cannot replace it"
+                        );
+                    }
+                    if let Some(d) = dim.filter(|&d| u64::try_from(live_dim).ok() != Some(d)) {
+                        bail!("dim {d} is not the running model's {live_dim}");
+                    }
+                    let load = s.load_gallery(&model, live_dim)?;
+                    Ok((load.loaded, load.failures.len()))
+                },
                 STORE_WAIT,
             )??;
-            json!({ "ok": true, "loaded": n })
+            json!({ "ok": true, "loaded": r.0, "failed": r.1 })
         }
-        "override" => {
+        Request::Override {} => {
             handle.submit(Credential::OperatorOverride { operator })?;
             json!({ "ok": true, "queued": true })
         }
-        "withdraw" => {
-            let id = subject()?;
+        Request::Withdraw { subject } => {
+            let id = SubjectId::new(subject)?;
             let r = handle.with_store(
                 move |s| -> Result<usize> {
                     let live = s
@@ -263,23 +492,19 @@ fn answer(req: &Value, role: Role, uid: u32, handle: &EngineHandle) -> Result<Va
             )??;
             json!({ "ok": true, "templates_deleted": r })
         }
-        "delete" => {
-            let id = subject()?;
-            let reason = req["reason"]
-                .as_str()
-                .unwrap_or("operator request")
-                .to_string();
+        Request::Delete { subject, reason } => {
+            let id = SubjectId::new(subject)?;
+            let reason = reason.unwrap_or_else(|| "operator request".to_string());
             let r = handle.with_store(
                 move |s| s.delete_subject(&id, &operator, &reason),
                 STORE_WAIT,
             )??;
             json!({ "ok": true, "templates_deleted": r.templates_deleted })
         }
-        "audit_verify" => {
+        Request::AuditVerify {} => {
             let v = handle.with_store(|s| s.verify_audit(), STORE_WAIT)??;
             json!({ "ok": true, "records": v.records, "intact": v.first_break.is_none(), "first_break": v.first_break.map(|b| b.to_string()) })
         }
-        other => bail!("unknown op {other:?}"),
     })
 }
 
@@ -290,9 +515,14 @@ pub fn request(path: &Path, req: &Value) -> Result<Option<Value>> {
     };
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     send(&mut stream, req)?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let v: Value = serde_json::from_str(&line).context("the service's answer")?;
+    // The service's answers are trusted but still bounded (a subject list of 100,000 people
+    // is about 10 MB).
+    let line = match read_line(&mut BufReader::new(&stream), 64 << 20, &mut || Ok(()))? {
+        Line::Complete(line) => line,
+        Line::Closed => bail!("the service closed the admin connection without an answer"),
+        Line::TooLong => bail!("the service's answer is longer than 64 MiB"),
+    };
+    let v: Value = serde_json::from_slice(&line).context("the service's answer")?;
     if v["ok"] != true {
         bail!(
             "the service refused: {}",

@@ -16,6 +16,9 @@ use serde::Deserialize;
 /// `/etc/facegate/facegate.toml` does not exist.
 pub const DEFAULT_TOML: &str = include_str!("../../../configs/facegate.toml");
 
+/// The highest GPIO line offset accepted (chips have at most a few hundred lines).
+const MAX_GPIO_LINE: u32 = 1023;
+
 /// Where an installed terminal keeps its configuration.
 pub const SYSTEM_CONFIG: &str = "/etc/facegate/facegate.toml";
 
@@ -222,8 +225,12 @@ impl Config {
             Some(p) => resolve(p),
             None => find_manifest()?,
         };
-        if raw.capture.max_pixels < 64 * 64 {
-            bail!("config {source}: capture.max_pixels must be at least 4096");
+        if !(64 * 64..=facegate_capture::MAX_MAX_PIXELS).contains(&raw.capture.max_pixels) {
+            bail!(
+                "config {source}: capture.max_pixels = {} must lie in 4096..={} (the decoder's allocation limit follows it)",
+                raw.capture.max_pixels,
+                facegate_capture::MAX_MAX_PIXELS
+            );
         }
         if let Some(t) = raw.vision.detector_threshold
             && !(0.05..1.0).contains(&t)
@@ -241,6 +248,14 @@ impl Config {
             quality: raw.vision.quality,
             detector_threshold: raw.vision.detector_threshold,
         };
+        vision
+            .runtime
+            .validate()
+            .with_context(|| format!("config {source}"))?;
+        vision
+            .quality
+            .validate()
+            .with_context(|| format!("config {source}"))?;
         if raw
             .store
             .key_credential
@@ -264,7 +279,13 @@ impl Config {
             bail!("config {source}: gate.pulse_ms must lie in 1..=30000");
         }
         if !(0.0..1.0).contains(&raw.service.liveness_threshold) {
-            bail!("config {source}: service.liveness_threshold must lie in [0, 1)");
+            bail!(
+                "config {source}: service.liveness_threshold = {} must lie in [0, 1)",
+                raw.service.liveness_threshold
+            );
+        }
+        if raw.gate.gpio_line > MAX_GPIO_LINE {
+            bail!("config {source}: gate.gpio_line must lie in 0..={MAX_GPIO_LINE}");
         }
         if !["alone", "with_face"].contains(&raw.service.credential_mode.as_str()) {
             bail!("config {source}: service.credential_mode must be alone or with_face");
@@ -384,6 +405,105 @@ mod tests {
         let c = Config::parse(DEFAULT_TOML, "<built-in>", None).unwrap();
         assert!(c.vision.liveness);
         assert!(c.policy.matching().fmr().is_some());
+    }
+
+    /// Every numeric value that decides security is bounded, and the error names its key.
+    #[test]
+    fn numeric_values_out_of_bounds_are_refused_naming_the_key() {
+        let cases: [(&str, &str, &str); 14] = [
+            (
+                "[runtime]",
+                "intra_threads = 100000",
+                "runtime.intra_threads",
+            ),
+            (
+                "[capture]",
+                "max_pixels = 18446744073709551615",
+                "capture.max_pixels",
+            ),
+            ("[capture]", "max_pixels = 100", "capture.max_pixels"),
+            (
+                "[vision.quality]",
+                "min_sharpness = nan",
+                "vision.quality.min_sharpness",
+            ),
+            (
+                "[vision.quality]",
+                "min_face_px = -1.0",
+                "vision.quality.min_face_px",
+            ),
+            (
+                "[vision.quality]",
+                "max_clipped = inf",
+                "vision.quality.max_clipped",
+            ),
+            (
+                "[vision.quality]",
+                "max_yaw_deg = 0.0",
+                "vision.quality.max_yaw_deg",
+            ),
+            (
+                "[vision.quality]",
+                "min_brightness = 230.0\nmax_brightness = 40.0",
+                "vision.quality.min_brightness",
+            ),
+            (
+                "[vision]",
+                "detector_threshold = nan",
+                "vision.detector_threshold",
+            ),
+            (
+                "[service]",
+                "liveness_threshold = nan",
+                "service.liveness_threshold",
+            ),
+            (
+                "[service]",
+                "liveness_threshold = -0.5",
+                "service.liveness_threshold",
+            ),
+            ("[gate]", "pulse_ms = 0", "gate.pulse_ms"),
+            ("[gate]", "gpio_line = 4000000000", "gate.gpio_line"),
+            ("[matching]", "margin = nan", "margin"),
+        ];
+        for (section, line, key) in cases {
+            let text = with_setting(section, line);
+            let err = format!("{:#}", Config::parse(&text, "t", None).unwrap_err());
+            assert!(err.contains(key), "{section} {line}: {err}");
+        }
+    }
+
+    /// The default config with `line` added under `section` (replacing keys it sets).
+    fn with_setting(section: &str, line: &str) -> String {
+        let keys: Vec<&str> = line
+            .lines()
+            .filter_map(|l| l.split('=').next())
+            .map(str::trim)
+            .collect();
+        let mut out = String::new();
+        let mut current = String::new();
+        let mut added = false;
+        for l in DEFAULT_TOML.lines() {
+            let t = l.trim();
+            if t.starts_with('[') {
+                current = t.to_string();
+            }
+            let key = t.split('=').next().unwrap_or("").trim();
+            if current == section && !t.starts_with('#') && keys.contains(&key) {
+                continue;
+            }
+            out.push_str(l);
+            out.push('\n');
+            if t == section {
+                out.push_str(line);
+                out.push('\n');
+                added = true;
+            }
+        }
+        if !added {
+            out.push_str(&format!("{section}\n{line}\n"));
+        }
+        out
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `facegate`: the gate service and its command line. This file is the table of contents:
 //! parse arguments, install the log subscriber, run one command, map errors to exit codes.
 
+mod adminproto;
 mod adminsock;
 mod cli;
 mod cmd;
@@ -18,6 +19,19 @@ fn main() -> ExitCode {
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // ONNX Runtime writes telemetry files under ~/.cache unless this is set before it loads;
+    // set here, while the process has one thread.
+    // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
+    unsafe {
+        std::env::set_var(facegate_vision::DISABLE_TELEMETRY_VAR, "1");
+    }
+    // Before anything else opens a descriptor: refuse an inherited network socket (the seccomp
+    // filter only stops new ones) and close every other inherited descriptor above stderr, so
+    // neither this process nor a gate command it starts can use one (Art. 8).
+    if let Err(e) = facegate_policy::egress::close_inherited() {
+        eprintln!("facegate: error: {e}");
+        return ExitCode::from(2);
     }
     let cli = Cli::parse();
     output::init_tracing(cli.verbose, cli.log_json);

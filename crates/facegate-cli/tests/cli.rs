@@ -489,3 +489,172 @@ fn validate_for_the_service_checks_source_gate_and_key() {
     assert_eq!(code, Some(2));
     assert!(err.contains("master key file"), "{err}");
 }
+
+#[test]
+fn gallery_bench_refuses_an_impossible_size_before_allocating() {
+    for (flag, value) in [("--size", "1000000000000"), ("--dim", "100000000")] {
+        let out = facegate(&["bench", "gallery", flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("must lie in"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    }
+}
+
+/// ONNX Runtime writes nothing under the home directory (it wrote a device id and an event
+/// database under ~/.cache with telemetry "off"): the binary switches it off at the source.
+#[test]
+fn onnx_runtime_leaves_the_home_directory_untouched() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["validate"][..],
+        &["detect", "models/samples/astronaut.png"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env_remove("FACEGATE_CONFIG")
+            .env_remove("ORT_DISABLE_TELEMETRY")
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let written: Vec<_> = walk(home.path());
+    assert!(written.is_empty(), "written under HOME: {written:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// A models folder beside a copy of the manifest changed by `edit`, and a config that uses it.
+fn site_with_manifest(edit: impl Fn(&str) -> String, runtime_line: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    for sub in ["weights", "runtime", "samples"] {
+        std::os::unix::fs::symlink(workspace().join("models").join(sub), models.join(sub)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(workspace().join("models/manifest.toml")).unwrap();
+    std::fs::write(models.join("manifest.toml"), edit(&manifest)).unwrap();
+    let config = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
+    let config = config.replacen(
+        "[models]",
+        "[models]\nmanifest = \"models/manifest.toml\"",
+        1,
+    );
+    let config = config.replacen("[runtime]", &format!("[runtime]\n{runtime_line}"), 1);
+    std::fs::write(dir.path().join("facegate.toml"), config).unwrap();
+    dir
+}
+
+fn validate_in(dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["validate", "--config"])
+        .arg(dir.join("facegate.toml"))
+        .current_dir(workspace())
+        .env_remove("FACEGATE_CONFIG")
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn implausible_calibration_and_unverified_runtime_libraries_are_refused() {
+    // The control: an unchanged copy validates, so the failures below are the edits' doing.
+    let same = site_with_manifest(str::to_string, "");
+    let out = validate_in(same.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A manifest cosine of -0.9 would identify strangers.
+    let negative = site_with_manifest(|m| m.replace("cosine = 0.4108", "cosine = -0.9"), "");
+    let err = String::from_utf8_lossy(&validate_in(negative.path()).stderr).into_owned();
+    assert!(err.contains("-0.9") && err.contains("(0, 1)"), "{err}");
+    // A threshold that falls as the false-match rate falls is not a calibration.
+    let inverted = site_with_manifest(|m| m.replace("cosine = 0.4108", "cosine = 0.30"), "");
+    let err = String::from_utf8_lossy(&validate_in(inverted.path()).stderr).into_owned();
+    assert!(err.contains("must rise"), "{err}");
+
+    // An explicit library path that does not exist: an error, no fallback.
+    let missing = site_with_manifest(
+        str::to_string,
+        "onnxruntime = \"/nonexistent/libonnxruntime.so\"",
+    );
+    let out = validate_in(missing.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("/nonexistent/libonnxruntime.so") && err.contains("not a file"),
+        "{err}"
+    );
+    // A library whose hash is not the manifest's.
+    let wrong = site_with_manifest(
+        |m| {
+            m.replacen(
+                "sha256 = \"fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3\"",
+                "sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"",
+                1,
+            )
+        },
+        "",
+    );
+    let out = validate_in(wrong.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("ONNX Runtime library") && err.contains("sha256 mismatch"),
+        "{err}"
+    );
+}
+
+/// A 1x1 paletted PNG whose PLTE chunk is 4 bytes (not a multiple of 3): png 0.18.1 panics
+/// on it ("range end index 3 out of range", transform/palette.rs). Built with Python's zlib:
+/// IHDR(1, 1, depth 8, colour type 3), PLTE 01 02 03 04, IDAT zlib(00 00), IEND.
+const PNG_PALETTE_OF_4_BYTES: [u8; 83] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x03, 0x00, 0x00, 0x00, 0x28, 0xcb, 0x34,
+    0xbb, 0x00, 0x00, 0x00, 0x04, 0x50, 0x4c, 0x54, 0x45, 0x01, 0x02, 0x03, 0x04, 0x23, 0xdb, 0x8a,
+    0xab, 0x00, 0x00, 0x00, 0x0a, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x01, 0x48, 0xaf, 0xa4, 0x71, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae,
+    0x42, 0x60, 0x82,
+];
+
+/// A decoder panic (png 0.18.1 on a 4-byte palette) is one line on stderr, no backtrace.
+#[test]
+fn a_decoder_panic_is_reported_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("palette.png");
+    std::fs::write(&bad, PNG_PALETTE_OF_4_BYTES).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["detect", bad.to_str().unwrap()])
+        .current_dir(workspace())
+        .env_remove("FACEGATE_CONFIG")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 1: no usable image; never 101 (panic) or 134 (abort).
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("decoder panicked"), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+}

@@ -69,4 +69,7 @@ pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;
 pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
-pub use sink::{EventSink, JsonLinesSink, MemorySink, SocketBroadcaster};
+pub use sink::{
+    ACCEPTS_PER_EVENT, EventSink, JsonLinesSink, MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_UID,
+    MemorySink, PeerCheck, SocketBroadcaster,
+};

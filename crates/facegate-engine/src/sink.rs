@@ -86,17 +86,69 @@ impl EventSink for MemorySink {
     }
 }
 
+/// Decides whether a peer (uid, gid as the kernel reported them at `connect`) may subscribe.
+pub type PeerCheck = Box<dyn Fn(u32, u32) -> bool + Send>;
+
+/// Subscribers at most; later ones are closed at once until one leaves.
+pub const MAX_SUBSCRIBERS: usize = 16;
+/// Subscribers of one uid at most.
+pub const MAX_SUBSCRIBERS_PER_UID: usize = 4;
+/// Connections accepted per event at most, so a flood of connections costs the gate loop a
+/// bounded amount of work per event; the rest wait in the kernel's backlog.
+pub const ACCEPTS_PER_EVENT: usize = 8;
+
 /// Broadcasts JSON lines to every client connected to a Unix socket.
 ///
-/// New subscribers are accepted (non-blocking) at each event. Each write is non-blocking: a
-/// subscriber whose socket buffer is full (it is not reading) or that hung up is dropped, so a
-/// slow subscriber never holds up the gate.
-#[derive(Debug)]
+/// New subscribers are accepted (non-blocking, at most [`ACCEPTS_PER_EVENT`]) at each event, and
+/// only when the peer check passes: by default root and the service's own uid; the binary adds
+/// its groups with [`SocketBroadcaster::with_peer_check`]. At most [`MAX_SUBSCRIBERS`] (and
+/// [`MAX_SUBSCRIBERS_PER_UID`] per uid) are kept. The service never reads from a subscriber:
+/// the read side is shut down at accept, so whatever a peer sends costs the process nothing.
+/// Each write is non-blocking: a subscriber whose socket buffer is full (it is not reading) or
+/// that hung up is dropped, so a slow subscriber never holds up the gate.
 pub struct SocketBroadcaster {
     path: PathBuf,
     listener: UnixListener,
-    clients: Vec<UnixStream>,
+    clients: Vec<(UnixStream, u32)>,
     dropped: u64,
+    refused: u64,
+    check: PeerCheck,
+}
+
+impl std::fmt::Debug for SocketBroadcaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketBroadcaster")
+            .field("path", &self.path)
+            .field("subscribers", &self.clients.len())
+            .field("dropped", &self.dropped)
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The peer's uid and gid (SO_PEERCRED).
+fn peer_uid_gid(stream: &UnixStream) -> io::Result<(u32, u32)> {
+    use std::os::unix::io::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given; the fd is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.uid, cred.gid))
 }
 
 impl SocketBroadcaster {
@@ -120,12 +172,23 @@ impl SocketBroadcaster {
         let listener = UnixListener::bind(path).map_err(err)?;
         listener.set_nonblocking(true).map_err(err)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+        // SAFETY: geteuid has no preconditions.
+        let own = unsafe { libc::geteuid() };
         Ok(Self {
             path: path.to_path_buf(),
             listener,
             clients: Vec::new(),
             dropped: 0,
+            refused: 0,
+            check: Box::new(move |uid, _| uid == 0 || uid == own),
         })
+    }
+
+    /// Replaces the peer check (root and the service's own uid by default).
+    #[must_use]
+    pub fn with_peer_check(mut self, check: PeerCheck) -> Self {
+        self.check = check;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -142,21 +205,52 @@ impl SocketBroadcaster {
         self.dropped
     }
 
-    /// Accepts every pending connection.
+    /// Connections refused so far (peer check, or too many subscribers).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Accepts up to [`ACCEPTS_PER_EVENT`] pending connections, keeping those that pass the
+    /// peer check and the bounds.
     pub fn accept_pending(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if stream.set_nonblocking(true).is_ok() {
-                        tracing::debug!(subscribers = self.clients.len() + 1, "event subscriber");
-                        self.clients.push(stream);
-                    }
-                }
+        for _ in 0..ACCEPTS_PER_EVENT {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
+                    // Out of descriptors included: the connection waits in the backlog.
                     tracing::warn!(error = %e, "event socket accept failed");
                     break;
                 }
+            };
+            let Ok((uid, gid)) = peer_uid_gid(&stream) else {
+                self.refused += 1;
+                continue;
+            };
+            let of_uid = self.clients.iter().filter(|(_, u)| *u == uid).count();
+            if !(self.check)(uid, gid) {
+                self.refused += 1;
+                tracing::warn!(uid, "event socket: subscriber refused (not authorised)");
+                continue;
+            }
+            if self.clients.len() >= MAX_SUBSCRIBERS || of_uid >= MAX_SUBSCRIBERS_PER_UID {
+                self.refused += 1;
+                tracing::warn!(
+                    uid,
+                    subscribers = self.clients.len(),
+                    "event socket: too many subscribers"
+                );
+                continue;
+            }
+            if stream.set_nonblocking(true).is_ok()
+                && stream.shutdown(std::net::Shutdown::Read).is_ok()
+            {
+                tracing::debug!(
+                    subscribers = self.clients.len() + 1,
+                    uid,
+                    "event subscriber"
+                );
+                self.clients.push((stream, uid));
             }
         }
     }
@@ -166,7 +260,7 @@ impl SocketBroadcaster {
         self.accept_pending();
         let before = self.clients.len();
         self.clients
-            .retain_mut(|c| matches!(c.write(line), Ok(n) if n == line.len()));
+            .retain_mut(|(c, _)| matches!(c.write(line), Ok(n) if n == line.len()));
         let gone = before - self.clients.len();
         if gone > 0 {
             self.dropped += gone as u64;
@@ -274,6 +368,52 @@ mod tests {
         drop(b); // closes the reader's connection and removes the socket file
         assert!(reader_thread.join().unwrap() > 0);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn refused_peers_and_subscribers_beyond_the_bounds_get_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.sock");
+        // A check that refuses everybody: nobody is kept, every connection counted as refused.
+        let mut b = SocketBroadcaster::bind(&path)
+            .unwrap()
+            .with_peer_check(Box::new(|_, _| false));
+        let refused = UnixStream::connect(&path).unwrap();
+        b.emit(&event(1)).unwrap();
+        assert_eq!((b.subscribers(), b.refused()), (0, 1));
+        refused
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = String::new();
+        assert_eq!(
+            BufReader::new(&refused).read_line(&mut buf).unwrap(),
+            0,
+            "closed, no event"
+        );
+
+        // The default check admits this process's own uid, up to the per-uid bound; each event
+        // accepts a bounded number of connections.
+        let mut b = SocketBroadcaster::bind(&path).unwrap();
+        let clients: Vec<UnixStream> = (0..ACCEPTS_PER_EVENT + 3)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        b.accept_pending();
+        assert_eq!(b.subscribers(), MAX_SUBSCRIBERS_PER_UID);
+        assert_eq!(
+            b.refused(),
+            (ACCEPTS_PER_EVENT - MAX_SUBSCRIBERS_PER_UID) as u64
+        );
+        b.accept_pending();
+        assert_eq!(
+            b.refused(),
+            (ACCEPTS_PER_EVENT + 3 - MAX_SUBSCRIBERS_PER_UID) as u64
+        );
+        // What a subscriber writes is never read: the read side is shut down.
+        let mut c = clients[0].try_clone().unwrap();
+        assert!(
+            c.write_all(b"hello").is_err(),
+            "writes to the service must fail"
+        );
     }
 
     #[test]

@@ -179,4 +179,11 @@ pub enum PolicyError {
          filter (Art. 8 of the Measures)"
     )]
     EgressInstall { stage: &'static str, reason: String },
+
+    /// An inherited descriptor the process refuses to run with (or cannot inspect).
+    #[error(
+        "inherited file descriptor {fd}: {reason}; facegate refuses to run with a network \
+         connection it did not make (Art. 8 of the Measures): start it without passing sockets"
+    )]
+    EgressInherited { fd: i32, reason: String },
 }

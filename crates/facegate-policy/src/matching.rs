@@ -25,9 +25,27 @@ pub fn resolve_threshold(
                 reason: format!("false-match rate {fmr} is not in (0, 1)"),
             });
         }
-        if !(cosine.is_finite() && (-1.0..=1.0).contains(&cosine)) {
+        // A threshold at or below 0 accepts faces that merely point the same way as a stranger's
+        // (a cosine of -0.9 identifies everybody); at or above 1 nobody. Neither is a
+        // calibration.
+        if !(cosine.is_finite() && cosine > 0.0 && cosine < 1.0) {
             return Err(PolicyError::InvalidCalibration {
-                reason: format!("cosine threshold {cosine} for fmr {fmr:e} is not in [-1, 1]"),
+                reason: format!("cosine threshold {cosine} for fmr {fmr:e} is not in (0, 1)"),
+            });
+        }
+    }
+    // A stricter operating point (a lower false-match rate) needs a higher threshold: a table in
+    // which the threshold does not rise as the rate falls was not measured on one model.
+    let mut by_rate: Vec<(f64, f32)> = calibration.to_vec();
+    by_rate.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for pair in by_rate.windows(2) {
+        let ((loose_fmr, loose), (strict_fmr, strict)) = (pair[0], pair[1]);
+        if strict <= loose {
+            return Err(PolicyError::InvalidCalibration {
+                reason: format!(
+                    "the threshold must rise as the false-match rate falls, but fmr {strict_fmr:e} \
+                     has cosine {strict} and fmr {loose_fmr:e} has {loose}"
+                ),
             });
         }
     }
@@ -184,12 +202,31 @@ mod tests {
     }
 
     #[test]
+    fn a_table_whose_threshold_does_not_rise_as_the_rate_falls_is_refused() {
+        for table in [[(1e-3, 0.40), (1e-4, 0.30)], [(1e-3, 0.35), (1e-4, 0.35)]] {
+            let err = resolve_threshold(&table, &policy(Some(1e-4), None)).unwrap_err();
+            assert!(err.to_string().contains("must rise"), "{err}");
+        }
+        // Listed in any order, a plausible table is fine.
+        assert_eq!(
+            resolve_threshold(
+                &[(1e-4, 0.41), (1e-2, 0.24), (1e-3, 0.33)],
+                &policy(Some(1e-4), None)
+            )
+            .unwrap(),
+            0.41
+        );
+    }
+
+    #[test]
     fn malformed_calibration_is_refused() {
         for table in [
             [(0.0, 0.3)],
             [(1e-4, f32::NAN)],
             [(f64::NAN, 0.3)],
             [(1e-4, 1.5)],
+            [(1e-4, -0.9)],
+            [(1e-4, 0.0)],
         ] {
             assert!(matches!(
                 resolve_threshold(&table, &policy(Some(1e-4), None)).unwrap_err(),

@@ -293,6 +293,193 @@ fn io_uring_setup() -> String {
     io_outcome::<()>(Err(std::io::Error::last_os_error()))
 }
 
+/// A raw syscall result as a report: "ok" for a non-negative return, the errno otherwise.
+fn syscall_outcome(rc: i64) -> String {
+    if rc >= 0 {
+        return "ok".into();
+    }
+    io_outcome::<()>(Err(std::io::Error::last_os_error()))
+}
+
+/// Descriptors and processes made before the guard, used after it.
+struct PreGuard {
+    /// An io_uring made before the guard (-1 when this kernel or sandbox refuses io_uring).
+    ring: i32,
+    /// A pidfd of this process.
+    pidfd: i32,
+    /// An unconnected IPv4 socket, to be passed over a Unix socket with SCM_RIGHTS.
+    inet: i32,
+    /// Both ends of a Unix stream pair.
+    pair: (UnixStream, UnixStream),
+    /// A sleeping child to ptrace.
+    sleeper: std::process::Child,
+}
+
+fn pre_guard() -> PreGuard {
+    let mut params = [0u8; 120];
+    // SAFETY: as in `io_uring_setup`; the fd is kept and closed by the process's exit.
+    let ring = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    // SAFETY: pidfd_open takes plain integers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    // SAFETY: plain integer syscall.
+    let inet = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(pidfd >= 0 && inet >= 0, "pre-guard setup failed");
+    PreGuard {
+        ring: i32::try_from(ring).unwrap_or(-1),
+        pidfd: i32::try_from(pidfd).unwrap(),
+        inet,
+        pair: UnixStream::pair().unwrap(),
+        sleeper: Command::new("sleep").arg("30").spawn().unwrap(),
+    }
+}
+
+fn io_uring_enter(ring: i32) -> String {
+    // SAFETY: no sqes are submitted and no sigset is passed; the kernel only reads the fd.
+    syscall_outcome(unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            ring,
+            0u32,
+            0u32,
+            0u32,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+        )
+    })
+}
+
+fn io_uring_register(ring: i32) -> String {
+    // IORING_UNREGISTER_BUFFERS (1) with no argument: harmless on a ring without buffers.
+    // SAFETY: no pointer is passed.
+    syscall_outcome(unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring,
+            1u32,
+            std::ptr::null::<libc::c_void>(),
+            0u32,
+        )
+    })
+}
+
+fn pidfd_getfd(pidfd: i32) -> String {
+    // SAFETY: takes integers; the new fd, if any, is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, 1, 0u32) };
+    if fd >= 0 {
+        // SAFETY: we own the new fd.
+        unsafe { libc::close(fd as i32) };
+    }
+    syscall_outcome(fd)
+}
+
+fn ptrace_attach(pid: u32) -> String {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: PTRACE_ATTACH takes no pointers; on success the tracee is waited for and detached.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0usize, 0usize) };
+    if rc == 0 {
+        let mut status = 0;
+        // SAFETY: `status` is valid for writes.
+        unsafe {
+            libc::waitpid(pid, &raw mut status, 0);
+            libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+        }
+    }
+    syscall_outcome(rc)
+}
+
+fn process_vm_readv() -> String {
+    let source = [7u8; 16];
+    let mut dest = [0u8; 16];
+    let local = libc::iovec {
+        iov_base: dest.as_mut_ptr().cast(),
+        iov_len: dest.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: source.as_ptr().cast_mut().cast(),
+        iov_len: source.len(),
+    };
+    // SAFETY: both iovecs describe live buffers of 16 bytes in this process.
+    let n = unsafe {
+        libc::process_vm_readv(libc::getpid(), &raw const local, 1, &raw const remote, 1, 0)
+    };
+    syscall_outcome(n as i64)
+}
+
+fn process_vm_writev() -> String {
+    let source = [7u8; 16];
+    let mut dest = [0u8; 16];
+    let local = libc::iovec {
+        iov_base: source.as_ptr().cast_mut().cast(),
+        iov_len: source.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: dest.as_mut_ptr().cast(),
+        iov_len: dest.len(),
+    };
+    // SAFETY: both iovecs describe live buffers of 16 bytes in this process.
+    let n = unsafe {
+        libc::process_vm_writev(libc::getpid(), &raw const local, 1, &raw const remote, 1, 0)
+    };
+    syscall_outcome(n as i64)
+}
+
+/// Sends `fd` over `pair.0` with SCM_RIGHTS and receives it on `pair.1` with recvmsg.
+fn pass_fd(pair: &(UnixStream, UnixStream), fd: i32) -> String {
+    use std::os::unix::io::AsRawFd;
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut byte = [1u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the calls.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at `cbuf`, which has room for one cmsg carrying one int.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
+    }
+    // SAFETY: `msg` is fully initialised above.
+    let sent = unsafe { libc::sendmsg(pair.0.as_raw_fd(), &raw const msg, 0) };
+    if sent != 1 {
+        return format!("send {}", syscall_outcome(sent as i64));
+    }
+    let mut rbuf = vec![0u8; space];
+    // SAFETY: as above, with a fresh control buffer.
+    let mut rmsg: libc::msghdr = unsafe { std::mem::zeroed() };
+    rmsg.msg_iov = &raw mut iov;
+    rmsg.msg_iovlen = 1;
+    rmsg.msg_control = rbuf.as_mut_ptr().cast();
+    rmsg.msg_controllen = space as _;
+    // SAFETY: `rmsg` points at live buffers of the sizes given.
+    let got = unsafe { libc::recvmsg(pair.1.as_raw_fd(), &raw mut rmsg, libc::MSG_CMSG_CLOEXEC) };
+    syscall_outcome(got as i64)
+}
+
+fn recvmmsg(pair: &(UnixStream, UnixStream)) -> String {
+    use std::os::unix::io::AsRawFd;
+    // vlen 0 with MSG_DONTWAIT: returns at once where allowed.
+    // SAFETY: no message vector is read for vlen 0.
+    let n = unsafe {
+        libc::recvmmsg(
+            pair.1.as_raw_fd(),
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    syscall_outcome(i64::from(n))
+}
+
 fn unix_socketpair_roundtrip() -> std::io::Result<()> {
     let (mut a, mut b) = UnixStream::pair()?;
     a.write_all(b"ping")?;
@@ -364,6 +551,7 @@ fn egress_child() {
         io_outcome(TcpStream::connect(target))
     });
 
+    let mut pre = pre_guard();
     if mode == "guarded" {
         egress::install().unwrap();
         egress::install().unwrap(); // idempotent
@@ -392,6 +580,16 @@ fn egress_child() {
         "netlink",
         raw_socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
     );
+    report("io_uring_enter_early_ring", io_uring_enter(pre.ring));
+    report("io_uring_register_early_ring", io_uring_register(pre.ring));
+    report("pidfd_getfd", pidfd_getfd(pre.pidfd));
+    report("ptrace_attach", ptrace_attach(pre.sleeper.id()));
+    let _ = pre.sleeper.kill();
+    let _ = pre.sleeper.wait();
+    report("process_vm_readv", process_vm_readv());
+    report("process_vm_writev", process_vm_writev());
+    report("scm_rights_inet", pass_fd(&pre.pair, pre.inet));
+    report("recvmmsg", recvmmsg(&pre.pair));
     report("unix_pair", io_outcome(unix_socketpair_roundtrip()));
     report("unix_listener", io_outcome(unix_listener_roundtrip()));
 
@@ -448,6 +646,27 @@ fn egress_guard_blocks_network_sockets_on_all_threads_and_keeps_unix_sockets() {
     assert_eq!(control["installed_here"], "false");
     assert!(!control["vsock"].contains("errno=13"), "{control:?}");
     assert!(!control["io_uring"].contains("errno=13"), "{control:?}");
+    // Without the guard these work (or fail for the kernel's own reasons, never EACCES), so the
+    // EACCES below is the guard's.
+    for check in [
+        "pidfd_getfd",
+        "process_vm_readv",
+        "process_vm_writev",
+        "scm_rights_inet",
+    ] {
+        assert_eq!(control[check], "ok", "control {check}: {control:?}");
+    }
+    for check in [
+        "io_uring_enter_early_ring",
+        "io_uring_register_early_ring",
+        "ptrace_attach",
+        "recvmmsg",
+    ] {
+        assert!(
+            !control[check].contains("errno=13"),
+            "control {check}: {control:?}"
+        );
+    }
 
     let denied = "err errno=13 kind=PermissionDenied";
     for check in [
@@ -459,6 +678,14 @@ fn egress_guard_blocks_network_sockets_on_all_threads_and_keeps_unix_sockets() {
         "packet",
         "vsock",
         "io_uring",
+        "io_uring_enter_early_ring",
+        "io_uring_register_early_ring",
+        "pidfd_getfd",
+        "ptrace_attach",
+        "process_vm_readv",
+        "process_vm_writev",
+        "scm_rights_inet",
+        "recvmmsg",
         "inherited_tcp",
     ] {
         assert_eq!(guarded[check], denied, "guarded {check}: {guarded:?}");

@@ -32,6 +32,9 @@ const SETTING_CREATED: &str = "created_at";
 const SETTING_FILING_ALERT_DAY: &str = "filing_alert_day";
 const SETTING_NOTICE: &str = "notice_version_fingerprint";
 const SETTING_EPOCH: &str = "subject_key_epoch";
+/// Gallery load failures named in one alert record at most (the rest are counted), so the
+/// record's size does not grow with the gallery.
+pub const ALERT_FAILURES_LISTED: usize = 5;
 
 /// The id of a row in the consent ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1159,10 +1162,18 @@ impl Store {
             tracing::error!(error = %f, "template not loaded into the gallery");
         }
         if !load.failures.is_empty() && !self.read_only {
-            let what: Vec<String> = load.failures.iter().map(ToString::to_string).collect();
+            // Bounded: the first few failures and a count, whatever the gallery's size.
+            let what: Vec<String> = load
+                .failures
+                .iter()
+                .take(ALERT_FAILURES_LISTED)
+                .map(ToString::to_string)
+                .collect();
             self.record(
-                AuditEvent::new(AuditKind::Alert, "facegate", "failed")
-                    .details(json!({ "gallery_load_failures": what })),
+                AuditEvent::new(AuditKind::Alert, "facegate", "failed").details(json!({
+                    "gallery_load_failures": what,
+                    "failures": load.failures.len(),
+                })),
             )?;
         }
         tracing::info!(

@@ -7,6 +7,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum VisionError {
+    /// A vision or runtime setting outside its bounds; `key` is the config key.
+    #[error("{key}: {reason}")]
+    Setting { key: &'static str, reason: String },
     #[error("model manifest {path}: {reason}")]
     Manifest { path: PathBuf, reason: String },
     #[error(

@@ -34,5 +34,5 @@ pub use liveness::LivenessDetector;
 pub use manifest::{CalibrationPoint, Manifest, ModelSpec, Role};
 pub use pipeline::{AnalyseOptions, FaceAnalysis, Pipeline, StageTimings, VisionConfig};
 pub use quality::{QualityConfig, QualityIssue, QualityReport};
-pub use runtime::RuntimeConfig;
+pub use runtime::{DISABLE_TELEMETRY_VAR, MAX_INTRA_THREADS, RuntimeConfig};
 pub use tracker::{Track, TrackId, Tracker};

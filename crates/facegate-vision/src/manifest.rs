@@ -182,6 +182,11 @@ impl Manifest {
                 raw.schema
             )));
         }
+        for a in raw.runtime.iter().chain(&raw.sample) {
+            if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("{}: sha256 is not 64 hex digits", a.dest)));
+            }
+        }
         for m in &raw.model {
             if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad(format!(

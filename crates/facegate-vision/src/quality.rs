@@ -40,6 +40,62 @@ impl Default for QualityConfig {
     }
 }
 
+impl QualityConfig {
+    /// Checks every limit against its plausible range, naming the config key
+    /// (`vision.quality.*`) of the first one that is not: a NaN, a negative or an inverted limit
+    /// would silently disable the gate's quality check.
+    pub fn validate(&self) -> Result<(), crate::VisionError> {
+        let check = |key: &'static str, v: f32, lo: f32, hi: f32| {
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(crate::VisionError::Setting {
+                    key,
+                    reason: format!("{v} must lie in [{lo}, {hi}]"),
+                })
+            }
+        };
+        check("vision.quality.min_face_px", self.min_face_px, 8.0, 4096.0)?;
+        check(
+            "vision.quality.min_sharpness",
+            self.min_sharpness,
+            0.0,
+            10_000.0,
+        )?;
+        check(
+            "vision.quality.min_brightness",
+            self.min_brightness,
+            0.0,
+            255.0,
+        )?;
+        check(
+            "vision.quality.max_brightness",
+            self.max_brightness,
+            0.0,
+            255.0,
+        )?;
+        check("vision.quality.max_clipped", self.max_clipped, 0.0, 1.0)?;
+        check("vision.quality.max_yaw_deg", self.max_yaw_deg, 1.0, 90.0)?;
+        check(
+            "vision.quality.max_pitch_deg",
+            self.max_pitch_deg,
+            1.0,
+            90.0,
+        )?;
+        check("vision.quality.max_roll_deg", self.max_roll_deg, 1.0, 90.0)?;
+        if self.min_brightness >= self.max_brightness {
+            return Err(crate::VisionError::Setting {
+                key: "vision.quality.min_brightness",
+                reason: format!(
+                    "{} must be below vision.quality.max_brightness ({})",
+                    self.min_brightness, self.max_brightness
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a face failed quality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

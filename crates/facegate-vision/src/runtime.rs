@@ -25,37 +25,103 @@ pub struct RuntimeConfig {
     pub spinning: bool,
 }
 
+/// The most intra-op threads `runtime.intra_threads` may ask for. A gate terminal has a few
+/// cores; thousands of threads only stall start-up (100,000 hung `validate`).
+pub const MAX_INTRA_THREADS: usize = 64;
+
+impl RuntimeConfig {
+    /// Checks the bounds, naming the config key.
+    pub fn validate(&self) -> Result<(), VisionError> {
+        if self.intra_threads > MAX_INTRA_THREADS {
+            return Err(VisionError::Setting {
+                key: "runtime.intra_threads",
+                reason: format!(
+                    "{} must lie in 0..={MAX_INTRA_THREADS} (0: one per core)",
+                    self.intra_threads
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 
-/// The library to load: `config`, then `$ORT_DYLIB_PATH`, then the manifest's fetched copy for
-/// this architecture, then the Debian package's location.
+/// The library to load, verified: `config`, else `$ORT_DYLIB_PATH`, else the manifest's fetched
+/// copy for this architecture, else the Debian package's location.
+///
+/// A path given explicitly (the config's `runtime.onnxruntime`, or `$ORT_DYLIB_PATH`) that does
+/// not exist is an error, never a reason to fall back to another library. Whichever file is
+/// chosen must hash to the SHA-256 the manifest records for this architecture, as the models
+/// must: the library runs inside the process with the key and every face.
 pub fn find_library(
     config: Option<&Path>,
     manifest: Option<&Manifest>,
 ) -> Result<PathBuf, VisionError> {
-    let mut looked = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = config {
-        candidates.push(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        candidates.push(PathBuf::from(p));
-    }
-    if let Some(m) = manifest
-        && let Some(rt) = m.runtime_for_host()
-    {
-        candidates.push(m.resolve(&rt.dest));
-    }
-    candidates.push(PathBuf::from("/usr/lib/facegate/libonnxruntime.so.1.31.1"));
-    for c in candidates {
-        if c.is_file() {
-            return Ok(c);
+    let explicit = config
+        .map(|p| (p.to_path_buf(), "runtime.onnxruntime"))
+        .or_else(|| {
+            std::env::var_os("ORT_DYLIB_PATH").map(|p| (PathBuf::from(p), "$ORT_DYLIB_PATH"))
+        });
+    let path = match explicit {
+        Some((p, _)) if p.is_file() => p,
+        Some((p, from)) => {
+            return Err(VisionError::Runtime {
+                path: p,
+                reason: format!("named by {from} but not a file (no other library is tried)"),
+            });
         }
-        looked.push(c.display().to_string());
+        None => {
+            let mut candidates: Vec<PathBuf> = Vec::new();
+            if let Some(m) = manifest
+                && let Some(rt) = m.runtime_for_host()
+            {
+                candidates.push(m.resolve(&rt.dest));
+            }
+            candidates.push(PathBuf::from("/usr/lib/facegate/libonnxruntime.so.1.31.1"));
+            match candidates.iter().find(|c| c.is_file()) {
+                Some(c) => c.clone(),
+                None => {
+                    let looked: Vec<String> =
+                        candidates.iter().map(|c| c.display().to_string()).collect();
+                    return Err(VisionError::RuntimeMissing {
+                        looked: looked.join(", "),
+                    });
+                }
+            }
+        }
+    };
+    let Some(spec) = manifest.and_then(Manifest::runtime_for_host) else {
+        return Err(VisionError::Runtime {
+            path,
+            reason: format!(
+                "the model manifest has no [[runtime]] entry for {} to check it against",
+                std::env::consts::ARCH
+            ),
+        });
+    };
+    verify_file("ONNX Runtime library", &path, &spec.sha256)?;
+    Ok(path)
+}
+
+/// The variable ONNX Runtime reads to switch its telemetry off entirely. `with_telemetry(false)`
+/// alone still leaves it writing a device id and an event database under
+/// `~/.cache/Microsoft/DeveloperTools/.onnxruntime/` (seen with 1.31.1); with this set it writes
+/// nothing.
+pub const DISABLE_TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Sets [`DISABLE_TELEMETRY_VAR`] before the library is loaded, unless it is already `1`.
+///
+/// Programs should set it themselves while they are still single-threaded (the `facegate`
+/// binary does, first thing in `main`), so this branch does not run there.
+fn disable_telemetry_at_the_source() {
+    if std::env::var_os(DISABLE_TELEMETRY_VAR).is_some_and(|v| v == "1") {
+        return;
     }
-    Err(VisionError::RuntimeMissing {
-        looked: looked.join(", "),
-    })
+    // SAFETY: setenv races only with a concurrent getenv/setenv in another thread. This runs
+    // once, before ONNX Runtime is loaded; programs that start threads earlier set the variable
+    // themselves before doing so (see above), and then this line is never reached.
+    unsafe { std::env::set_var(DISABLE_TELEMETRY_VAR, "1") };
 }
 
 /// Loads ONNX Runtime from `library` and creates the process-wide environment with its global
@@ -64,6 +130,8 @@ pub fn init(library: &Path, config: &RuntimeConfig) -> Result<(), VisionError> {
     if ENVIRONMENT.get().is_some() {
         return Ok(());
     }
+    config.validate()?;
+    disable_telemetry_at_the_source();
     let rt_err = |reason: String| VisionError::Runtime {
         path: library.to_path_buf(),
         reason,
@@ -248,5 +316,43 @@ impl ModelSession {
             dst.copy_from_slice(data);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn manifest(dir: &Path) -> Manifest {
+        let text = include_str!("../../../models/manifest.toml");
+        Manifest::parse(text, Path::new("manifest.toml"), dir.to_path_buf()).unwrap()
+    }
+
+    #[test]
+    fn a_configured_library_that_is_missing_is_an_error_not_a_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(dir.path());
+        let missing = dir.path().join("libonnxruntime.so.missing");
+        let err = find_library(Some(&missing), Some(&m)).unwrap_err();
+        assert!(
+            matches!(&err, VisionError::Runtime { path, .. } if *path == missing),
+            "{err}"
+        );
+        assert!(err.to_string().contains("runtime.onnxruntime"), "{err}");
+    }
+
+    #[test]
+    fn a_library_that_does_not_match_the_manifest_hash_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(dir.path());
+        let fake = dir.path().join("libonnxruntime.so");
+        std::fs::write(&fake, b"not the library the manifest names").unwrap();
+        let err = find_library(Some(&fake), Some(&m)).unwrap_err();
+        assert!(matches!(err, VisionError::ModelHash { .. }), "{err}");
+        assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+        // No manifest entry to check against: refused too.
+        let err = find_library(Some(&fake), None).unwrap_err();
+        assert!(err.to_string().contains("[[runtime]]"), "{err}");
     }
 }

@@ -19,11 +19,39 @@ pub fn run(cli: &Cli, cmd: &BenchCommand) -> Result<ExitCode> {
     }
 }
 
+/// Largest synthetic gallery `bench gallery` builds (ten times the design's 100,000).
+const MAX_BENCH_SIZE: usize = 1_000_000;
+const MAX_BENCH_DIM: usize = 4096;
+const MAX_BENCH_QUERIES: usize = 100_000;
+/// Gallery memory `bench gallery` may ask for (the 1,000,000 x 512 gallery needs 2.4 GiB).
+const MAX_BENCH_BYTES: usize = 4 << 30;
+
 fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
     use facegate_store::{Gallery, SearchMode, bench_queries};
     anyhow::ensure!(
-        args.size > 0 && args.queries > 0 && args.dim > 0,
-        "size, queries and dim must be positive"
+        (1..=MAX_BENCH_SIZE).contains(&args.size),
+        "--size must lie in 1..={MAX_BENCH_SIZE}, not {}",
+        args.size
+    );
+    anyhow::ensure!(
+        (1..=MAX_BENCH_DIM).contains(&args.dim),
+        "--dim must lie in 1..={MAX_BENCH_DIM}, not {}",
+        args.dim
+    );
+    anyhow::ensure!(
+        (1..=MAX_BENCH_QUERIES).contains(&args.queries),
+        "--queries must lie in 1..={MAX_BENCH_QUERIES}, not {}",
+        args.queries
+    );
+    // f32 rows plus their int8 copy.
+    let bytes = args.size.saturating_mul(args.dim).saturating_mul(5);
+    anyhow::ensure!(
+        bytes <= MAX_BENCH_BYTES,
+        "--size {} x --dim {} needs {} MiB of gallery memory; the limit is {} MiB",
+        args.size,
+        args.dim,
+        bytes >> 20,
+        MAX_BENCH_BYTES >> 20
     );
     let mode = match args.mode.as_str() {
         "exact" => SearchMode::Exact,

@@ -158,7 +158,10 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         .with_sink(Box::new(JsonLinesSink::stdout()))
         .with_gate(gate_output(&config.gate)?);
     if let Some(path) = &config.service.events_socket {
-        engine = engine.with_sink(Box::new(SocketBroadcaster::bind(path)?));
+        engine = engine.with_sink(Box::new(
+            SocketBroadcaster::bind(path)?
+                .with_peer_check(Box::new(crate::adminsock::may_subscribe)),
+        ));
     }
     let handle = engine.handle();
     if let Some(path) = &config.service.admin_socket {

@@ -290,3 +290,24 @@ fn rotation_keeps_everyone_enrolled() {
         "one master key rotation (epoch rotations aside)"
     );
 }
+
+/// A gallery load in which every row fails (here: read for the wrong dimension) writes one alert
+/// whose size does not grow with the gallery: the first few failures and a count.
+#[test]
+fn gallery_load_alerts_have_a_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..80).map(|i| format!("emp-{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut store, _, _) = store_with(dir.path(), &refs);
+    let load = store.load_gallery(MODEL, DIM + 1).unwrap();
+    assert_eq!((load.loaded, load.failures.len()), (0, 80));
+    let records = store.audit_records(0, 10_000).unwrap();
+    let alert = records.iter().rev().find(|r| r.kind == "alert").unwrap();
+    let details: serde_json::Value = serde_json::from_str(&alert.details).unwrap();
+    assert_eq!(details["failures"], 80);
+    assert_eq!(
+        details["gallery_load_failures"].as_array().unwrap().len(),
+        facegate_store::ALERT_FAILURES_LISTED
+    );
+    assert!(alert.details.len() < 2048, "{} bytes", alert.details.len());
+}
