@@ -389,6 +389,29 @@ fn admin_socket_authorises_by_peer_credentials() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("emp-9"));
+    // The notice for the terminal's screen, through the service (Art. 5).
+    {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&admin).unwrap();
+        s.write_all(b"{\"op\":\"notice\",\"lang\":\"en\"}\n")
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], true, "{line}");
+        assert_eq!(v["version"], 1);
+        assert!(
+            v["text"].as_str().unwrap().contains("face recognition"),
+            "{line}"
+        );
+        assert!(v["signage"].as_str().unwrap().len() > 10);
+        let mut s = std::os::unix::net::UnixStream::connect(&admin).unwrap();
+        s.write_all(b"{\"op\":\"notice\",\"lang\":\"xx\"}\n")
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(line.contains("no text in \\\"xx\\\""), "{line}");
+    }
     // Another uid: refused by peer credentials (the socket is opened up for this test only).
     std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let script = format!(
