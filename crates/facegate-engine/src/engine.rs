@@ -25,7 +25,8 @@ use crate::capture::{CaptureThread, Received, SourceOpener, StreamEnd};
 use crate::config::{CredentialMode, EngineConfig};
 use crate::credential::Credential;
 use crate::decision::{
-    Agreement, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict, ms, rfc3339,
+    Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict,
+    ms, rfc3339,
 };
 use crate::gate::{GateOutput, GateWorker, Pulse};
 use crate::sink::EventSink;
@@ -489,53 +490,76 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
     }
 
     /// What the service must say at start and on each sweep without being asked: a broken
-    /// audit chain (at start), a clock set back, the Art. 15 filing threshold.
+    /// audit chain (at start), a clock set back, the Art. 15 filing threshold. Each goes to
+    /// the journal, to the event streams, and (at most once per start, or once a day for the
+    /// filing threshold) into the audit chain.
     fn alerts(&mut self, at_start: bool) {
-        let raise = |store: &mut Store, what: &str, details: serde_json::Value| {
-            let mut d = json!({ "alert": what });
-            if let (Some(o), serde_json::Value::Object(extra)) = (d.as_object_mut(), details) {
-                o.extend(extra);
-            }
-            if let Err(e) =
-                store.record(AuditEvent::new(AuditKind::Alert, "facegate", "raised").details(d))
-            {
-                tracing::error!(error = %e, "could not record an alert");
-            }
-        };
+        let mut raised: Vec<(&'static str, String, Option<serde_json::Value>)> = Vec::new();
         if at_start {
             match self.store.verify_audit() {
                 Ok(v) => {
                     if let Some(b) = v.first_break {
-                        self.summary.alerts += 1;
                         tracing::error!(seq = b.seq, what = %b, "ALERT: the audit chain is broken");
-                        raise(
-                            &mut self.store,
-                            "audit_chain_broken",
-                            json!({ "seq": b.seq, "what": b.to_string() }),
-                        );
+                        let d = json!({ "seq": b.seq, "what": b.to_string() });
+                        raised.push(("audit_chain_broken", b.to_string(), Some(d)));
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "audit chain could not be verified"),
             }
         }
         if let Some(behind) = self.store.clock_behind() {
-            self.summary.alerts += 1;
             tracing::error!(
                 behind_ms = behind,
                 "ALERT: the clock is earlier than the newest audit record"
             );
-            if at_start {
-                raise(
-                    &mut self.store,
-                    "clock_set_back",
-                    json!({ "behind_ms": behind }),
-                );
-            }
+            let detail = format!(
+                "the clock is {:.1} s earlier than the newest audit record",
+                behind as f64 / 1000.0
+            );
+            raised.push((
+                "clock_set_back",
+                detail,
+                at_start.then(|| json!({ "behind_ms": behind })),
+            ));
         }
         match self.store.check_filing() {
-            Ok((_, status)) if status.is_alert() => self.summary.alerts += 1,
+            Ok((stored, status)) if status.is_alert() => {
+                let name = if matches!(status, facegate_policy::FilingStatus::Reached) {
+                    "filing_threshold_reached"
+                } else {
+                    "filing_threshold_near"
+                };
+                // The store records it in the chain once a day itself.
+                raised.push((name, status.describe(stored), None));
+            }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "filing status could not be read"),
+        }
+        for (alert, detail, record) in raised {
+            self.summary.alerts += 1;
+            if let Some(d) = record {
+                let mut details = json!({ "alert": alert });
+                if let (Some(o), serde_json::Value::Object(extra)) = (details.as_object_mut(), d) {
+                    o.extend(extra);
+                }
+                let ev = AuditEvent::new(AuditKind::Alert, "facegate", "raised").details(details);
+                if let Err(e) = self.store.record(ev) {
+                    tracing::error!(error = %e, "could not record an alert");
+                }
+            }
+            let now = self.clock.now();
+            let event = AlertEvent {
+                time: rfc3339(now),
+                unix_ms: now.0,
+                alert,
+                detail,
+            };
+            for sink in &mut self.sinks {
+                if let Err(e) = sink.alert(&event) {
+                    self.summary.sink_errors += 1;
+                    tracing::warn!(error = %e, "event sink failed");
+                }
+            }
         }
     }
 

@@ -63,7 +63,8 @@ pub use capture::{
 pub use config::{CredentialMode, DEFAULT_LIVENESS_THRESHOLD, EngineConfig};
 pub use credential::Credential;
 pub use decision::{
-    Agreement, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict, rfc3339,
+    Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict,
+    rfc3339,
 };
 pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;

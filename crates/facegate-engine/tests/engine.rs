@@ -879,11 +879,18 @@ fn the_service_raises_an_alert_when_it_starts_on_a_broken_audit_chain() {
     // The head kept beside the database disappears (a rolled-back tail would look the same).
     std::fs::remove_file(dir.path().join("audit.head")).unwrap();
     let store = Store::open(dir.path(), &key, Arc::new(SystemClock), &policy).unwrap();
+    let sink = MemorySink::new();
     let mut engine = Engine::new(config, &mut *p, store)
         .unwrap()
-        .with_source_opener(grey_opener());
+        .with_source_opener(grey_opener())
+        .with_sink(Box::new(sink.clone()));
     let summary = engine.run().unwrap();
     assert_eq!(summary.alerts, 1);
+    // On the event stream too, for the terminal's screen and the site's monitoring.
+    let alerts = sink.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].alert, "audit_chain_broken");
+    assert!(alerts[0].to_json_line().contains("audit.head"), "{:?}", alerts[0]);
     let audit = engine.store().audit_records(0, 1000).unwrap();
     assert!(
         audit
