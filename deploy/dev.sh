@@ -57,7 +57,9 @@ case "${1:-}" in
     test)
         setup
         log "running the test suite (release profile, one build shared with the demo)"
-        cargo test --release --locked --workspace
+        # Every test that needs ../shared/eval, ffmpeg or root fails here when they are missing,
+        # instead of printing SKIPPED and passing (facegate-testkit).
+        FACEGATE_REQUIRE_EVAL=1 cargo test --release --locked --workspace
         log "Debian package: install, upgrade, purge in a throwaway root"
         deploy/debian/test-install.sh
         log "aarch64: cross-build, then detect/compare under qemu-aarch64 against the x86 decisions"

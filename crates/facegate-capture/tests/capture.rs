@@ -729,10 +729,7 @@ fn source_specs_parse() {
 // ---- a real video through ffmpeg (needs ../shared/eval) ----
 
 fn eval_dir() -> PathBuf {
-    std::env::var_os("FACEGATE_EVAL_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/eval"),
-        PathBuf::from,
-    )
+    facegate_testkit::eval_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn have_ffmpeg() -> bool {
@@ -746,11 +743,11 @@ fn have_ffmpeg() -> bool {
 fn eval_video(test: &str) -> Option<PathBuf> {
     let video = eval_dir().join("video/portrait_d9.mp4");
     if !video.is_file() {
-        eprintln!("SKIPPED: {test}: missing {}", video.display());
+        facegate_testkit::skip(&format!("{test}: missing {}", video.display()));
         return None;
     }
     if !have_ffmpeg() {
-        eprintln!("SKIPPED: {test}: missing ffmpeg on PATH");
+        facegate_testkit::skip(&format!("{test}: missing ffmpeg on PATH"));
         return None;
     }
     Some(video)

@@ -24,7 +24,7 @@ fn clip(name: &str) -> Option<PathBuf> {
     if p.is_file() && ffmpeg {
         Some(p)
     } else {
-        eprintln!("SKIPPED: missing {} or ffmpeg", p.display());
+        facegate_testkit::skip(&format!("missing {} or ffmpeg", p.display()));
         None
     }
 }
@@ -342,7 +342,7 @@ fn admin_socket_authorises_by_peer_credentials() {
         return;
     };
     if !Path::new("/usr/bin/python3").exists() || unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root and /usr/bin/python3 to connect as another uid");
+        facegate_testkit::skip("needs root and /usr/bin/python3 to connect as another uid");
         return;
     }
     let site = Site::new();
@@ -862,7 +862,7 @@ print("received", len(data))"#,
         std::thread::sleep(Duration::from_millis(1500));
         Some(c)
     } else {
-        eprintln!("SKIPPED (part): the unauthorised events subscriber needs root and python3");
+        facegate_testkit::skip("(part) the unauthorised events subscriber needs root and python3");
         None
     };
     // A credential makes a decision event without a face: the service's own uid receives it.

@@ -25,8 +25,7 @@ fn workspace() -> PathBuf {
 }
 
 fn eval_dir() -> PathBuf {
-    std::env::var_os("FACEGATE_EVAL_DIR")
-        .map_or_else(|| workspace().join("../shared/eval"), PathBuf::from)
+    facegate_testkit::eval_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Every log line the facegate crates write during this test binary (JSON, all levels down to
@@ -129,7 +128,7 @@ fn grey_opener() -> facegate_engine::SourceOpener {
 fn clip(name: &str, frames: u32, dir: &Path) -> Option<PathBuf> {
     let src = eval_dir().join("video").join(name);
     if !src.is_file() {
-        println!("SKIPPED: evaluation video missing {}", src.display());
+        facegate_testkit::skip(&format!("evaluation video missing {}", src.display()));
         return None;
     }
     let out = dir.join(name.replace(".mp4", &format!("_{frames}.y4m")));
@@ -143,7 +142,7 @@ fn clip(name: &str, frames: u32, dir: &Path) -> Option<PathBuf> {
         Ok(s) if s.success() => Some(out),
         Ok(s) => panic!("ffmpeg failed on {}: {s}", src.display()),
         Err(e) => {
-            println!("SKIPPED: ffmpeg missing ({e})");
+            facegate_testkit::skip(&format!("ffmpeg missing ({e})"));
             None
         }
     }
@@ -658,7 +657,7 @@ fn a_phone_replay_is_spoof_suspected_and_never_embedded() {
     for name in ["real.webm", "fake.webm"] {
         let src = dir.join(name);
         if !src.is_file() {
-            println!("SKIPPED: liveness clip missing {}", src.display());
+            facegate_testkit::skip(&format!("liveness clip missing {}", src.display()));
             return;
         }
         let out = tmp.path().join(name.replace(".webm", ".y4m"));
@@ -672,7 +671,7 @@ fn a_phone_replay_is_spoof_suspected_and_never_embedded() {
         match ok {
             Ok(s) if s.success() => clips.push(out),
             _ => {
-                println!("SKIPPED: ffmpeg missing or failed on {}", src.display());
+                facegate_testkit::skip(&format!("ffmpeg missing or failed on {}", src.display()));
                 return;
             }
         }
@@ -799,10 +798,10 @@ fn liveness_scores(p: &mut Pipeline, dir: &Path, sub: &str) -> (Vec<f32>, Vec<f3
             }
         }
     } else {
-        println!(
-            "SKIPPED: liveness clip missing or not convertible {}",
+        facegate_testkit::skip(&format!(
+            "liveness clip missing or not convertible {}",
             video.display()
-        );
+        ));
     }
     (crops, clip)
 }
@@ -820,7 +819,10 @@ fn error_rates(real: &[f32], fake: &[f32], threshold: f32) -> (f64, f64) {
 fn liveness_error_rates_at_the_shipped_threshold() {
     let dir = eval_dir().join("liveness");
     if !dir.join("real").is_dir() || !dir.join("fake").is_dir() {
-        println!("SKIPPED: liveness evaluation set missing {}", dir.display());
+        facegate_testkit::skip(&format!(
+            "liveness evaluation set missing {}",
+            dir.display()
+        ));
         return;
     }
     let threshold = facegate_engine::DEFAULT_LIVENESS_THRESHOLD;
@@ -890,7 +892,11 @@ fn the_service_raises_an_alert_when_it_starts_on_a_broken_audit_chain() {
     let alerts = sink.alerts();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].alert, "audit_chain_broken");
-    assert!(alerts[0].to_json_line().contains("audit.head"), "{:?}", alerts[0]);
+    assert!(
+        alerts[0].to_json_line().contains("audit.head"),
+        "{:?}",
+        alerts[0]
+    );
     let audit = engine.store().audit_records(0, 1000).unwrap();
     assert!(
         audit

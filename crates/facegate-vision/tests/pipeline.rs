@@ -37,15 +37,14 @@ fn pipeline() -> MutexGuard<'static, Pipeline> {
 }
 
 fn eval_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("FACEGATE_EVAL_DIR")
-        .map_or_else(|| workspace().join("../shared/eval"), PathBuf::from);
+    let dir = facegate_testkit::eval_dir(env!("CARGO_MANIFEST_DIR"));
     if dir.join("lfw/pairsDevTest.txt").is_file() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED: evaluation data missing at {}/lfw/pairsDevTest.txt",
+        facegate_testkit::skip(&format!(
+            "evaluation data missing at {}/lfw/pairsDevTest.txt",
             dir.display()
-        );
+        ));
         None
     }
 }
