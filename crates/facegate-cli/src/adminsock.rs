@@ -532,6 +532,23 @@ fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<
 
 /// Sends one request to a running service; `None` when no service listens at `path`.
 pub fn request(path: &Path, req: &Value) -> Result<Option<Value>> {
+    // `busy, try again`: the service bounds connections per uid, and a previous command's
+    // connection may not be released yet; try again for up to 2 s.
+    let started = Instant::now();
+    loop {
+        match request_once(path, req) {
+            Err(e)
+                if e.to_string().contains("refused: busy")
+                    && started.elapsed() < Duration::from_secs(2) =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn request_once(path: &Path, req: &Value) -> Result<Option<Value>> {
     let Ok(mut stream) = UnixStream::connect(path) else {
         return Ok(None);
     };
