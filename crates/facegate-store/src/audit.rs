@@ -859,21 +859,10 @@ pub(crate) fn records(
     from: u64,
     limit: usize,
 ) -> Result<Vec<AuditRecord>, StoreError> {
-    let err = |op| StoreError::db_at(file, op);
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT {ROW_COLUMNS} FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
-        ))
-        .map_err(err("read audit"))?;
-    let rows = stmt
-        .query_map(
-            params![i64::try_from(from).unwrap_or(i64::MAX), limit as i64],
-            row_from,
-        )
-        .map_err(err("read audit"))?;
-    rows.map(|r| r.map(|row| row.record))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(err("read audit"))
+    Ok(chained_records(conn, file, from, limit)?
+        .into_iter()
+        .map(|c| c.record)
+        .collect())
 }
 
 /// A record with its chain links, as exported (`facegate audit export`): enough to check it

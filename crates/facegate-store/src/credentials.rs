@@ -33,9 +33,7 @@ impl std::fmt::Debug for CredentialKey {
 impl CredentialKey {
     /// Derived from the audit secret: `HMAC(audit_secret, label)`.
     pub(crate) fn derive(audit_secret: &Secret) -> Self {
-        let base = hmac::Key::new(hmac::HMAC_SHA256, audit_secret.as_slice());
-        let tag = hmac::sign(&base, DIGEST_LABEL);
-        Self(hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref()))
+        Self(crate::seal::derived_hmac_key(audit_secret, DIGEST_LABEL))
     }
 
     fn digest(&self, kind: CredentialKind, canonical: &str) -> Vec<u8> {

@@ -37,9 +37,7 @@ pub(crate) struct RowFields<'a> {
 
 impl RowKey {
     pub(crate) fn derive(audit_secret: &Secret) -> Self {
-        let base = hmac::Key::new(hmac::HMAC_SHA256, audit_secret.as_slice());
-        let tag = hmac::sign(&base, LABEL);
-        Self(hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref()))
+        Self(crate::seal::derived_hmac_key(audit_secret, LABEL))
     }
 
     fn message(f: &RowFields<'_>) -> Vec<u8> {
@@ -98,6 +96,60 @@ pub(crate) fn seal_unsealed(
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+/// One ledger row with everything its MAC covers, and the MAC.
+struct Row {
+    id: i64,
+    subject: String,
+    record: String,
+    granted_at: i64,
+    expires_at: i64,
+    withdrawn_at: Option<i64>,
+    mac: Option<Vec<u8>>,
+}
+
+impl Row {
+    fn fields(&self) -> RowFields<'_> {
+        RowFields {
+            id: self.id,
+            subject: &self.subject,
+            record: &self.record,
+            granted_at: self.granted_at,
+            expires_at: self.expires_at,
+            withdrawn_at: self.withdrawn_at,
+        }
+    }
+}
+
+/// The consent rows matching `filter` (an SQL condition on `consents`, may end in ORDER BY).
+fn read_rows(
+    conn: &Connection,
+    file: &Path,
+    filter: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Row>, StoreError> {
+    let err = |op| StoreError::db_at(file, op);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT id, subject_id, record, granted_at, expires_at, withdrawn_at, mac \
+             FROM consents WHERE {filter}"
+        ))
+        .map_err(err("read consents"))?;
+    let it = stmt
+        .query_map(p, |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                subject: r.get(1)?,
+                record: r.get(2)?,
+                granted_at: r.get(3)?,
+                expires_at: r.get(4)?,
+                withdrawn_at: r.get(5)?,
+                mac: r.get(6)?,
+            })
+        })
+        .map_err(err("read consents"))?;
+    it.collect::<Result<_, _>>().map_err(err("read consents"))
+}
+
 fn reseal_where(
     conn: &Connection,
     file: &Path,
@@ -105,48 +157,16 @@ fn reseal_where(
     filter: &str,
     p: &[&dyn rusqlite::ToSql],
 ) -> Result<(), StoreError> {
-    let err = |op| StoreError::db_at(file, op);
-    let rows: Vec<(i64, String, String, i64, i64, Option<i64>)> = {
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT id, subject_id, record, granted_at, expires_at, withdrawn_at FROM consents \
-                 WHERE {filter}"
-            ))
-            .map_err(err("read consents"))?;
-        let it = stmt
-            .query_map(p, |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
-            .map_err(err("read consents"))?;
-        it.collect::<Result<_, _>>().map_err(err("read consents"))?
-    };
-    for (id, subject, record, granted_at, expires_at, withdrawn_at) in rows {
-        let mac = key.tag(&RowFields {
-            id,
-            subject: &subject,
-            record: &record,
-            granted_at,
-            expires_at,
-            withdrawn_at,
-        });
+    for row in read_rows(conn, file, filter, p)? {
+        let mac = key.tag(&row.fields());
         conn.execute(
             "UPDATE consents SET mac = ?2 WHERE id = ?1",
-            params![id, mac],
+            params![row.id, mac],
         )
-        .map_err(err("seal consent row"))?;
+        .map_err(StoreError::db_at(file, "seal consent row"))?;
     }
     Ok(())
 }
-
-/// id, record, granted_at, expires_at, withdrawn_at, mac.
-type LedgerRow = (i64, String, i64, i64, Option<i64>, Option<Vec<u8>>);
 
 enum Judged {
     Live(Consent),
@@ -217,42 +237,20 @@ impl Store {
     /// Every unwithdrawn, unexpired ledger row of `subject`, judged, latest expiry first.
     fn judge_rows(&self, subject: &SubjectId) -> Result<Vec<(i64, Judged)>, StoreError> {
         let now = self.now();
-        let err = |op| StoreError::db_at(&self.file, op);
-        let rows: Vec<LedgerRow> = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT id, record, granted_at, expires_at, withdrawn_at, mac FROM consents
-                     WHERE subject_id = ?1 AND withdrawn_at IS NULL AND expires_at > ?2
-                     ORDER BY expires_at DESC",
-                )
-                .map_err(err("read consent"))?;
-            let it = stmt
-                .query_map(params![subject.as_str(), now.0], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })
-                .map_err(err("read consent"))?;
-            it.collect::<Result<_, _>>().map_err(err("read consent"))?
-        };
+        let rows = read_rows(
+            &self.conn,
+            &self.file,
+            "subject_id = ?1 AND withdrawn_at IS NULL AND expires_at > ?2 ORDER BY expires_at DESC",
+            params![subject.as_str(), now.0],
+        )?;
         let mut out = Vec::with_capacity(rows.len());
-        for (id, json, granted_at, expires_at, withdrawn_at, mac) in rows {
-            let fields = RowFields {
-                id,
-                subject: subject.as_str(),
-                record: &json,
-                granted_at,
-                expires_at,
-                withdrawn_at,
-            };
-            let record = crate::store::parse_record(subject, &json)?;
-            if !mac.is_some_and(|m| self.row_key.verify(&fields, &m))
+        for row in rows {
+            let (id, json, granted_at) = (row.id, &row.record, row.granted_at);
+            let record = crate::store::parse_record(subject, json)?;
+            if !row
+                .mac
+                .as_ref()
+                .is_some_and(|m| self.row_key.verify(&row.fields(), m))
                 || record.granted_at.0 != granted_at
                 || granted_at > now.0.saturating_add(facegate_policy::MAX_CLOCK_SKEW_MS)
             {

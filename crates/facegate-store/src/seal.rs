@@ -170,6 +170,14 @@ impl Keks {
     }
 }
 
+/// An HMAC-SHA256 key for one purpose, derived from the audit secret: `HMAC(secret, label)`.
+/// Keys of different labels are independent; none of them can forge the audit chain's MACs.
+pub(crate) fn derived_hmac_key(secret: &Secret, label: &[u8]) -> ring::hmac::Key {
+    let base = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_slice());
+    let tag = ring::hmac::sign(&base, label);
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag.as_ref())
+}
+
 /// A fresh random 256-bit secret.
 pub(crate) fn random_secret() -> Result<Secret, SealError> {
     let mut k = Zeroizing::new([0u8; 32]);

@@ -6,13 +6,6 @@ use facegate_types::UnixMillis;
 
 use crate::common::*;
 
-fn unguard(dir: &std::path::Path) -> rusqlite::Connection {
-    let c = raw(dir);
-    c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_prune_only;")
-        .unwrap();
-    c
-}
-
 #[test]
 fn editing_the_file_is_found_and_located() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,13 +10,6 @@ use facegate_store::{AuditEvent, AuditKind, BreakKind, CredentialCheck, Store, S
 
 use crate::common::*;
 
-fn unguard(dir: &std::path::Path) -> rusqlite::Connection {
-    let c = raw(dir);
-    c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_prune_only;")
-        .unwrap();
-    c
-}
-
 #[test]
 fn a_lost_database_is_an_error_not_a_new_empty_store() {
     let dir = tempfile::tempdir().unwrap();
