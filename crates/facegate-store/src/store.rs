@@ -206,6 +206,8 @@ pub struct Store {
     checkpoint_retry: Arc<std::sync::atomic::AtomicBool>,
     read_only: bool,
     gallery: Option<Gallery>,
+    /// Bumped at every change of the gallery (see [`Store::gallery_generation`]).
+    gallery_generation: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -346,6 +348,7 @@ impl Store {
             row_key,
             read_only,
             gallery: None,
+            gallery_generation: 0,
         };
         if marker.is_none() && !store.read_only && !state_dir.join(files::MARKER_FILE).exists() {
             // First open of this store (new, or made before the marker existed): the head file
@@ -966,6 +969,7 @@ impl Store {
 
         if let Some(g) = self.gallery.as_mut().filter(|g| g.model_id() == model_id) {
             g.insert(&subject, template, &fused)?;
+            self.gallery_generation += 1;
         }
         tracing::info!(subject = %subject, template = %template, model_id, "enrolled");
         Ok(template)
@@ -1094,6 +1098,7 @@ impl Store {
     fn after_removal(&mut self, subject: &SubjectId, operator: &str, report: &mut RemovalReport) {
         if let Some(g) = self.gallery.as_mut() {
             g.remove_subject(subject);
+            self.gallery_generation += 1;
         }
         report.copies_sealed = match self.rotate_epoch(operator, "subject removed") {
             Ok(_) => true,
@@ -1225,6 +1230,7 @@ impl Store {
         if report.templates_deleted > 0 || report.keys_destroyed > 0 {
             // Only the expired templates leave the gallery: a subject may hold newer ones.
             if let Some(g) = self.gallery.as_mut() {
+                self.gallery_generation += 1;
                 for t in &templates {
                     g.remove_template(*t);
                 }
@@ -1343,6 +1349,7 @@ impl Store {
             "gallery loaded"
         );
         self.gallery = Some(gallery);
+        self.gallery_generation += 1;
         Ok(load)
     }
 
@@ -1370,6 +1377,13 @@ impl Store {
     /// The loaded gallery, if any.
     pub fn gallery(&self) -> Option<&Gallery> {
         self.gallery.as_ref()
+    }
+
+    /// A number that changes whenever the gallery does (a load or reload, an enrollment, a
+    /// withdrawal, a deletion, expired templates swept): a caller that decided on an earlier
+    /// gallery (an `unknown` face) knows to look again.
+    pub fn gallery_generation(&self) -> u64 {
+        self.gallery_generation
     }
 
     // ----- keys ----------------------------------------------------------------------------

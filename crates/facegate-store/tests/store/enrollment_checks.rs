@@ -196,3 +196,31 @@ fn a_threshold_that_is_no_cosine_is_refused() {
         assert!(matches!(err, StoreError::InvalidThreshold { .. }), "{err}");
     }
 }
+
+#[test]
+fn the_gallery_generation_moves_with_the_gallery_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, clock, policy) = store_with(dir.path(), &[]);
+    let g0 = store.gallery_generation();
+    store.load_gallery(MODEL, DIM).unwrap();
+    let g1 = store.gallery_generation();
+    assert_ne!(g0, g1, "a load is a change");
+    let alice = consent(&policy, "alice", 30, T0);
+    store
+        .enroll_checked(&alice, &[near(1, 1)], MODEL, &check())
+        .unwrap();
+    let g2 = store.gallery_generation();
+    assert_ne!(g1, g2, "an enrollment is a change");
+    let bob = consent(&policy, "bob", 30, T0);
+    assert!(
+        store
+            .enroll_checked(&bob, &[near(1, 2)], MODEL, &check())
+            .is_err()
+    );
+    assert_eq!(store.gallery_generation(), g2, "a refusal changes nothing");
+    clock.advance_ms(1_000);
+    store
+        .withdraw(&withdrawal("alice", facegate_types::Clock::now(&clock)))
+        .unwrap();
+    assert_ne!(store.gallery_generation(), g2, "a withdrawal is a change");
+}
