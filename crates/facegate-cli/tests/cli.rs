@@ -695,3 +695,66 @@ fn enrollment_cannot_be_poisoned() {
     assert!(not_whole >= 1, "no fragment reached the whole-face check");
     assert_eq!(enrolled(), ["emp-1", "emp-2", "emp-3"]);
 }
+
+/// Issue 7: live enrollment (`--from`, here a replayed Y4M clip) takes frames that pass
+/// quality, liveness and the whole-face check, and goes through the same store checks as
+/// photos: the same person enrolled from the clip again under another id is refused.
+#[test]
+fn live_enrollment_goes_through_the_same_checks() {
+    let video = eval_dir().join("video/portrait_d9.mp4");
+    assert!(
+        video.is_file(),
+        "evaluation video missing: {}",
+        video.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let y4m = dir.path().join("d9.y4m");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&video)
+        .args(["-frames:v", "60", "-pix_fmt", "yuv420p"])
+        .arg(&y4m)
+        .status()
+        .expect("ffmpeg is needed to convert the clip");
+    assert!(status.success());
+    let key = dir.path().join("master.key");
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env("FACEGATE_KEY_FILE", &key)
+            .env("FACEGATE_STATE_DIR", &state)
+            .env_remove("FACEGATE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["keygen", key.to_str().unwrap()]).status.success());
+    let from = y4m.to_str().unwrap();
+    let live = |subject: &str| {
+        run(&[
+            "enroll",
+            subject,
+            "--from",
+            from,
+            "--age",
+            "30",
+            "--operator",
+            "op",
+        ])
+    };
+    let out = live("emp-live");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("from 3 sample(s)"));
+    let out = live("emp-again");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already matches enrolled subject emp-live"),
+        "{err}"
+    );
+}
