@@ -480,6 +480,9 @@ pub(crate) fn decode_camera_frame(
                 CaptureError::Decode { source, .. } => {
                     frame_err(format!("corrupt MJPEG: {source}"))
                 }
+                CaptureError::CorruptFrame { reason, .. } => {
+                    frame_err(format!("corrupt MJPEG: {reason}"))
+                }
                 CaptureError::TooLarge {
                     width,
                     height,

@@ -137,6 +137,97 @@ pub(crate) fn decode_reader<R: BufRead + Seek>(
 }
 
 fn decode_unguarded<R: BufRead + Seek>(
+    mut reader: R,
+    path: &Path,
+    index: u64,
+    max_pixels: u64,
+) -> Result<Frame, CaptureError> {
+    let decode_err = |source: ImageError| CaptureError::Decode {
+        path: path.to_path_buf(),
+        index,
+        source,
+    };
+    // The JPEG decoder fills what a cut file lacks with grey and reports success; a half photo
+    // must not become a template. JPEG input is read whole (the decoder does so anyway) and
+    // checked for its end-of-image marker first.
+    let is_jpeg = reader
+        .fill_buf()
+        .map(|head| head.starts_with(&[0xFF, 0xD8, 0xFF]))
+        .unwrap_or(false);
+    if is_jpeg {
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| decode_err(ImageError::IoError(e)))?;
+        if let Err(reason) = jpeg_complete(&bytes) {
+            return Err(CaptureError::CorruptFrame {
+                path: path.to_path_buf(),
+                index,
+                reason: format!("truncated JPEG: {reason}"),
+            });
+        }
+        return decode_checked(Cursor::new(bytes), path, index, max_pixels);
+    }
+    decode_checked(reader, path, index, max_pixels)
+}
+
+/// Whether a JPEG stream runs from its start-of-image to its end-of-image marker: the marker
+/// segments are walked by their lengths and the entropy-coded data after each start-of-scan is
+/// skipped to the next marker. Bytes after the end-of-image marker (thumbnails of "motion"
+/// photos, padding) are allowed; stray bytes between segments are skipped, as decoders do.
+fn jpeg_complete(b: &[u8]) -> Result<(), &'static str> {
+    const CUT: &str = "the data ends before the end-of-image marker";
+    let mut i = 2; // after SOI
+    loop {
+        // The next marker: skip stray bytes, then fill bytes.
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return Err(CUT);
+        };
+        i += 1;
+        match marker {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD8 => continue,
+            _ => {
+                let (Some(&hi), Some(&lo)) = (b.get(i), b.get(i + 1)) else {
+                    return Err(CUT);
+                };
+                let len = usize::from(u16::from_be_bytes([hi, lo]));
+                if len < 2 {
+                    return Err("a marker segment has an impossible length");
+                }
+                i += len;
+                if i > b.len() {
+                    return Err(CUT);
+                }
+                if marker == 0xDA {
+                    // Entropy-coded data: 0xFF is followed by 0x00 (stuffing) or a restart
+                    // marker inside the scan; anything else starts the next segment.
+                    loop {
+                        while i < b.len() && b[i] != 0xFF {
+                            i += 1;
+                        }
+                        let Some(&next) = b.get(i + 1) else {
+                            return Err(CUT);
+                        };
+                        if next == 0x00 || (0xD0..=0xD7).contains(&next) {
+                            i += 2;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn decode_checked<R: BufRead + Seek>(
     reader: R,
     path: &Path,
     index: u64,
@@ -471,6 +562,50 @@ mod tests {
         let pgm = image::GrayImage::from_pixel(2, 2, Luma([5]));
         let frame = decode_image_bytes(&encode(pgm.into(), ImageFormat::Pnm), 1_000).unwrap();
         assert_eq!(frame.data(), &[5; 12]);
+    }
+
+    /// A photo-like JPEG (noise, so the entropy data is long) and the same file cut short.
+    fn noisy_jpeg() -> Vec<u8> {
+        let mut seed = 0x2545_f491_u32;
+        let img = image::RgbImage::from_fn(96, 80, |_, _| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let [a, b, c, _] = seed.to_le_bytes();
+            image::Rgb([a, b, c])
+        });
+        encode(img.into(), ImageFormat::Jpeg)
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused_not_padded() {
+        let full = noisy_jpeg();
+        assert!(jpeg_complete(&full).is_ok());
+        assert!(decode_image_bytes(&full, 100_000).is_ok());
+        for cut in [full.len() / 2, full.len() - 2, full.len() * 9 / 10] {
+            let err = decode_image_bytes(&full[..cut], 100_000).unwrap_err();
+            assert!(err.is_frame_error());
+            assert!(
+                err.to_string().contains("truncated JPEG"),
+                "cut at {cut}: {err}"
+            );
+        }
+        // Data after the end-of-image marker (motion photos, padding) is not a truncation.
+        let mut tail = full.clone();
+        tail.extend_from_slice(&[0u8; 64]);
+        assert!(decode_image_bytes(&tail, 100_000).is_ok());
+    }
+
+    #[test]
+    fn a_truncated_png_is_refused() {
+        let mut seed = 7u32;
+        let img = image::RgbImage::from_fn(64, 64, |_, _| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let [a, b, c, _] = seed.to_be_bytes();
+            image::Rgb([a, b, c])
+        });
+        let png = encode(img.into(), ImageFormat::Png);
+        assert!(decode_image_bytes(&png[..png.len() / 2], 100_000).is_err());
     }
 
     #[test]

@@ -182,7 +182,8 @@ pub struct ConsentArgs {
 pub struct EnrollArgs {
     /// The subject id (an employee or card number, not a name).
     pub subject: String,
-    /// Photos of the person (one face each; the largest face is used).
+    /// Photos of the person: one whole face each (see --face and --largest for photos with
+    /// several), all of the same person.
     #[arg(required_unless_present = "from")]
     pub images: Vec<PathBuf>,
     /// Take the samples from a live source instead (`camera:0`, or a Y4M file to rehearse):
@@ -192,6 +193,20 @@ pub struct EnrollArgs {
     /// Samples to take from the live source.
     #[arg(long, default_value_t = 3)]
     pub samples: usize,
+    /// In photos with several faces, enroll face N (1 = the detector's most confident, as
+    /// `facegate detect` lists them); without it or --largest such photos are refused.
+    #[arg(long, value_name = "N", conflicts_with = "largest")]
+    pub face: Option<usize>,
+    /// In photos with several faces, enroll the largest one.
+    #[arg(long)]
+    pub largest: bool,
+    /// Enroll although the face already matches this enrolled subject (twins, a second id the
+    /// site needs); needs --reason, and both go into the audit record.
+    #[arg(long, value_name = "SUBJECT", requires = "reason")]
+    pub allow_duplicate_of: Option<String>,
+    /// Why the duplicate is allowed.
+    #[arg(long, value_name = "TEXT", requires = "allow_duplicate_of")]
+    pub reason: Option<String>,
     #[command(flatten)]
     pub consent: ConsentArgs,
     #[arg(long)]

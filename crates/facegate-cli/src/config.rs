@@ -65,6 +65,9 @@ pub struct ServiceConfig {
     pub credentials: Option<PathBuf>,
     /// Minimum live probability for a face decision.
     pub liveness_threshold: f32,
+    /// A face decided `unknown` is tried again after this many milliseconds (and at once when
+    /// the gallery changes).
+    pub unknown_retry_ms: u64,
     /// A credential alone decides (`alone`), or claims an identity the face verifies 1:1
     /// (`with_face`).
     pub credential_mode: String,
@@ -78,6 +81,7 @@ impl Default for ServiceConfig {
             admin_socket: None,
             credentials: None,
             liveness_threshold: facegate_engine::DEFAULT_LIVENESS_THRESHOLD,
+            unknown_retry_ms: facegate_engine::DEFAULT_UNKNOWN_RETRY.as_millis() as u64,
             credential_mode: "alone".into(),
         }
     }
@@ -286,6 +290,14 @@ impl Config {
         }
         if raw.gate.gpio_line > MAX_GPIO_LINE {
             bail!("config {source}: gate.gpio_line must lie in 0..={MAX_GPIO_LINE}");
+        }
+        let (lo, hi) = facegate_engine::UNKNOWN_RETRY_RANGE;
+        let (lo, hi) = (lo.as_millis() as u64, hi.as_millis() as u64);
+        if !(lo..=hi).contains(&raw.service.unknown_retry_ms) {
+            bail!(
+                "config {source}: service.unknown_retry_ms = {} must lie in {lo}..={hi}",
+                raw.service.unknown_retry_ms
+            );
         }
         if !["alone", "with_face"].contains(&raw.service.credential_mode.as_str()) {
             bail!("config {source}: service.credential_mode must be alone or with_face");
@@ -504,6 +516,32 @@ mod tests {
             out.push_str(&format!("{section}\n{line}\n"));
         }
         out
+    }
+
+    #[test]
+    fn the_unknown_retry_interval_is_bounded() {
+        let c = Config::parse(DEFAULT_TOML, "<built-in>", None).unwrap();
+        assert_eq!(c.service.unknown_retry_ms, 3000);
+        for bad in ["0", "100", "600001"] {
+            let text = DEFAULT_TOML.replacen(
+                "unknown_retry_ms = 3000",
+                &format!("unknown_retry_ms = {bad}"),
+                1,
+            );
+            let err = format!("{:#}", Config::parse(&text, "t", None).unwrap_err());
+            assert!(
+                err.contains("service.unknown_retry_ms") && err.contains("250..=600000"),
+                "{err}"
+            );
+        }
+        let ok = DEFAULT_TOML.replacen("unknown_retry_ms = 3000", "unknown_retry_ms = 250", 1);
+        assert_eq!(
+            Config::parse(&ok, "t", None)
+                .unwrap()
+                .service
+                .unknown_retry_ms,
+            250
+        );
     }
 
     #[test]

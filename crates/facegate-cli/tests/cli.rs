@@ -658,3 +658,272 @@ fn a_decoder_panic_is_reported_in_one_line() {
     assert!(lines[0].contains("decoder panicked"), "{err}");
     assert!(!err.contains("stack backtrace"), "{err}");
 }
+
+/// The evaluation data, for tests that must fail (not skip) without it.
+fn eval_dir() -> PathBuf {
+    let dir = std::env::var_os("FACEGATE_EVAL_DIR")
+        .map_or_else(|| workspace().join("../shared/eval"), PathBuf::from);
+    assert!(
+        dir.join("lfw/images").is_dir(),
+        "evaluation data missing at {}/lfw/images (set FACEGATE_EVAL_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// Writes `side` x `side` pixels of `frame` from (`x0`, `y0`), scaled to `out` x `out`, as a
+/// binary PPM (nothing of the evaluation data is kept beyond the test's temporary folder).
+fn write_crop(frame: &facegate_types::Frame, x0: u32, y0: u32, side: u32, out: u32, to: &Path) {
+    let mut bytes = format!("P6\n{out} {out}\n255\n").into_bytes();
+    for y in 0..out {
+        for x in 0..out {
+            let sx = ((x0 + x * side / out).min(frame.width() - 1) * 3) as usize;
+            let sy = (y0 + y * side / out).min(frame.height() - 1);
+            bytes.extend_from_slice(&frame.row(sy)[sx..sx + 3]);
+        }
+    }
+    std::fs::write(to, bytes).unwrap();
+}
+
+/// Two frames side by side on a grey canvas, as one PPM (a photo with two people).
+fn write_side_by_side(a: &facegate_types::Frame, b: &facegate_types::Frame, to: &Path) {
+    let (w, h) = (a.width() + b.width(), a.height().max(b.height()));
+    let mut bytes = format!("P6\n{w} {h}\n255\n").into_bytes();
+    for y in 0..h {
+        for f in [a, b] {
+            if y < f.height() {
+                bytes.extend_from_slice(&f.row(y)[..f.width() as usize * 3]);
+            } else {
+                bytes.extend(std::iter::repeat_n(128u8, f.width() as usize * 3));
+            }
+        }
+    }
+    std::fs::write(to, bytes).unwrap();
+}
+
+/// Issue 7, enrollment that cannot be poisoned, as an operator meets it on real LFW photos:
+/// two people in one enrollment, the same face under a second id (and the audited override),
+/// re-enrollment, a photo with two people, a JPEG cut in half, and fragments of a face.
+#[test]
+fn enrollment_cannot_be_poisoned() {
+    let eval = eval_dir();
+    let lfw = |name: &str, n: u32| {
+        eval.join(format!("lfw/images/{name}/{name}_{n:04}.jpg"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env("FACEGATE_KEY_FILE", &key)
+            .env("FACEGATE_STATE_DIR", &state)
+            .env_remove("FACEGATE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let enroll = |subject: &str, extra: &[&str]| {
+        let mut args = vec!["enroll", subject, "--age", "40", "--operator", "op"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let enrolled = || {
+        let out = run(&["subjects", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["templates"].as_u64() > Some(0))
+            .map(|s| s["subject"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(run(&["keygen", key.to_str().unwrap()]).status.success());
+
+    // Two people in one enrollment: refused, naming the sample and its file; nothing stored.
+    let (bush, powell) = ("George_W_Bush", "Colin_Powell");
+    let out = enroll("emp-1", &[&lfw(bush, 1), &lfw(bush, 2), &lfw(powell, 1)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sample 3") && err.contains("Colin_Powell_0001.jpg"),
+        "{err}"
+    );
+    assert!(enrolled().is_empty());
+    let out = enroll("emp-1", &[&lfw(bush, 1), &lfw(bush, 2)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The same photo, and another photo of him, under a second id: refused, naming emp-1.
+    for photo in [lfw(bush, 1), lfw(bush, 5)] {
+        let out = enroll("emp-2", &[&photo]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(
+            err.contains("emp-1") && err.contains("--allow-duplicate-of emp-1"),
+            "{err}"
+        );
+    }
+    assert_eq!(enrolled(), ["emp-1"]);
+    // Re-enrolling emp-1 is fine.
+    let out = enroll("emp-1", &[&lfw(bush, 6)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The override needs a reason, must name the subject matched, and is audited.
+    let out = enroll("emp-2", &[&lfw(bush, 5), "--allow-duplicate-of", "emp-1"]);
+    assert_eq!(out.status.code(), Some(2), "--reason is required");
+    let out = enroll(
+        "emp-2",
+        &[
+            &lfw(bush, 5),
+            "--allow-duplicate-of",
+            "emp-9",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = enroll(
+        "emp-2",
+        &[
+            &lfw(bush, 5),
+            "--allow-duplicate-of",
+            "emp-1",
+            "--reason",
+            "visitor badge of the same man",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let audit = stdout(&run(&["audit", "export"]));
+    let record = audit
+        .lines()
+        .find(|l| l.contains("ok_duplicate_allowed"))
+        .expect("an audit record of the override");
+    assert!(record.contains("emp-1") && record.contains("visitor badge of the same man"));
+    assert!(audit.contains("\"refused\""), "the refusals are audited");
+
+    // A photo with two people: refused with the count, unless one is picked.
+    let a = facegate_capture::decode_image_file(lfw(powell, 2), 1 << 24).unwrap();
+    let b = facegate_capture::decode_image_file(lfw("Tony_Blair", 2), 1 << 24).unwrap();
+    let pair = dir.path().join("two_people.ppm");
+    write_side_by_side(&a, &b, &pair);
+    let pair = pair.to_str().unwrap();
+    let out = enroll("emp-3", &[pair]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("2 faces found") && err.contains("--face") && err.contains("--largest"),
+        "{err}"
+    );
+    let out = enroll("emp-3", &[pair, "--face", "3"]);
+    assert!(stderr(&out).contains("--face 3, but 2 face(s) found"));
+    let out = enroll("emp-3", &[pair, "--largest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A JPEG cut to half its bytes: refused, not enrolled as a grey-padded half face.
+    let full = std::fs::read(lfw("Tony_Blair", 3)).unwrap();
+    let half = dir.path().join("half.jpg");
+    std::fs::write(&half, &full[..full.len() / 2]).unwrap();
+    let out = enroll("emp-4", &[half.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("truncated JPEG") && stderr(&out).contains("half.jpg"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Fragments (one eye; the nose and mouth) of deep-funneled LFW faces, scaled up so the
+    // detector fires on some: every one refused, some of them as not a whole face.
+    let mut not_whole = 0;
+    for name in [
+        "Tony_Blair",
+        "Gerhard_Schroeder",
+        "Donald_Rumsfeld",
+        "Ariel_Sharon",
+        "Hugo_Chavez",
+        "Jacques_Chirac",
+    ] {
+        let f = facegate_capture::decode_image_file(lfw(name, 1), 1 << 24).unwrap();
+        for (what, x0, y0, side) in [("eye", 82, 88, 44), ("lower", 70, 120, 110)] {
+            let crop = dir.path().join(format!("{name}_{what}.ppm"));
+            write_crop(&f, x0, y0, side, 220, &crop);
+            let out = enroll("emp-5", &[crop.to_str().unwrap()]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{name} {what} enrolled");
+            assert!(
+                err.contains("not a whole face")
+                    || err.contains("no face found")
+                    || err.contains("fails quality"),
+                "{err}"
+            );
+            not_whole += usize::from(err.contains("not a whole face"));
+        }
+    }
+    assert!(not_whole >= 1, "no fragment reached the whole-face check");
+    assert_eq!(enrolled(), ["emp-1", "emp-2", "emp-3"]);
+}
+
+/// Issue 7: live enrollment (`--from`, here a replayed Y4M clip) takes frames that pass
+/// quality, liveness and the whole-face check, and goes through the same store checks as
+/// photos: the same person enrolled from the clip again under another id is refused.
+#[test]
+fn live_enrollment_goes_through_the_same_checks() {
+    let video = eval_dir().join("video/portrait_d9.mp4");
+    assert!(
+        video.is_file(),
+        "evaluation video missing: {}",
+        video.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let y4m = dir.path().join("d9.y4m");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&video)
+        .args(["-frames:v", "60", "-pix_fmt", "yuv420p"])
+        .arg(&y4m)
+        .status()
+        .expect("ffmpeg is needed to convert the clip");
+    assert!(status.success());
+    let key = dir.path().join("master.key");
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env("FACEGATE_KEY_FILE", &key)
+            .env("FACEGATE_STATE_DIR", &state)
+            .env_remove("FACEGATE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["keygen", key.to_str().unwrap()]).status.success());
+    let from = y4m.to_str().unwrap();
+    let live = |subject: &str| {
+        run(&[
+            "enroll",
+            subject,
+            "--from",
+            from,
+            "--age",
+            "30",
+            "--operator",
+            "op",
+        ])
+    };
+    let out = live("emp-live");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("from 3 sample(s)"));
+    let out = live("emp-again");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already matches enrolled subject emp-live"),
+        "{err}"
+    );
+}

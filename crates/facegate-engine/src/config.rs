@@ -11,6 +11,16 @@ use crate::capture::CaptureConfig;
 /// this. APCER/BPCER at this value are measured by the integration test on the evaluation set.
 pub const DEFAULT_LIVENESS_THRESHOLD: f32 = 0.5;
 
+/// How long a track decided `unknown` waits before it is tried again (it is also tried again at
+/// once when the gallery changes). Short enough that a person enrolled or standing better gets
+/// in without stepping out of view, long enough that a stranger is not re-identified (and
+/// audited) several times a second.
+pub const DEFAULT_UNKNOWN_RETRY: Duration = Duration::from_secs(3);
+
+/// Bounds of [`EngineConfig::unknown_retry`].
+pub const UNKNOWN_RETRY_RANGE: (Duration, Duration) =
+    (Duration::from_millis(250), Duration::from_secs(600));
+
 /// How a PIN, card or QR credential is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CredentialMode {
@@ -41,6 +51,10 @@ pub struct EngineConfig {
     /// At most one attempt (quality, liveness, embed) per track every this many processed
     /// frames. 1 = every frame.
     pub attempt_interval_frames: u32,
+    /// A track decided `unknown` is tried again after this long, and at once when the gallery
+    /// changes (an enrollment, a reload). Default [`DEFAULT_UNKNOWN_RETRY`], within
+    /// [`UNKNOWN_RETRY_RANGE`].
+    pub unknown_retry: Duration,
     /// Faces analysed per frame, largest detector scores first.
     pub max_faces: usize,
     /// Identities returned by each 1:N search (the decision uses the best and the second).
@@ -72,6 +86,7 @@ impl EngineConfig {
             frames_to_agree: m.frames_to_agree(),
             liveness_threshold: DEFAULT_LIVENESS_THRESHOLD,
             attempt_interval_frames: 2,
+            unknown_retry: DEFAULT_UNKNOWN_RETRY,
             max_faces: 4,
             top_k: 3,
             tracker_min_iou: 0.3,
@@ -115,6 +130,18 @@ impl EngineConfig {
         }
         if self.attempt_interval_frames == 0 {
             return bad("attempt_interval_frames", "must be at least 1".into());
+        }
+        let (lo, hi) = UNKNOWN_RETRY_RANGE;
+        if !(lo..=hi).contains(&self.unknown_retry) {
+            return bad(
+                "unknown_retry",
+                format!(
+                    "{} ms is not in {}..={} ms",
+                    self.unknown_retry.as_millis(),
+                    lo.as_millis(),
+                    hi.as_millis()
+                ),
+            );
         }
         if self.max_faces == 0 || self.top_k == 0 || self.credential_queue == 0 {
             return bad(
@@ -180,5 +207,24 @@ mod tests {
             window: Duration::ZERO,
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn the_unknown_retry_interval_is_bounded() {
+        let policy = PolicyConfig::from_raw(RawPolicyConfig::example()).unwrap();
+        let mut c = EngineConfig::new(&policy, 0.4108);
+        assert_eq!(c.unknown_retry, DEFAULT_UNKNOWN_RETRY);
+        assert!(c.validate().is_ok());
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(249),
+            Duration::from_secs(601),
+        ] {
+            c.unknown_retry = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("unknown_retry"), "{err}");
+        }
+        c.unknown_retry = UNKNOWN_RETRY_RANGE.0;
+        assert!(c.validate().is_ok());
     }
 }

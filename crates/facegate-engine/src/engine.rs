@@ -166,6 +166,8 @@ struct TrackState {
     agreement: Agreement,
     last_attempt: Option<u64>,
     decided: Option<Outcome>,
+    /// When the track was decided, and on which gallery (for retrying an `unknown`).
+    decided_at: Option<(Instant, u64)>,
     /// The prompts (`retry`, `spoof_suspected`) already emitted for this track.
     prompted: Vec<Outcome>,
     /// The 1:N result of the latest identification attempt (for the audit record).
@@ -178,6 +180,7 @@ impl TrackState {
             agreement: Agreement::new(frames_to_agree),
             last_attempt: None,
             decided: None,
+            decided_at: None,
             prompted: Vec::new(),
             last_identification: None,
         }
@@ -187,6 +190,7 @@ impl TrackState {
         self.agreement.reset();
         self.last_attempt = None;
         self.decided = None;
+        self.decided_at = None;
         self.prompted.clear();
         self.last_identification = None;
     }
@@ -613,6 +617,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         } else {
             None
         };
+        let gallery = self.store.gallery_generation();
         for (i, (&det, id)) in detections.iter().zip(ids).enumerate() {
             if claimant.is_some_and(|c| c != i) {
                 continue;
@@ -626,8 +631,18 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                     v.insert(TrackState::new(needed))
                 }
             };
-            if state.decided.is_some() {
-                continue;
+            if let Some(outcome) = state.decided {
+                // An `unknown` is looked at again after the retry interval, and at once on
+                // another gallery (the person may have been enrolled while in view).
+                let retry = outcome == Outcome::Unknown
+                    && state.decided_at.is_none_or(|(at, generation)| {
+                        at.elapsed() >= self.config.unknown_retry || generation != gallery
+                    });
+                if !retry {
+                    continue;
+                }
+                tracing::debug!(track = id.0, "unknown track tried again");
+                state.requalify();
             }
             if state.last_attempt.is_some_and(|l| {
                 self.frame_index - l < u64::from(self.config.attempt_interval_frames)
@@ -661,6 +676,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             };
             if outcome.is_final() {
                 state.decided = Some(outcome);
+                state.decided_at = Some((Instant::now(), self.store.gallery_generation()));
             } else if state.prompted.contains(&outcome) {
                 // Each prompt once per track: a spoof held up to the camera, or a face turned
                 // away, keeps being tried but does not flood the events and the audit log.

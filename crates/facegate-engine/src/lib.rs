@@ -27,6 +27,9 @@
 //! - **Attempts are rationed**: at most one per track every `attempt_interval_frames`
 //!   processed frames, none for a track that has a final decision; detection and tracking run
 //!   on every frame.
+//! - **`unknown` is not for ever**: a track decided `unknown` is tried again after
+//!   `unknown_retry` (3 s by default) and at once when the gallery changes
+//!   ([`facegate_store::Store::gallery_generation`]): an enrollment, a reload, a withdrawal.
 //! - **Credentials**: [`CredentialMode::Alone`] (default) decides a PIN, card or QR on its own
 //!   (granted with a live consent in the store, denied without, unknown when the directory does
 //!   not know it, denied when the policy disables that alternative); an operator override is
@@ -60,7 +63,10 @@ pub use capture::{
     CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
     StreamEnd,
 };
-pub use config::{CredentialMode, DEFAULT_LIVENESS_THRESHOLD, EngineConfig};
+pub use config::{
+    CredentialMode, DEFAULT_LIVENESS_THRESHOLD, DEFAULT_UNKNOWN_RETRY, EngineConfig,
+    UNKNOWN_RETRY_RANGE,
+};
 pub use credential::Credential;
 pub use decision::{
     Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict,

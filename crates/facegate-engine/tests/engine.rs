@@ -906,3 +906,184 @@ fn the_service_raises_an_alert_when_it_starts_on_a_broken_audit_chain() {
     );
     assert!(logs().contains("ALERT: the audit chain is broken"));
 }
+
+/// `frames` frames of an evaluation video as Y4M in `dir`; fails (never skips) without the
+/// video or ffmpeg.
+fn clip_required(name: &str, frames: u32, dir: &Path) -> PathBuf {
+    let src = eval_dir().join("video").join(name);
+    assert!(
+        src.is_file(),
+        "evaluation video missing: {} (set FACEGATE_EVAL_DIR)",
+        src.display()
+    );
+    let out = dir.join(name.replace(".mp4", &format!("_{frames}.y4m")));
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&src)
+        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("ffmpeg is needed to convert {}: {e}", src.display()));
+    assert!(
+        status.success(),
+        "ffmpeg failed on {}: {status}",
+        src.display()
+    );
+    out
+}
+
+/// A store holding one other person (an LFW photo), so that the clip's person is `unknown`.
+fn store_with_someone_else(p: &mut Pipeline, dir: &Path, policy: &PolicyConfig) -> Store {
+    let mut store = open_store(dir, policy);
+    let photo = eval_dir().join("lfw/images/Aaron_Peirsol/Aaron_Peirsol_0001.jpg");
+    let face = p
+        .embed_largest(&decode_image_file(&photo, 40_000_000).unwrap())
+        .unwrap();
+    let subject = SubjectId::new("emp-other").unwrap();
+    let consent = policy
+        .grant(record(policy, &subject), SystemClock.now())
+        .unwrap();
+    store
+        .enroll(&consent, &[face.embedding.unwrap()], p.model_id())
+        .unwrap();
+    store
+}
+
+/// Issue 7, retry: a person decided `unknown` who is enrolled while still in view is granted
+/// on the same track, at once, although the retry interval is far away: the gallery changed.
+#[test]
+fn an_unknown_person_enrolled_while_in_view_is_granted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let video = clip_required("portrait_d9.mp4", 240, tmp.path());
+    let mut guard = pipeline();
+    let p: &mut Pipeline = &mut guard;
+    let policy = policy();
+    let store = store_with_someone_else(p, &tmp.path().join("state"), &policy);
+    let mut src = Y4mSource::open(&video, 40_000_000).unwrap();
+    let face = p
+        .embed_largest(&src.next_frame().unwrap().unwrap())
+        .unwrap();
+    assert!(face.quality.passes(), "frame 0: {:?}", face.quality.issues);
+    let template = face.embedding.unwrap();
+    let model_id = p.model_id().to_owned();
+    let subject = SubjectId::new("emp-d9").unwrap();
+    let consent = policy
+        .grant(record(&policy, &subject), SystemClock.now())
+        .unwrap();
+
+    let mut config = engine_config(p, &policy);
+    config.unknown_retry = Duration::from_secs(600);
+    let sink = MemorySink::new();
+    let mut engine = Engine::new(config, p, store)
+        .unwrap()
+        .with_source(&SourceSpec::Y4m(video.clone()), &CaptureOptions::default())
+        .with_sink(Box::new(sink.clone()));
+    let handle = engine.handle();
+    let enrolled_after = std::thread::scope(|s| {
+        let runner = s.spawn(move || engine.run().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !sink.events().iter().any(|e| e.outcome == Outcome::Unknown) {
+            assert!(
+                !runner.is_finished() && Instant::now() < deadline,
+                "no unknown before the clip ended: {:?}",
+                outcomes(&sink.events())
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let seen = sink.events().len();
+        handle
+            .with_store(
+                move |s| s.enroll(&consent, &[template], &model_id).map(|_| ()),
+                Duration::from_secs(30),
+            )
+            .unwrap()
+            .unwrap();
+        let summary = runner.join().unwrap();
+        assert_eq!(summary.frames_processed, 240);
+        seen
+    });
+    let events = sink.events();
+    println!("decisions: {:?}", outcomes(&events));
+    let unknown = events
+        .iter()
+        .find(|e| e.outcome == Outcome::Unknown)
+        .unwrap();
+    let granted: Vec<_> = events
+        .iter()
+        .skip(enrolled_after)
+        .filter(|e| e.outcome == Outcome::Granted)
+        .collect();
+    assert!(
+        !granted.is_empty(),
+        "not granted after the enrollment: {:?}",
+        outcomes(&events)
+    );
+    assert_eq!(granted[0].subject.as_ref(), Some(&subject));
+    assert_eq!(
+        granted[0].track, unknown.track,
+        "the same track, not a new one"
+    );
+    assert!(
+        granted[0].unix_ms - unknown.unix_ms < 60_000,
+        "granted long after the enrollment"
+    );
+}
+
+/// Issue 7, retry: an `unknown` track is tried again after `unknown_retry`, not before and not
+/// never: with 600 s one `unknown` per track for the whole clip, with 250 ms several, spaced
+/// at least that far apart.
+#[test]
+fn an_unknown_track_is_tried_again_after_the_retry_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let video = clip_required("portrait_d9.mp4", 90, tmp.path());
+    let mut guard = pipeline();
+    let p: &mut Pipeline = &mut guard;
+    let policy = policy();
+    let mut store = store_with_someone_else(p, &tmp.path().join("state"), &policy);
+    let mut unknowns_per_track = Vec::new();
+    for retry in [Duration::from_secs(600), Duration::from_millis(250)] {
+        let mut config = engine_config(p, &policy);
+        config.unknown_retry = retry;
+        // At the clip's own 30 fps: 3 s, as a person standing at the gate.
+        config.capture.pace = true;
+        let sink = MemorySink::new();
+        let started = Instant::now();
+        let mut engine = Engine::new(config, &mut *p, store)
+            .unwrap()
+            .with_source(&SourceSpec::Y4m(video.clone()), &CaptureOptions::default())
+            .with_sink(Box::new(sink.clone()));
+        engine.run().unwrap();
+        let elapsed = started.elapsed();
+        store = engine.into_parts().1;
+        let events = sink.events();
+        println!(
+            "retry {retry:?}: {:.1} s, {:?}",
+            elapsed.as_secs_f64(),
+            outcomes(&events)
+        );
+        let unknown: Vec<_> = events
+            .iter()
+            .filter(|e| e.outcome == Outcome::Unknown)
+            .collect();
+        assert!(!unknown.is_empty(), "{:?}", outcomes(&events));
+        let track = unknown[0].track;
+        let same: Vec<_> = unknown.iter().filter(|e| e.track == track).collect();
+        for pair in same.windows(2) {
+            assert!(
+                pair[1].unix_ms - pair[0].unix_ms >= retry.as_millis() as i64,
+                "tried again before {retry:?}"
+            );
+        }
+        if retry < elapsed / 4 {
+            assert!(
+                same.len() >= 3,
+                "a {:.1} s run tried the unknown track {} time(s)",
+                elapsed.as_secs_f64(),
+                same.len()
+            );
+        }
+        unknowns_per_track.push(same.len());
+    }
+    assert_eq!(unknowns_per_track[0], 1);
+    assert!(unknowns_per_track[1] >= 3, "{unknowns_per_track:?}");
+}

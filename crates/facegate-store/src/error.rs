@@ -196,6 +196,41 @@ pub enum StoreError {
     #[error("dimension mismatch: the gallery holds {expected}-d templates, got {got}-d")]
     DimensionMismatch { expected: usize, got: usize },
 
+    // ----- enrollment checks ----------------------------------------------------------------
+    /// A sample of one enrollment does not match the others at the operating point: the photos
+    /// are not all of one person (or one of them is not usable). Samples count from 1.
+    #[error(
+        "enrollment of {subject} refused: sample {sample} does not match sample(s) {} at the \
+         match threshold {threshold:.4} (lowest similarity {lowest:.4}); all samples of one \
+         enrollment must show the same person",
+        others.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    SamplesDisagree {
+        subject: SubjectId,
+        sample: usize,
+        others: Vec<usize>,
+        lowest: f32,
+        threshold: f32,
+    },
+
+    /// The new template already matches another enrolled subject: one person must not hold
+    /// two ids (the first would be "unknown" for ever, the margin rule failing between them).
+    #[error(
+        "enrollment of {subject} refused: the face already matches enrolled subject {existing} \
+         (similarity {score:.4}, threshold {threshold:.4}); re-enroll {existing} instead, or have \
+         an operator allow the duplicate of {existing} with a reason"
+    )]
+    DuplicateFace {
+        subject: SubjectId,
+        existing: SubjectId,
+        score: f32,
+        threshold: f32,
+    },
+
+    /// An enrollment check was asked for with a threshold that is no cosine.
+    #[error("enrollment check: threshold {threshold} is not a cosine in [-1, 1]")]
+    InvalidThreshold { threshold: f32 },
+
     // ----- consent -------------------------------------------------------------------------
     /// Enrollment with a consent that is no longer live.
     #[error(

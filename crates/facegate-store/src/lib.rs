@@ -50,6 +50,7 @@ pub use gallery::{Gallery, Hit, Identification, QueryTimings, RowRef, SearchMode
 pub use keys::{KeyId, KeySource, MasterKey, generate_key_file};
 pub use ledger::ConsentStatus;
 pub use store::{
-    ALERT_FAILURES_LISTED, ConsentEntry, ConsentId, DB_FILE_NAME, GalleryLoad, RemovalReport,
-    RotationReport, Store, StoreCounts, SubjectDetail, SubjectSummary, SweepReport, TemplateInfo,
+    ALERT_FAILURES_LISTED, ConsentEntry, ConsentId, DB_FILE_NAME, DuplicateOverride,
+    EnrollmentCheck, GalleryLoad, RemovalReport, RotationReport, Store, StoreCounts, SubjectDetail,
+    SubjectSummary, SweepReport, TemplateInfo, disagreeing_sample,
 };

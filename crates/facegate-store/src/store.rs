@@ -6,7 +6,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use facegate_policy::{Consent, ConsentRecord, FilingStatus, PolicyConfig, Withdrawal};
+use facegate_policy::{
+    Consent, ConsentRecord, FilingStatus, PolicyConfig, VerifyOutcome, Withdrawal,
+    verification_outcome,
+};
 use facegate_types::{Clock, Embedding, SubjectId, TemplateId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
@@ -16,7 +19,7 @@ use crate::audit::{
 };
 use crate::credentials::{self, CredentialKey};
 use crate::files::{self, HeadFile, HeadRecord, OpenLock};
-use crate::gallery::Gallery;
+use crate::gallery::{Gallery, SearchMode};
 use crate::keys::{KeyId, MasterKey};
 use crate::ledger::{self, ConsentStatus, RowKey};
 use crate::schema::{self, SCHEMA_VERSION};
@@ -141,6 +144,49 @@ pub struct RotationReport {
     pub new_key_id: KeyId,
 }
 
+/// What [`Store::enroll_checked`] checks a new enrollment against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentCheck {
+    /// The 1:1 cosine threshold of the operating point (`facegate_policy::resolve_threshold`).
+    pub threshold: f32,
+    /// The operator's override for one known duplicate.
+    pub allow_duplicate_of: Option<DuplicateOverride>,
+}
+
+/// An operator's decision that the new subject may match `subject` (twins, a second id the
+/// site needs), with the reason recorded in the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateOverride {
+    pub subject: SubjectId,
+    pub reason: String,
+}
+
+/// The sample (0-based) that fails to match the most others at `threshold`, the samples it
+/// fails against and the lowest similarity among its failures; `None` when every pair matches.
+/// Ties go to the later sample (the first photo is taken as the reference).
+pub fn disagreeing_sample(
+    samples: &[Embedding],
+    threshold: f32,
+) -> Option<(usize, Vec<usize>, f32)> {
+    let n = samples.len();
+    let mut worst: Option<(usize, Vec<usize>, f32)> = None;
+    for i in 0..n {
+        let mut against = Vec::new();
+        let mut lowest = f32::INFINITY;
+        for j in (0..n).filter(|&j| j != i) {
+            let s = samples[i].cosine(&samples[j]);
+            if verification_outcome(s, threshold) == VerifyOutcome::Reject {
+                against.push(j);
+                lowest = lowest.min(s);
+            }
+        }
+        if !against.is_empty() && worst.as_ref().is_none_or(|w| against.len() >= w.1.len()) {
+            worst = Some((i, against, lowest));
+        }
+    }
+    worst
+}
+
 /// The encrypted template store. See the crate docs.
 pub struct Store {
     pub(crate) conn: Connection,
@@ -163,6 +209,8 @@ pub struct Store {
     checkpoint_retry: Arc<std::sync::atomic::AtomicBool>,
     read_only: bool,
     gallery: Option<Gallery>,
+    /// Bumped at every change of the gallery (see [`Store::gallery_generation`]).
+    gallery_generation: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -303,6 +351,7 @@ impl Store {
             row_key,
             read_only,
             gallery: None,
+            gallery_generation: 0,
         };
         if marker.is_none() && !store.read_only && !state_dir.join(files::MARKER_FILE).exists() {
             // First open of this store (new, or made before the marker existed): the head file
@@ -702,12 +751,125 @@ impl Store {
     /// key (created on first enrollment), the consent and the sealed template are written in one
     /// transaction together with the audit record; the gallery is updated after the commit when
     /// it holds `model_id`. Returns the new template's id.
+    ///
+    /// This writes what it is given: an operator's enrollment goes through
+    /// [`Store::enroll_checked`], which first checks the samples against each other and the
+    /// gallery.
     #[tracing::instrument(skip_all, fields(subject = %consent.subject(), model_id))]
     pub fn enroll(
         &mut self,
         consent: &Consent,
         samples: &[Embedding],
         model_id: &str,
+    ) -> Result<TemplateId, StoreError> {
+        self.enroll_with(consent, samples, model_id, None)
+    }
+
+    /// Enrollment that cannot be poisoned: before [`Store::enroll`] writes anything,
+    ///
+    /// - every sample must match every other at `check.threshold` (the 1:1 operating point,
+    ///   decided by `facegate_policy::verification_outcome` as a verification is), so photos of
+    ///   two people never fuse into one template; otherwise [`StoreError::SamplesDisagree`]
+    ///   names the sample that disagrees with the most others;
+    /// - the fused template and each sample are identified against the gallery of `model_id`
+    ///   (loaded if it is not): a match with *another* subject at the threshold is
+    ///   [`StoreError::DuplicateFace`] naming that subject, unless `check.allow_duplicate_of`
+    ///   names exactly that subject, in which case the enrollment goes ahead and its audit
+    ///   record carries the subject, the similarity and the operator's reason. Matching the
+    ///   subject's own templates (re-enrollment) is fine.
+    ///
+    /// Refusals are recorded in the audit chain like a refused consent.
+    #[tracing::instrument(skip_all, fields(subject = %consent.subject(), model_id))]
+    pub fn enroll_checked(
+        &mut self,
+        consent: &Consent,
+        samples: &[Embedding],
+        model_id: &str,
+        check: &EnrollmentCheck,
+    ) -> Result<TemplateId, StoreError> {
+        validate_model_id(model_id)?;
+        let t = check.threshold;
+        if !(t.is_finite() && (-1.0..=1.0).contains(&t)) {
+            return Err(StoreError::InvalidThreshold { threshold: t });
+        }
+        let subject = consent.subject().clone();
+        let operator = consent.record().operator.clone();
+        let refuse = |store: &mut Self, e: StoreError| {
+            if !store.read_only {
+                let ev = AuditEvent::new(AuditKind::Enroll, &operator, "refused")
+                    .subject(&subject)
+                    .details(json!({ "reason": e.to_string() }));
+                if let Err(a) = store.record(ev) {
+                    tracing::warn!(subject = %subject, error = %a, "could not record a refused enrollment");
+                }
+            }
+            Err(e)
+        };
+        if let Some((sample, others, lowest)) = disagreeing_sample(samples, t) {
+            let e = StoreError::SamplesDisagree {
+                subject: subject.clone(),
+                sample: sample + 1,
+                others: others.iter().map(|o| o + 1).collect(),
+                lowest,
+                threshold: t,
+            };
+            return refuse(self, e);
+        }
+        let fused = Embedding::mean(samples).map_err(|source| StoreError::Embedding {
+            subject: subject.clone(),
+            source,
+        })?;
+        if self
+            .gallery
+            .as_ref()
+            .is_none_or(|g| g.model_id() != model_id)
+        {
+            let load = self.load_gallery(model_id, fused.dim())?;
+            for f in &load.failures {
+                tracing::warn!(failure = %f, "a template could not be opened for the duplicate search");
+            }
+        }
+        let mut duplicate: Option<(SubjectId, f32)> = None;
+        if let Some(g) = self.gallery.as_ref() {
+            for probe in std::iter::once(&fused).chain(samples) {
+                let found = g.identify(probe, 3, SearchMode::Exact)?;
+                for hit in found.hits.iter().filter(|h| h.subject != subject) {
+                    if verification_outcome(hit.score, t) == VerifyOutcome::Accept
+                        && duplicate.as_ref().is_none_or(|(_, s)| hit.score > *s)
+                    {
+                        duplicate = Some((hit.subject.clone(), hit.score));
+                    }
+                }
+            }
+        }
+        let extra = match duplicate {
+            None => None,
+            Some((existing, score)) => match &check.allow_duplicate_of {
+                Some(o) if o.subject == existing => Some(json!({
+                    "duplicate_of": existing,
+                    "similarity": score,
+                    "override_reason": o.reason,
+                })),
+                _ => {
+                    let e = StoreError::DuplicateFace {
+                        subject: subject.clone(),
+                        existing,
+                        score,
+                        threshold: t,
+                    };
+                    return refuse(self, e);
+                }
+            },
+        };
+        self.enroll_with(consent, samples, model_id, extra)
+    }
+
+    fn enroll_with(
+        &mut self,
+        consent: &Consent,
+        samples: &[Embedding],
+        model_id: &str,
+        extra: Option<serde_json::Value>,
     ) -> Result<TemplateId, StoreError> {
         validate_model_id(model_id)?;
         let subject = consent.subject().clone();
@@ -782,23 +944,35 @@ impl Store {
                 params![nonce.as_slice(), sealed, template.0 as i64],
             )
             .map_err(ctx.err("seal template"))?;
+            let mut details = json!({
+                "template": template.0,
+                "consent": consent_id.0,
+                "model_id": model_id,
+                "samples": samples.len(),
+                "expires_at": expires_at.0,
+            });
+            if let (Some(d), Some(serde_json::Value::Object(more))) =
+                (details.as_object_mut(), extra.clone())
+            {
+                d.extend(more);
+            }
+            let outcome = if extra.is_some() {
+                "ok_duplicate_allowed"
+            } else {
+                "ok"
+            };
             ctx.audit(
                 tx,
-                &AuditEvent::new(AuditKind::Enroll, &record.operator, "ok")
+                &AuditEvent::new(AuditKind::Enroll, &record.operator, outcome)
                     .subject(&subject)
-                    .details(json!({
-                        "template": template.0,
-                        "consent": consent_id.0,
-                        "model_id": model_id,
-                        "samples": samples.len(),
-                        "expires_at": expires_at.0,
-                    })),
+                    .details(details),
             )?;
             Ok(template)
         })?;
 
         if let Some(g) = self.gallery.as_mut().filter(|g| g.model_id() == model_id) {
             g.insert(&subject, template, &fused)?;
+            self.gallery_generation += 1;
         }
         tracing::info!(subject = %subject, template = %template, model_id, "enrolled");
         Ok(template)
@@ -927,6 +1101,7 @@ impl Store {
     fn after_removal(&mut self, subject: &SubjectId, operator: &str, report: &mut RemovalReport) {
         if let Some(g) = self.gallery.as_mut() {
             g.remove_subject(subject);
+            self.gallery_generation += 1;
         }
         report.copies_sealed = match self.rotate_epoch(operator, "subject removed") {
             Ok(_) => true,
@@ -1058,6 +1233,7 @@ impl Store {
         if report.templates_deleted > 0 || report.keys_destroyed > 0 {
             // Only the expired templates leave the gallery: a subject may hold newer ones.
             if let Some(g) = self.gallery.as_mut() {
+                self.gallery_generation += 1;
                 for t in &templates {
                     g.remove_template(*t);
                 }
@@ -1184,6 +1360,7 @@ impl Store {
             "gallery loaded"
         );
         self.gallery = Some(gallery);
+        self.gallery_generation += 1;
         Ok(load)
     }
 
@@ -1211,6 +1388,13 @@ impl Store {
     /// The loaded gallery, if any.
     pub fn gallery(&self) -> Option<&Gallery> {
         self.gallery.as_ref()
+    }
+
+    /// A number that changes whenever the gallery does (a load or reload, an enrollment, a
+    /// withdrawal, a deletion, expired templates swept): a caller that decided on an earlier
+    /// gallery (an `unknown` face) knows to look again.
+    pub fn gallery_generation(&self) -> u64 {
+        self.gallery_generation
     }
 
     // ----- keys ----------------------------------------------------------------------------

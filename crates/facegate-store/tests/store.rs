@@ -10,6 +10,8 @@ mod audit_trail;
 mod common;
 #[path = "store/crypto.rs"]
 mod crypto;
+#[path = "store/enrollment_checks.rs"]
+mod enrollment_checks;
 #[path = "store/faults.rs"]
 mod faults;
 #[path = "store/lifecycle.rs"]

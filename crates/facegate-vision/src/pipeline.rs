@@ -13,6 +13,9 @@ use crate::embedder::{ArcFace, FaceEmbedder};
 use crate::landmarks::{LandmarkLocator, Pfld68};
 use crate::liveness::{LivenessDetector, PassiveLiveness};
 use crate::manifest::{CalibrationPoint, Manifest, Role};
+use crate::plausible::{
+    FaceGeometryLimits, Implausible, context_canvas, enlarged, landmark_shift, whole_face,
+};
 use crate::preprocess::Normalise;
 use crate::quality::{QualityConfig, QualityReport, assess};
 use crate::runtime::{self, ModelSession, RuntimeConfig};
@@ -162,6 +165,44 @@ impl Pipeline {
 
     pub fn has_liveness(&self) -> bool {
         self.liveness.is_some()
+    }
+
+    /// The five landmarks the landmark model finds in `bbox` of `frame`.
+    pub fn locate_landmarks(
+        &mut self,
+        frame: &Frame,
+        bbox: &facegate_types::BBox,
+    ) -> Result<Landmarks5, VisionError> {
+        self.landmarks.locate(frame, bbox)
+    }
+
+    /// Whether `face` (found in `frame`) is a plausible whole face: the pure geometry of
+    /// [`whole_face`], then the context check (the landmarks located again with the box's
+    /// surroundings in view must stay put). `Ok(Err(why))` for a refusal; run it before a face
+    /// becomes a template (one more landmark inference).
+    pub fn check_whole_face(
+        &mut self,
+        frame: &Frame,
+        face: &FaceAnalysis,
+        limits: &FaceGeometryLimits,
+    ) -> Result<Result<(), Implausible>, VisionError> {
+        if let Err(why) = whole_face(&face.detection.bbox, &face.landmarks, limits) {
+            return Ok(Err(why));
+        }
+        let Some((canvas, bbox, offset)) = context_canvas(frame, &face.detection.bbox) else {
+            return Ok(Err(Implausible::LandmarkOutsideBox));
+        };
+        let wide = self
+            .landmarks
+            .locate(&canvas, &enlarged(&bbox, limits.context_scale))?;
+        let back = Landmarks5(
+            wide.points()
+                .map(|p| facegate_types::Point::new(p.x + offset.x, p.y + offset.y)),
+        );
+        if landmark_shift(&face.landmarks, &back) > limits.max_context_shift {
+            return Ok(Err(Implausible::Fragment));
+        }
+        Ok(Ok(()))
     }
 
     /// Detection alone (the engine runs it on every frame).

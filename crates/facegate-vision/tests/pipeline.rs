@@ -8,7 +8,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use facegate_capture::decode_image_file;
 use facegate_vision::align::{ARCFACE_TEMPLATE, similarity};
 use facegate_vision::eval::parse_lfw_pairs;
-use facegate_vision::{AnalyseOptions, Manifest, Pipeline, Role, VisionConfig, VisionError};
+use facegate_vision::{
+    AnalyseOptions, FaceGeometryLimits, Manifest, Pipeline, Role, VisionConfig, VisionError,
+};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -174,4 +176,123 @@ fn lfw_devtest_sample_is_separated_at_the_calibrated_threshold() {
         false_matches <= 1,
         "{false_matches} false matches in 60 different-person pairs"
     );
+}
+
+/// The evaluation data for a test that must not pass without it.
+fn eval_dir_required() -> PathBuf {
+    let dir = std::env::var_os("FACEGATE_EVAL_DIR")
+        .map_or_else(|| workspace().join("../shared/eval"), PathBuf::from);
+    assert!(
+        dir.join("lfw/images").is_dir(),
+        "evaluation data missing at {}/lfw/images (set FACEGATE_EVAL_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// A box on one eye or on the lower half of a face gets five landmarks from the landmark model
+/// anyway, often in a face-like layout that passes quality; [`Pipeline::check_whole_face`] must
+/// refuse every such fragment that a face is detected on, and keep nearly every whole LFW face.
+/// Fragments are cut from the LFW images here, scaled up to 160x160 so that the detector fires.
+#[test]
+fn fragments_of_lfw_faces_are_not_whole_faces() {
+    let eval = eval_dir_required();
+    let mut people: Vec<_> = std::fs::read_dir(eval.join("lfw/images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    people.sort();
+    let mut p = pipeline();
+    let limits = FaceGeometryLimits::default();
+    let opts = AnalyseOptions {
+        embed: false,
+        liveness: false,
+        max_faces: 4,
+    };
+    let (mut whole, mut whole_kept) = (0, 0);
+    let (mut fragments, mut detected, mut accepted) = (0, 0, Vec::new());
+    let mut faces = Vec::new();
+    for dir in people.iter().step_by(40).take(100) {
+        let mut images: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        images.sort();
+        let frame = decode_image_file(&images[0], 40_000_000).unwrap();
+        let Ok(face) = p.embed_largest(&frame) else {
+            continue;
+        };
+        if !face.quality.passes() {
+            continue;
+        }
+        whole += 1;
+        whole_kept += usize::from(p.check_whole_face(&frame, &face, &limits).unwrap().is_ok());
+        let (lm, b) = (face.landmarks, face.detection.bbox);
+        let io = lm.right_eye().x - lm.left_eye().x;
+        let lower_top = lm.nose().y - 0.15 * b.height();
+        let crops = [
+            (
+                lm.left_eye().x - 0.6 * io,
+                lm.left_eye().y - 0.6 * io,
+                1.2 * io,
+            ),
+            (
+                lm.right_eye().x - 0.6 * io,
+                lm.right_eye().y - 0.6 * io,
+                1.2 * io,
+            ),
+            (b.x1, lower_top, b.width().max(b.y2 - lower_top)),
+        ];
+        for (x, y, side) in crops {
+            fragments += 1;
+            let crop = crop_scaled(&frame, x, y, side, side, 160);
+            p.analyse(&crop, opts, &mut faces).unwrap();
+            for f in faces.clone() {
+                if !f.quality.passes() {
+                    continue;
+                }
+                detected += 1;
+                if p.check_whole_face(&crop, &f, &limits).unwrap().is_ok() {
+                    accepted.push(images[0].clone());
+                }
+            }
+        }
+    }
+    assert!(whole >= 80, "only {whole} good whole faces in the sample");
+    assert!(
+        whole_kept * 100 >= whole * 93,
+        "only {whole_kept} of {whole} whole faces kept"
+    );
+    assert!(
+        fragments >= 240 && detected >= 20,
+        "{detected} faces on {fragments} fragments"
+    );
+    assert!(
+        accepted.is_empty(),
+        "{} fragment(s) accepted as whole faces, cut from e.g. {:?}",
+        accepted.len(),
+        &accepted[..accepted.len().min(3)]
+    );
+}
+
+/// `w` x `h` pixels of `frame` from (`x0`, `y0`), scaled to `out` x `out` (nearest neighbour).
+fn crop_scaled(
+    frame: &facegate_types::Frame,
+    x0: f32,
+    y0: f32,
+    w: f32,
+    h: f32,
+    out: u32,
+) -> facegate_types::Frame {
+    let mut data = Vec::with_capacity((out * out * 3) as usize);
+    for y in 0..out {
+        for x in 0..out {
+            let sx = (x0 + (x as f32 + 0.5) * w / out as f32).clamp(0.0, frame.width() as f32 - 1.0)
+                as usize;
+            let sy = (y0 + (y as f32 + 0.5) * h / out as f32)
+                .clamp(0.0, frame.height() as f32 - 1.0) as u32;
+            data.extend_from_slice(&frame.row(sy)[sx * 3..sx * 3 + 3]);
+        }
+    }
+    facegate_types::Frame::from_rgb8(out, out, data).unwrap()
 }

@@ -11,9 +11,11 @@ use facegate_policy::{
     ConsentMethod, ConsentRecord, Guardian, GuardianRelation, IdentifyOutcome, VerifyOutcome,
     identification_outcome, verification_outcome,
 };
-use facegate_store::{AuditEvent, MasterKey, SearchMode, Store};
+use facegate_store::{
+    AuditEvent, DuplicateOverride, EnrollmentCheck, MasterKey, SearchMode, Store, StoreError,
+};
 use facegate_types::{Clock, Embedding, SubjectId, SystemClock, UnixMillis};
-use facegate_vision::Pipeline;
+use facegate_vision::{FaceGeometryLimits, Pipeline};
 use serde_json::json;
 
 use crate::cli::{
@@ -126,17 +128,22 @@ pub fn cameras(args: &crate::cli::JsonArg) -> Result<ExitCode> {
 }
 
 /// Samples from a live source: a 3-2-1 count-down on the terminal, then frames with exactly one
-/// face that passes quality and liveness, each shown as it is judged. Gives up after 30 s or
-/// 900 frames.
+/// face that passes quality, liveness (the configured threshold; the liveness model is required)
+/// and the whole-face check, each shown as it is judged. Gives up after 30 s or 900 frames.
 fn live_samples(
     pipeline: &mut Pipeline,
     source: &str,
     want: usize,
     max_pixels: u64,
+    liveness_threshold: f32,
 ) -> Result<Vec<Embedding>> {
     use facegate_capture::{CaptureOptions, SourceSpec};
     use facegate_vision::AnalyseOptions;
     anyhow::ensure!((1..=10).contains(&want), "--samples must lie in 1..=10");
+    anyhow::ensure!(
+        pipeline.has_liveness(),
+        "enrollment from a live source needs the liveness model, and it is not loaded"
+    );
     let spec = SourceSpec::parse(source).with_context(|| format!("source {source}"))?;
     let mut src = facegate_capture::open(
         &spec,
@@ -149,9 +156,10 @@ fn live_samples(
     eprintln!("\rlook at the camera: now");
     let opts = AnalyseOptions {
         embed: true,
-        liveness: pipeline.has_liveness(),
+        liveness: true,
         max_faces: 2,
     };
+    let limits = FaceGeometryLimits::default();
     let start = std::time::Instant::now();
     let mut faces = Vec::new();
     let mut samples = Vec::new();
@@ -170,16 +178,18 @@ fn live_samples(
         pipeline.analyse(&frame, opts, &mut faces)?;
         let status = match faces.as_slice() {
             [] => "no face".to_string(),
-            [f] if !f.quality.passes() => {
-                format!("hold still, face the camera ({:?})", f.quality.issues)
-            }
-            [f] if f.liveness.is_some_and(|p| p < 0.5) => "not accepted as a live face".to_string(),
-            [f] => {
-                if let Some(e) = f.embedding.clone() {
-                    samples.push(e);
-                }
-                format!("sample {}/{want} taken", samples.len())
-            }
+            [f] => match live_sample_verdict(f, liveness_threshold) {
+                Err(why) => why,
+                Ok(()) => match pipeline.check_whole_face(&frame, f, &limits)? {
+                    Err(why) => format!("not a whole face: {why}"),
+                    Ok(()) => {
+                        if let Some(e) = f.embedding.clone() {
+                            samples.push(e);
+                        }
+                        format!("sample {}/{want} taken", samples.len())
+                    }
+                },
+            },
             _ => "more than one face: only the person enrolling, please".to_string(),
         };
         eprint!("\r{status:<70}");
@@ -187,10 +197,29 @@ fn live_samples(
     eprintln!();
     anyhow::ensure!(
         samples.len() == want,
-        "only {} of {want} good samples from {source} in {frames} frames; try again in better light",
+        "only {} of {want} good, live samples from {source} in {frames} frames; try again in better light",
         samples.len()
     );
     Ok(samples)
+}
+
+/// Whether a face seen on a live source may become an enrollment sample: it passes quality and
+/// the liveness model scored it live at `liveness_threshold` or above (no score is no pass).
+/// The error is what the person is told.
+fn live_sample_verdict(
+    face: &facegate_vision::FaceAnalysis,
+    liveness_threshold: f32,
+) -> std::result::Result<(), String> {
+    if !face.quality.passes() {
+        return Err(format!(
+            "hold still, face the camera ({:?})",
+            face.quality.issues
+        ));
+    }
+    match face.liveness {
+        Some(p) if p.is_finite() && p >= liveness_threshold => Ok(()),
+        _ => Err("not accepted as a live face".to_string()),
+    }
 }
 
 pub fn keygen(args: &KeygenArgs) -> Result<ExitCode> {
@@ -208,12 +237,63 @@ pub fn keygen(args: &KeygenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Embeds the largest face of `path`, refusing faces that fail quality.
-fn enrollment_sample(pipeline: &mut Pipeline, path: &Path, max_pixels: u64) -> Result<Embedding> {
+/// Which face of a photo is enrolled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaceChoice {
+    /// The only face; photos with several are refused.
+    Only,
+    /// Face N (1-based) in detector order, as `facegate detect` lists them.
+    Nth(usize),
+    Largest,
+}
+
+/// Embeds the chosen face of `path`, refusing a photo with several faces (unless one is
+/// chosen), a face that fails quality, and a box that holds no plausible whole face.
+fn enrollment_sample(
+    pipeline: &mut Pipeline,
+    path: &Path,
+    max_pixels: u64,
+    choice: FaceChoice,
+) -> Result<Embedding> {
+    use facegate_vision::AnalyseOptions;
     let frame = super::read_image(path, max_pixels)?;
-    let face = pipeline
-        .embed_largest(&frame)
-        .with_context(|| format!("{}: no usable face", path.display()))?;
+    let mut faces = Vec::new();
+    let opts = AnalyseOptions {
+        embed: true,
+        liveness: false,
+        max_faces: 64,
+    };
+    pipeline
+        .analyse(&frame, opts, &mut faces)
+        .with_context(|| format!("{}: analysing the faces", path.display()))?;
+    let n = faces.len();
+    let face = match (choice, n) {
+        (_, 0) => bail!("{}: no face found; take another photo", path.display()),
+        (FaceChoice::Only, 1) => faces.swap_remove(0),
+        (FaceChoice::Only, _) => bail!(
+            "{}: {n} faces found; enroll one person per photo, or pick one with --face N \
+             (1..={n}, in the order `facegate detect` lists them) or --largest",
+            path.display()
+        ),
+        (FaceChoice::Nth(i), _) if (1..=n).contains(&i) => faces.swap_remove(i - 1),
+        (FaceChoice::Nth(i), _) => bail!(
+            "{}: --face {i}, but {n} face(s) found (1..={n})",
+            path.display()
+        ),
+        (FaceChoice::Largest, _) => {
+            let i = faces
+                .iter()
+                .enumerate()
+                .max_by(|a, b| {
+                    a.1.detection
+                        .bbox
+                        .area()
+                        .total_cmp(&b.1.detection.bbox.area())
+                })
+                .map_or(0, |(i, _)| i);
+            faces.swap_remove(i)
+        }
+    };
     if !face.quality.passes() {
         let issues: Vec<String> = face
             .quality
@@ -225,6 +305,15 @@ fn enrollment_sample(pipeline: &mut Pipeline, path: &Path, max_pixels: u64) -> R
             "{}: the face fails quality ({}); take another photo",
             path.display(),
             issues.join(", ")
+        );
+    }
+    if let Err(why) = pipeline
+        .check_whole_face(&frame, &face, &FaceGeometryLimits::default())
+        .with_context(|| format!("{}: checking the face", path.display()))?
+    {
+        bail!(
+            "{}: not a whole face: {why}; take a photo of the whole face",
+            path.display()
         );
     }
     face.embedding
@@ -245,12 +334,33 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
             now,
         )
         .with_context(|| format!("consent for {subject}"))?;
+    let threshold = loaded.config.threshold(&loaded.manifest)?;
+    let allow_duplicate_of = match (&args.allow_duplicate_of, &args.reason) {
+        (Some(other), Some(reason)) => {
+            anyhow::ensure!(
+                !reason.trim().is_empty(),
+                "--reason must say why the duplicate of {other} is allowed"
+            );
+            Some(DuplicateOverride {
+                subject: SubjectId::new(other.clone())
+                    .with_context(|| format!("--allow-duplicate-of {other}"))?,
+                reason: reason.clone(),
+            })
+        }
+        _ => None,
+    };
+    let choice = match (args.face, args.largest) {
+        (Some(n), _) => FaceChoice::Nth(n),
+        (None, true) => FaceChoice::Largest,
+        (None, false) => FaceChoice::Only,
+    };
     let samples = match &args.from {
         Some(source) => live_samples(
             &mut loaded.pipeline,
             source,
             args.samples,
             loaded.config.max_pixels,
+            loaded.config.service.liveness_threshold,
         )?,
         None => {
             let mut v = Vec::with_capacity(args.images.len());
@@ -259,14 +369,44 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
                     &mut loaded.pipeline,
                     path,
                     loaded.config.max_pixels,
+                    choice,
                 )?);
             }
             v
         }
     };
-    // One transaction: the consent, the subject, its data key and the sealed template (a kill
-    // in between leaves neither a consent without template nor the reverse).
-    let template = store.enroll(&consent, &samples, loaded.pipeline.model_id())?;
+    // The samples are checked against each other and the gallery first; then one transaction:
+    // the consent, the subject, its data key and the sealed template (a kill in between leaves
+    // neither a consent without template nor the reverse).
+    let check = EnrollmentCheck {
+        threshold,
+        allow_duplicate_of,
+    };
+    let template = store
+        .enroll_checked(&consent, &samples, loaded.pipeline.model_id(), &check)
+        .map_err(|e| {
+            let named = match &e {
+                StoreError::SamplesDisagree { sample, others, .. } => {
+                    let name = |i: &usize| match args.images.get(i - 1) {
+                        Some(p) => format!("{i} ({})", p.display()),
+                        None => format!("{i} (live frame {i})"),
+                    };
+                    Some(format!(
+                        "sample {} disagrees with {}",
+                        name(sample),
+                        others.iter().map(name).collect::<Vec<_>>().join(", ")
+                    ))
+                }
+                StoreError::DuplicateFace { existing, .. } => Some(format!(
+                    "to enroll anyway: --allow-duplicate-of {existing} --reason TEXT"
+                )),
+                _ => None,
+            };
+            match named {
+                Some(n) => anyhow::Error::new(e).context(n),
+                None => anyhow::Error::new(e),
+            }
+        })?;
     // Art. 15: the operator who enrolls is the one to tell when filing is near or due.
     match store.check_filing() {
         Ok((stored, status)) if status.is_alert() => {
@@ -629,4 +769,51 @@ pub fn identify(cli: &Cli, args: &IdentifyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use facegate_types::BBox;
+    use facegate_vision::{Detection, FaceAnalysis, QualityIssue, QualityReport};
+
+    use super::*;
+
+    fn face(liveness: Option<f32>, issues: Vec<QualityIssue>) -> FaceAnalysis {
+        FaceAnalysis {
+            detection: Detection {
+                bbox: BBox::new(10.0, 10.0, 110.0, 130.0),
+                score: 0.99,
+            },
+            landmarks: facegate_types::Landmarks5::default(),
+            quality: QualityReport {
+                face_px: 100.0,
+                sharpness: 100.0,
+                brightness: 120.0,
+                clipped: 0.0,
+                yaw_deg: 0.0,
+                pitch_deg: 0.0,
+                roll_deg: 0.0,
+                issues,
+            },
+            liveness,
+            embedding: None,
+        }
+    }
+
+    #[test]
+    fn a_live_sample_needs_a_liveness_score_at_the_threshold() {
+        let t = facegate_engine::DEFAULT_LIVENESS_THRESHOLD;
+        assert!(live_sample_verdict(&face(Some(0.97), vec![]), t).is_ok());
+        assert!(live_sample_verdict(&face(Some(t), vec![]), t).is_ok());
+        for p in [Some(0.01), Some(t - 1e-3), Some(f32::NAN), None] {
+            let err = live_sample_verdict(&face(p, vec![]), t).unwrap_err();
+            assert!(err.contains("not accepted as a live face"), "{err}");
+        }
+        // A stricter configured threshold is the one applied.
+        assert!(live_sample_verdict(&face(Some(0.6), vec![]), 0.9).is_err());
+        let err =
+            live_sample_verdict(&face(Some(0.99), vec![QualityIssue::Blurred]), t).unwrap_err();
+        assert!(err.contains("hold still"), "{err}");
+    }
 }
