@@ -320,6 +320,72 @@ mod tests {
         }
     }
 
+    /// A wrap under `keks`'s subject KEK with a fixed nonce, in hex (for golden vectors).
+    fn fixed_wrap(keks: &Keks, subject: &SubjectId) -> String {
+        let mut buf = vec![0x5a_u8; 32];
+        keks.subject
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key([7u8; NONCE_LEN]),
+                Aad::from(subject_key_aad(subject).as_slice()),
+                &mut buf,
+            )
+            .unwrap();
+        hex::encode(buf)
+    }
+
+    #[test]
+    fn the_pre_epoch_subject_kek_is_the_one_earlier_releases_derived() {
+        // Earlier releases expanded HKDF straight into an AES-256-GCM key; this build expands
+        // 32 bytes and makes the key from them. Both must be the same key, or stores made
+        // before epochs could not move to their first epoch.
+        let master = MasterKey::from_bytes([3u8; 32]);
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(master.bytes());
+        let infos = [INFO_SUBJECT_WRAP];
+        let old = LessSafeKey::new(UnboundKey::from(prk.expand(&infos, &AES_256_GCM).unwrap()));
+        let subject = SubjectId::new("alice").unwrap();
+        let secret = random_secret().unwrap();
+        let (n, w) = seal(&old, &subject_key_aad(&subject), secret.as_slice()).unwrap();
+        let keks = Keks::derive(&master);
+        let back = keks.unwrap_subject_key(&subject, &n, &w).unwrap();
+        assert_eq!(back.as_slice(), secret.as_slice());
+        // And the golden legacy wrap below is what the earlier derivation writes.
+        let mut buf = vec![0x5a_u8; 32];
+        old.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([7u8; NONCE_LEN]),
+            Aad::from(subject_key_aad(&subject).as_slice()),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(hex::encode(buf), GOLDEN_LEGACY_WRAP);
+    }
+
+    #[test]
+    fn golden_subject_key_wraps_pin_the_on_disk_format() {
+        // Fixed master key, epoch, subject, data key and nonce: the wrapped bytes a store
+        // writes. A change of HKDF labels, AAD layout or derivation breaks every existing store
+        // and must fail here first (the values were produced by this code and are the format).
+        let master = MasterKey::from_bytes([3u8; 32]);
+        let subject = SubjectId::new("alice").unwrap();
+        let legacy = Keks::derive(&master);
+        let mut epoch = Zeroizing::new([0u8; 32]);
+        epoch.copy_from_slice(&[9u8; 32]);
+        let epoched = legacy.for_epoch(&epoch);
+        assert_eq!(fixed_wrap(&legacy, &subject), GOLDEN_LEGACY_WRAP);
+        assert_eq!(fixed_wrap(&epoched, &subject), GOLDEN_EPOCH_WRAP);
+        assert_eq!(epoch_id(&epoch), GOLDEN_EPOCH_ID);
+        // Another epoch is another key.
+        let mut other = Zeroizing::new([0u8; 32]);
+        other.copy_from_slice(&[8u8; 32]);
+        assert_ne!(
+            fixed_wrap(&legacy.for_epoch(&other), &subject),
+            GOLDEN_EPOCH_WRAP
+        );
+    }
+
+    const GOLDEN_LEGACY_WRAP: &str = "b3ac9d091f673872198f5749eaf882d9762d06d3bda7dbf06897d9988b85a68753f5110f3c857c6078cdb1833f742a2f";
+    const GOLDEN_EPOCH_WRAP: &str = "2ba6a8439b39d8f5124e85104cab1c7ffb9b23391ef72da32f237cfdfe396819e2e85605acc2fd2ae8fa40d72d892a71";
+    const GOLDEN_EPOCH_ID: &str = "8c0cc17a04942cc4";
+
     #[test]
     fn template_round_trip_and_binding() {
         let key = random_secret().unwrap();
