@@ -209,10 +209,14 @@ check "key kept after remove" test -s "$M/etc/credstore.encrypted/facegate-maste
 check "user kept after remove" in_root getent passwd facegate
 check "remove says purge destroys the data" grep -q "purge facegate' destroys" "$WORK/A-remove.log"
 
-log "A: purge"
+log "A: purge with a store: the 3-year processing record stays"
+as_facegate sh -c 'echo records >/var/lib/facegate/facegate.db'
 dpkg --root="$M" --purge facegate >"$WORK/A-purge.log" 2>&1 || { cat "$WORK/A-purge.log"; bad "dpkg --purge"; }
-check_purged
-check "purge warns that templates and key are destroyed" grep -q "purging DESTROYS" "$WORK/A-purge.log"
+check_eq "dpkg status after purge" "not-installed" "$(status_of | sed 's/^unknown ok not-installed *$/not-installed/')"
+check "purge keeps the store (Art. 9 record)" grep -qx records "$M/var/lib/facegate/facegate.db"
+check "purge keeps the master key the record is verified with" test -s "$M/etc/credstore.encrypted/facegate-master-key"
+check "purge says the record is kept and how to destroy it" grep -q "FACEGATE_PURGE_RECORDS=destroy" "$WORK/A-purge.log"
+check "binary, library, models, unit are gone" test ! -e "$M/usr/bin/facegate" -a ! -e "$M/usr/lib/systemd/system/facegate.service"
 
 # ==================================================================================================
 log "B: install $V1 without systemd-sysusers/systemd-tmpfiles (adduser fallback)"
@@ -222,9 +226,11 @@ dpkg --root="$M" --install "$DEB1" >"$WORK/B-install.log" 2>&1 || { cat "$WORK/B
 check_installed "$V1"
 as_facegate sh -c 'echo sealed >/var/lib/facegate/templates.sentinel'
 
-log "B: purge an installed package in one step"
-dpkg --root="$M" --purge facegate >"$WORK/B-purge.log" 2>&1 || { cat "$WORK/B-purge.log"; bad "dpkg --purge"; }
+log "B: purge an installed package in one step, destroying the records on purpose"
+as_facegate sh -c 'echo records >/var/lib/facegate/facegate.db'
+FACEGATE_PURGE_RECORDS=destroy dpkg --root="$M" --purge facegate >"$WORK/B-purge.log" 2>&1 || { cat "$WORK/B-purge.log"; bad "dpkg --purge"; }
 check_purged
+check "forced purge warns that templates and key are destroyed" grep -q "purging DESTROYS" "$WORK/B-purge.log"
 
 # ==================================================================================================
 if [ -n "$DEB_ARM" ]; then

@@ -42,6 +42,12 @@ pub enum Request {
         reason: Option<String>,
     },
     AuditVerify {},
+    /// The notice for the terminal's screen (Art. 5): text in `lang` (default language when
+    /// absent), signage, retention statement, version and fingerprint.
+    Notice {
+        #[serde(default)]
+        lang: Option<String>,
+    },
 }
 
 /// The alternative credentials a request can carry.
@@ -65,6 +71,7 @@ impl Request {
             Self::Withdraw { .. } => "withdraw",
             Self::Delete { .. } => "delete",
             Self::AuditVerify {} => "audit_verify",
+            Self::Notice { .. } => "notice",
         }
     }
 
@@ -93,6 +100,7 @@ impl Request {
             }
             Self::Credential { value, .. } => long("value", value)?,
             Self::Withdraw { subject } => long("subject", subject)?,
+            Self::Notice { lang } => long("lang", lang.as_deref().unwrap_or_default())?,
             Self::Delete { subject, reason } => {
                 long("subject", subject)?;
                 long("reason", reason.as_deref().unwrap_or_default())?;

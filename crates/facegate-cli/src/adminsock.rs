@@ -7,7 +7,8 @@
 //! Requests, one JSON object per line, answered by one JSON line:
 //! `{"op":"status"}`, `{"op":"subjects"}`, `{"op":"reload_gallery"}`, `{"op":"credential","kind":"pin|card|qr","value":"…"}`
 //! and `{"op":"override"}` (operators); `{"op":"withdraw","subject":"…"}`,
-//! `{"op":"delete","subject":"…","reason":"…"}`, `{"op":"audit_verify"}` (admins). The line
+//! `{"op":"delete","subject":"…","reason":"…"}`, `{"op":"audit_verify"}` (admins);
+//! `{"op":"notice","lang":"en"}` (operators: the notice for the terminal's screen). The line
 //! format and its parsing are in [`crate::adminproto`].
 //!
 //! One peer must never stop the gate, so everything a peer can make the service hold is bounded:
@@ -477,7 +478,7 @@ fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<
         Request::Withdraw { subject } => {
             let id = SubjectId::new(subject)?;
             let r = handle.with_store(
-                move |s| -> Result<usize> {
+                move |s| -> Result<facegate_store::RemovalReport> {
                     let live = s
                         .live_consent(&id)?
                         .with_context(|| format!("{id} has no live consent"))?;
@@ -485,12 +486,12 @@ fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<
                         SystemClock.now(),
                         operator,
                         ConsentMethod::Terminal,
-                    ))?
-                    .templates_deleted)
+                    ))?)
                 },
                 STORE_WAIT,
             )??;
-            json!({ "ok": true, "templates_deleted": r })
+            json!({ "ok": true, "templates_deleted": r.templates_deleted,
+                    "copies_sealed": r.copies_sealed, "residue_cleared": r.residue_cleared })
         }
         Request::Delete { subject, reason } => {
             let id = SubjectId::new(subject)?;
@@ -499,8 +500,29 @@ fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<
                 move |s| s.delete_subject(&id, &operator, &reason),
                 STORE_WAIT,
             )??;
-            json!({ "ok": true, "templates_deleted": r.templates_deleted })
+            json!({ "ok": true, "templates_deleted": r.templates_deleted,
+                    "copies_sealed": r.copies_sealed, "residue_cleared": r.residue_cleared })
         }
+        Request::Notice { lang } => handle.with_store(
+            move |s| {
+                let p = s.policy();
+                let n = p.notice();
+                let lang = lang.unwrap_or_else(|| n.default_language().to_owned());
+                if !n.texts().contains_key(&lang) {
+                    bail!(
+                        "the notice has no text in {lang:?}; it has: {}",
+                        n.texts().keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+                Ok(json!({ "ok": true, "version": n.version(),
+                           "fingerprint": p.notice_fingerprint(), "language": lang,
+                           "text": n.text(&lang), "signage": n.signage(),
+                           "retention": n.retention_statement(),
+                           "processor": p.deployment().processor_name(),
+                           "contact": p.deployment().processor_contact() }))
+            },
+            STORE_WAIT,
+        )??,
         Request::AuditVerify {} => {
             let v = handle.with_store(|s| s.verify_audit(), STORE_WAIT)??;
             json!({ "ok": true, "records": v.records, "intact": v.first_break.is_none(), "first_break": v.first_break.map(|b| b.to_string()) })

@@ -47,8 +47,12 @@ pub enum Command {
     /// Measure speed.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Check the configuration and the models it names, then exit.
-    Validate,
+    /// Check the configuration and the models it names, then exit. With --service (the unit's
+    /// ExecStartPre) also the frame source, the gate output and the master key `run` needs.
+    Validate {
+        #[arg(long)]
+        service: bool,
+    },
     /// List the V4L2 cameras.
     Cameras(JsonArg),
     /// Create a new master key file (mode 0600; never overwrites).
@@ -72,6 +76,18 @@ pub enum Command {
     /// Enrolled people: list, show, delete.
     #[command(subcommand)]
     Subjects(SubjectsCommand),
+    /// The notice people are shown (Art. 5, 13): text, signage, retention, for the terminal's
+    /// screen and the sign at the collection area.
+    Notice {
+        /// Language code (default: the notice's default language).
+        #[arg(long)]
+        lang: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// PIN, card and QR credentials (Art. 10): issued to anyone, with or without face consent.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
     /// 1:1 verification: is the face in IMAGE the claimed subject?
     Verify(VerifyArgs),
     /// 1:N identification: who is the face in IMAGE?
@@ -85,6 +101,51 @@ pub enum Command {
     /// Health check: models, key, egress guard, camera, audit chain, filing threshold.
     /// Exit status 1 when anything needs attention.
     Doctor(JsonArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialCommand {
+    /// Issue a credential to a holder. The value is read from standard input (one line), or
+    /// generated with --generate (PINs) and printed once.
+    Issue {
+        /// The holder's id (an employee or card number, not a name); no face consent needed.
+        holder: String,
+        #[arg(long, value_parser = parse_kind)]
+        kind: facegate_policy::CredentialKind,
+        /// Generate a random 6-digit PIN instead of reading one.
+        #[arg(long)]
+        generate: bool,
+        /// A label for the operator ("blue card", "visitor QR"); never the value.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        operator: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a holder's live credentials (all, one --id, or one --kind).
+    Revoke {
+        holder: String,
+        #[arg(long)]
+        id: Option<i64>,
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<facegate_policy::CredentialKind>,
+        #[arg(long)]
+        operator: String,
+        #[arg(long, default_value = "revoked by operator")]
+        reason: String,
+    },
+    /// The register (ids, holders, kinds, dates; never values).
+    List {
+        holder: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<facegate_policy::CredentialKind, String> {
+    s.parse()
+        .map_err(|e: facegate_policy::PolicyError| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +214,9 @@ pub enum ConsentCommand {
         #[arg(long, value_parser = ["written", "electronic", "terminal"], default_value = "terminal")]
         method: String,
     },
+    /// People whose live consent was given under an older notice version (Art. 5: tell them
+    /// of the change, or ask again); `[notice] pending` says what the gate does meanwhile.
+    Pending(JsonArg),
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,10 +258,18 @@ pub struct IdentifyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole hash chain; exit 1 and say where if anything was edited, removed or
-    /// reordered.
-    Verify(JsonArg),
-    /// Print records as JSON lines.
+    /// Check the whole hash chain (and the head kept beside the database); exit 1 and say where
+    /// if anything was edited, removed, reordered, cut off or rolled back. With --export, check
+    /// a file written by `audit export` instead, with this store's audit key.
+    Verify {
+        #[arg(long)]
+        json: bool,
+        /// An export (JSON lines from `facegate audit export`) to check.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
+    /// Print records as JSON lines, each with its chain links (mac, prev_mac) so that an
+    /// export can be checked later with `audit verify --export`.
     Export {
         #[arg(long, default_value_t = 0)]
         from: u64,

@@ -33,6 +33,8 @@ struct RawConfig {
     filing: RawFiling,
     matching: RawMatching,
     #[serde(default)]
+    lockout: facegate_policy::RawLockout,
+    #[serde(default)]
     runtime: RawRuntime,
     #[serde(default)]
     models: RawModels,
@@ -58,7 +60,8 @@ pub struct ServiceConfig {
     pub events_socket: Option<PathBuf>,
     /// The admin API (JSON lines, SO_PEERCRED roles); unset: none.
     pub admin_socket: Option<PathBuf>,
-    /// Hashed PIN / card / QR directory (TOML; `facegate` never stores them in clear).
+    /// Retired: PINs, cards and QR codes live in the store's register now
+    /// (`facegate credential issue`); a config that still sets it is refused with that advice.
     pub credentials: Option<PathBuf>,
     /// Minimum live probability for a face decision.
     pub liveness_threshold: f32,
@@ -211,6 +214,7 @@ impl Config {
             alternatives: raw.alternatives,
             filing: raw.filing,
             matching: raw.matching,
+            lockout: raw.lockout,
         })
         .with_context(|| format!("config {source}"))?;
         let resolve = |p: PathBuf| match base {
@@ -286,10 +290,16 @@ impl Config {
         if !["alone", "with_face"].contains(&raw.service.credential_mode.as_str()) {
             bail!("config {source}: service.credential_mode must be alone or with_face");
         }
+        if raw.service.credentials.is_some() {
+            bail!(
+                "config {source}: service.credentials (a hashed directory file) is no longer read: \
+                 credentials live in the store's register; issue them with `facegate credential issue` \
+                 and remove the key"
+            );
+        }
         let mut service = raw.service;
         service.events_socket = service.events_socket.map(resolve);
         service.admin_socket = service.admin_socket.map(resolve);
-        service.credentials = service.credentials.map(resolve);
         Ok(Self {
             source: source.to_string(),
             policy,

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => cmd::compare::run(&cli, a),
         Command::Eval(a) => cmd::eval::run(&cli, a),
         Command::Bench(a) => cmd::bench::run(&cli, a),
-        Command::Validate => cmd::validate::run(&cli),
+        Command::Validate { service } => cmd::validate::run(&cli, *service),
         Command::Cameras(a) => cmd::admin::cameras(a),
         Command::Keygen(a) => cmd::admin::keygen(a),
         Command::RotateKey {
@@ -58,6 +58,8 @@ fn main() -> ExitCode {
         Command::Enroll(a) => cmd::admin::enroll(&cli, a),
         Command::Consent(c) => cmd::admin::consent(&cli, c),
         Command::Subjects(c) => cmd::admin::subjects(&cli, c),
+        Command::Credential(c) => cmd::credential::run(&cli, c),
+        Command::Notice { lang, json } => cmd::records::notice(&cli, lang.as_deref(), *json),
         Command::Verify(a) => cmd::admin::verify(&cli, a),
         Command::Identify(a) => cmd::admin::identify(&cli, a),
         Command::Audit(c) => cmd::records::audit(&cli, c),

@@ -197,6 +197,25 @@ fn operator_flow_keygen_enroll_identify_withdraw_audit() {
     }
     // No template value ever reaches the audit export.
     assert!(!stdout(&out).contains("embedding"));
+    // The export carries the chain links: it can be checked later, away from the database.
+    let export = dir.path().join("audit.jsonl");
+    std::fs::write(&export, stdout(&out)).unwrap();
+    let out = run(&["audit", "verify", "--export", export.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("every mac checked"),
+        "{}",
+        stdout(&out)
+    );
+    let edited = std::fs::read_to_string(&export).unwrap().replacen(
+        "\"outcome\":\"ok\"",
+        "\"outcome\":\"refused\"",
+        1,
+    );
+    std::fs::write(&export, edited).unwrap();
+    let out = run(&["audit", "verify", "--export", export.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("edited"), "{}", stdout(&out));
     // Pruning records younger than three years is refused (Art. 9).
     let out = run(&[
         "audit",
@@ -262,6 +281,213 @@ fn gallery_bench_reports_median_and_p95() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
     assert!(v["p95_ms"].as_f64().unwrap() >= v["median_ms"].as_f64().unwrap());
+}
+
+#[test]
+fn credentials_are_issued_listed_and_revoked_without_any_face_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    let state = dir.path().join("state");
+    let run = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env("FACEGATE_KEY_FILE", &key)
+            .env("FACEGATE_STATE_DIR", &state)
+            .env_remove("FACEGATE_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    assert!(
+        run(&["keygen", key.to_str().unwrap()], None)
+            .status
+            .success()
+    );
+    // A person who refused face recognition gets a generated PIN, shown once.
+    let out = run(
+        &[
+            "credential",
+            "issue",
+            "visitor-7",
+            "--kind",
+            "pin",
+            "--generate",
+            "--operator",
+            "op",
+            "--json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let pin = v["pin"].as_str().unwrap().to_owned();
+    assert_eq!(pin.len(), 6);
+    // A card number from standard input; never from the command line.
+    let out = run(
+        &[
+            "credential",
+            "issue",
+            "visitor-7",
+            "--kind",
+            "card",
+            "--label",
+            "blue card",
+            "--operator",
+            "op",
+        ],
+        Some("04a1b2c3\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // QR is off in the default config: refused with the key to change.
+    let out = run(
+        &[
+            "credential",
+            "issue",
+            "visitor-7",
+            "--kind",
+            "qr",
+            "--operator",
+            "op",
+        ],
+        Some("payload\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[alternatives] qr = true"));
+    // A malformed PIN is refused with the rule.
+    let out = run(
+        &[
+            "credential",
+            "issue",
+            "visitor-8",
+            "--kind",
+            "pin",
+            "--operator",
+            "op",
+        ],
+        Some("12ab\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digits only"));
+    let out = run(&["credential", "list", "--json"], None);
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(!stdout(&out).contains(&pin) && !stdout(&out).to_uppercase().contains("04A1B2C3"));
+    // No subject exists: the register stands on its own.
+    let out = run(&["subjects", "list"], None);
+    assert!(!stdout(&out).contains("visitor-7"), "{}", stdout(&out));
+    let out = run(
+        &[
+            "credential",
+            "revoke",
+            "visitor-7",
+            "--kind",
+            "card",
+            "--operator",
+            "op",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("revoked 1"));
+    let out = run(&["audit", "export"], None);
+    let text = stdout(&out);
+    assert!(text.contains("\"kind\":\"credential_issue\""));
+    assert!(text.contains("\"kind\":\"credential_revoke\""));
+    assert!(!text.contains(&pin));
+}
+
+#[test]
+fn validate_for_the_service_checks_source_gate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    assert!(
+        facegate(&["keygen", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let base = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
+    let y4m = dir.path().join("replay.y4m");
+    std::fs::write(&y4m, b"YUV4MPEG2 W8 H8 F30:1 C420jpeg\n").unwrap();
+    let check = |edits: &[(&str, &str)]| {
+        let mut text = base.replace(
+            "key_credential = \"facegate-master-key\"",
+            &format!("key_file = {:?}", key.to_str().unwrap()),
+        );
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from}");
+            text = text.replacen(from, to, 1);
+        }
+        let cfg = dir.path().join("facegate.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(["validate", "--service", "--config", cfg.to_str().unwrap()])
+            .current_dir(workspace())
+            .env_remove("FACEGATE_KEY_FILE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let replay = format!("source = {:?}", y4m.to_str().unwrap());
+    let (code, err) = check(&[("source = \"camera:0\"", &replay)]);
+    assert_eq!(code, Some(0), "{err}");
+    // A camera that is not there.
+    let (code, err) = check(&[("source = \"camera:0\"", "source = \"camera:9\"")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("service.source /dev/video9"), "{err}");
+    // A gate program that does not exist.
+    let (code, err) = check(&[
+        ("source = \"camera:0\"", &replay),
+        (
+            "output = \"dry_run\"",
+            "output = \"command\"\ncommand = [\"/nonexistent/relay\"]",
+        ),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("gate.command \"/nonexistent/relay\" is not an executable file"),
+        "{err}"
+    );
+    // A GPIO chip that is not there.
+    let (code, err) = check(&[
+        ("source = \"camera:0\"", &replay),
+        ("output = \"dry_run\"", "output = \"gpio\""),
+        (
+            "gpio_chip = \"/dev/gpiochip0\"",
+            "gpio_chip = \"/dev/gpiochip99\"",
+        ),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("gate.gpio_chip /dev/gpiochip99"), "{err}");
+    // A missing master key file.
+    std::fs::remove_file(&key).unwrap();
+    let (code, err) = check(&[("source = \"camera:0\"", &replay)]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("master key file"), "{err}");
 }
 
 #[test]

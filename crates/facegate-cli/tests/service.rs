@@ -211,7 +211,7 @@ fn replayed_video_grants_the_enrolled_person_and_nobody_else() {
     assert!(
         records
             .iter()
-            .any(|r| r["kind"] == "verify" && r["operator"] == "guard-1")
+            .any(|r| r["kind"] == "credential_check" && r["operator"] == "guard-1")
     );
     assert!(
         site.cmd(&["audit", "verify"])
@@ -277,7 +277,10 @@ fn sigterm_drains_and_exits_cleanly_and_subscribers_get_events() {
     let cfg = site.path("facegate.toml");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replacen("days = 365", "days = 200", 1);
+        .replacen("days = 365", "days = 200", 1)
+        // People are told the retention: a new notice version (a changed notice under the same
+        // version is refused, Art. 5).
+        .replacen("\nversion = 1\n", "\nversion = 2\n", 1);
     std::fs::write(&cfg, text).unwrap();
     unsafe {
         libc::kill(child.id() as i32, libc::SIGHUP);
@@ -386,6 +389,29 @@ fn admin_socket_authorises_by_peer_credentials() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("emp-9"));
+    // The notice for the terminal's screen, through the service (Art. 5).
+    {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&admin).unwrap();
+        s.write_all(b"{\"op\":\"notice\",\"lang\":\"en\"}\n")
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], true, "{line}");
+        assert_eq!(v["version"], 1);
+        assert!(
+            v["text"].as_str().unwrap().contains("face recognition"),
+            "{line}"
+        );
+        assert!(v["signage"].as_str().unwrap().len() > 10);
+        let mut s = std::os::unix::net::UnixStream::connect(&admin).unwrap();
+        s.write_all(b"{\"op\":\"notice\",\"lang\":\"xx\"}\n")
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(line.contains("no text in \\\"xx\\\""), "{line}");
+    }
     // Another uid: refused by peer credentials (the socket is opened up for this test only).
     std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let script = format!(

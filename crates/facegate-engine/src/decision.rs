@@ -129,6 +129,26 @@ impl DecisionEvent {
     }
 }
 
+/// An alert the service raises without being asked (a broken audit chain at start, a clock set
+/// back, the Art. 15 filing threshold near or reached), on the same streams as decisions so a
+/// terminal's screen or a site's monitoring sees it. Ids and counts only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertEvent {
+    pub time: String,
+    pub unix_ms: i64,
+    /// `audit_chain_broken`, `clock_set_back`, `filing_threshold_near`, `filing_threshold_reached`.
+    pub alert: &'static str,
+    /// One line for a person (counts, sequence numbers; never face data).
+    pub detail: String,
+}
+
+impl AlertEvent {
+    /// The alert as one JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
 /// RFC 3339 (UTC, millisecond precision) of a Unix time in milliseconds.
 pub fn rfc3339(t: UnixMillis) -> String {
     t.rfc3339()

@@ -9,8 +9,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_cha
 use std::time::{Duration, Instant};
 
 use facegate_capture::{CaptureOptions, SourceSpec};
-use facegate_store::{AuditEvent, AuditKind, Identification, SearchMode, Store};
-use facegate_types::{Clock, Frame, SubjectId, SystemClock};
+use facegate_policy::{FailureEffect, LockoutState, NoticePending};
+use facegate_store::{
+    AuditEvent, AuditKind, ConsentStatus, CredentialCheck, Identification, SearchMode, Store,
+};
+use facegate_types::{Clock, Frame, SubjectId, SystemClock, UnixMillis};
 use facegate_vision::{
     AnalyseOptions, Detection, Pipeline, QualityIssue, StageTimings, TrackId, Tracker,
 };
@@ -20,9 +23,10 @@ use serde_json::json;
 use crate::EngineError;
 use crate::capture::{CaptureThread, Received, SourceOpener, StreamEnd};
 use crate::config::{CredentialMode, EngineConfig};
-use crate::credential::{Credential, CredentialDirectory, HashedDirectory};
+use crate::credential::Credential;
 use crate::decision::{
-    Agreement, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict, ms, rfc3339,
+    Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict,
+    ms, rfc3339,
 };
 use crate::gate::{GateOutput, GateWorker, Pulse};
 use crate::sink::EventSink;
@@ -141,6 +145,10 @@ pub struct RunSummary {
     pub sink_errors: u64,
     pub audit_errors: u64,
     pub gate_pulses: u64,
+    /// Credentials and claims refused without a lookup because of a lockout.
+    pub locked_out: u64,
+    /// Alerts raised (broken audit chain, clock set back, filing threshold).
+    pub alerts: u64,
     pub ended: Option<EndReason>,
 }
 
@@ -218,7 +226,6 @@ pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     pipeline: P,
     store: Store,
     opener: Option<SourceOpener>,
-    directory: Box<dyn CredentialDirectory>,
     gate: Option<Box<dyn GateOutput>>,
     sinks: Vec<Box<dyn EventSink>>,
     clock: Arc<dyn Clock>,
@@ -230,6 +237,10 @@ pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     tracker: Tracker,
     tracks: HashMap<TrackId, TrackState>,
     claim: Option<Claim>,
+    /// Failed credentials and failed claims at this terminal (Art. 14: no sweeping guesses).
+    terminal_lock: LockoutState,
+    /// Failed face verifications per claimed identity.
+    claim_locks: HashMap<SubjectId, LockoutState>,
     frame_index: u64,
     detections: Vec<Detection>,
     summary: RunSummary,
@@ -269,8 +280,8 @@ fn add_details(ev: &mut AuditEvent, extra: serde_json::Value) {
 impl<P: BorrowMut<Pipeline>> Engine<P> {
     /// Builds an engine on a loaded pipeline (with its liveness model) and an open store, whose
     /// policy the engine follows. Loads the store's gallery for the pipeline's model if it is
-    /// not loaded. Add a source before [`Engine::run`]; by default there is no credential
-    /// directory (every PIN, card and QR is unknown), no gate output and no sink.
+    /// not loaded. Add a source before [`Engine::run`]; by default there is no gate output and
+    /// no sink. PIN, card and QR credentials are looked up in the store's register.
     pub fn new(
         config: EngineConfig,
         mut pipeline: P,
@@ -303,7 +314,6 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             pipeline,
             store,
             opener: None,
-            directory: Box::new(HashedDirectory::default()),
             gate: None,
             sinks: Vec::new(),
             clock: Arc::new(SystemClock),
@@ -315,6 +325,8 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             tracker,
             tracks: HashMap::new(),
             claim: None,
+            terminal_lock: LockoutState::default(),
+            claim_locks: HashMap::new(),
             frame_index: 0,
             detections: Vec::new(),
             summary: RunSummary::default(),
@@ -336,13 +348,6 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
     #[must_use]
     pub fn with_source_opener(mut self, opener: SourceOpener) -> Self {
         self.opener = Some(opener);
-        self
-    }
-
-    /// Maps PIN, card and QR credentials to subjects.
-    #[must_use]
-    pub fn with_directory(mut self, directory: Box<dyn CredentialDirectory>) -> Self {
-        self.directory = directory;
         self
     }
 
@@ -484,7 +489,83 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         }
     }
 
+    /// What the service must say at start and on each sweep without being asked: a broken
+    /// audit chain (at start), a clock set back, the Art. 15 filing threshold. Each goes to
+    /// the journal, to the event streams, and (at most once per start, or once a day for the
+    /// filing threshold) into the audit chain.
+    fn alerts(&mut self, at_start: bool) {
+        let mut raised: Vec<(&'static str, String, Option<serde_json::Value>)> = Vec::new();
+        if at_start {
+            match self.store.verify_audit() {
+                Ok(v) => {
+                    if let Some(b) = v.first_break {
+                        tracing::error!(seq = b.seq, what = %b, "ALERT: the audit chain is broken");
+                        let d = json!({ "seq": b.seq, "what": b.to_string() });
+                        raised.push(("audit_chain_broken", b.to_string(), Some(d)));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "audit chain could not be verified"),
+            }
+        }
+        if let Some(behind) = self.store.clock_behind() {
+            tracing::error!(
+                behind_ms = behind,
+                "ALERT: the clock is earlier than the newest audit record"
+            );
+            let detail = format!(
+                "the clock is {:.1} s earlier than the newest audit record",
+                behind as f64 / 1000.0
+            );
+            raised.push((
+                "clock_set_back",
+                detail,
+                at_start.then(|| json!({ "behind_ms": behind })),
+            ));
+        }
+        match self.store.check_filing() {
+            Ok((stored, status)) if status.is_alert() => {
+                let name = if matches!(status, facegate_policy::FilingStatus::Reached) {
+                    "filing_threshold_reached"
+                } else {
+                    "filing_threshold_near"
+                };
+                // The store records it in the chain once a day itself.
+                raised.push((name, status.describe(stored), None));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "filing status could not be read"),
+        }
+        for (alert, detail, record) in raised {
+            self.summary.alerts += 1;
+            if let Some(d) = record {
+                let mut details = json!({ "alert": alert });
+                if let (Some(o), serde_json::Value::Object(extra)) = (details.as_object_mut(), d) {
+                    o.extend(extra);
+                }
+                let ev = AuditEvent::new(AuditKind::Alert, "facegate", "raised").details(details);
+                if let Err(e) = self.store.record(ev) {
+                    tracing::error!(error = %e, "could not record an alert");
+                }
+            }
+            let now = self.clock.now();
+            let event = AlertEvent {
+                time: rfc3339(now),
+                unix_ms: now.0,
+                alert,
+                detail,
+            };
+            for sink in &mut self.sinks {
+                if let Err(e) = sink.alert(&event) {
+                    self.summary.sink_errors += 1;
+                    tracing::warn!(error = %e, "event sink failed");
+                }
+            }
+        }
+    }
+
     fn sweep(&mut self) -> Result<(), EngineError> {
+        let at_start = self.summary.sweeps == 0;
+        self.alerts(at_start);
         let r = self.store.sweep_expired()?;
         self.summary.sweeps += 1;
         tracing::info!(
@@ -750,6 +831,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 let (outcome, subject, reason) = match &claim {
                     Some(c) => {
                         self.claim = None;
+                        self.claim_failure(&c.subject, c.method);
                         (
                             Outcome::Denied,
                             Some(c.subject.clone()),
@@ -794,11 +876,41 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         }
     }
 
-    /// Granted with a live consent, denied without; retry when the store cannot tell.
+    /// A face that did not verify against a claimed identity counts against that identity
+    /// and against the terminal.
+    fn claim_failure(&mut self, subject: &SubjectId, method: Method) {
+        let now = self.clock.now();
+        let policy = *self.store.policy().lockout();
+        // Forget identities whose back-off has lapsed, so the map stays small.
+        if self.claim_locks.len() > 1024 {
+            self.claim_locks.retain(|_, l| !l.is_clear(&policy, now));
+        }
+        let lock = self.claim_locks.entry(subject.clone()).or_default();
+        if let FailureEffect::LockedOut { until, n } = lock.failure(&policy, now) {
+            self.record_lockout("claimed_identity", Some(subject), method, until, n, now);
+        }
+        self.terminal_failure(method, now);
+    }
+
+    /// Granted with a live consent for this purpose, denied otherwise (with why); retry when
+    /// the store cannot tell.
     fn consent_outcome(&self, subject: &SubjectId) -> (Outcome, Option<String>) {
-        match self.store.live_consent(subject) {
-            Ok(Some(_)) => (Outcome::Granted, None),
-            Ok(None) => (Outcome::Denied, Some("no_live_consent".into())),
+        let denied = |why: &str| (Outcome::Denied, Some(why.to_owned()));
+        match self.store.consent_status(subject) {
+            Ok(ConsentStatus::Live(c)) => {
+                let notice = self.store.policy().notice();
+                if notice.pending() == NoticePending::Suspend
+                    && c.record().notice_version < notice.version()
+                {
+                    denied("notice_pending")
+                } else {
+                    (Outcome::Granted, None)
+                }
+            }
+            Ok(ConsentStatus::OtherPurpose { .. }) => denied("consent_for_other_purpose"),
+            Ok(ConsentStatus::Tampered { .. }) => denied("consent_record_invalid"),
+            Ok(ConsentStatus::WithdrawnInRecord) => denied("consent_withdrawn"),
+            Ok(_) => denied("no_live_consent"),
             Err(e) => {
                 tracing::error!(subject = %subject, error = %e, "consent lookup failed");
                 (Outcome::Retry, Some("store_error".into()))
@@ -861,6 +973,11 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             .decisions
             .entry(event.outcome.as_str())
             .or_default() += 1;
+        self.emit(&event);
+    }
+
+    /// Logs a decision (ids and outcomes only) and hands it to every sink.
+    fn emit(&mut self, event: &DecisionEvent) {
         tracing::info!(
             track = event.track,
             outcome = event.outcome.as_str(),
@@ -872,7 +989,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             "decision"
         );
         for sink in &mut self.sinks {
-            if let Err(e) = sink.emit(&event) {
+            if let Err(e) = sink.emit(event) {
                 self.summary.sink_errors += 1;
                 tracing::warn!(error = %e, "event sink failed");
             }
@@ -896,13 +1013,6 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         let method = credential.method();
         // Read at each use: a policy reloaded into the store applies at once.
         let alternatives = *self.store.policy().alternatives();
-        let enabled = match method {
-            Method::Pin => alternatives.pin(),
-            Method::Card => alternatives.card(),
-            Method::Qr => alternatives.qr(),
-            Method::Override => alternatives.operator_override(),
-            Method::Face => false,
-        };
         let op = self.config.operator.clone();
         let base =
             |outcome: Outcome, subject: Option<SubjectId>, reason: Option<String>, audit| Draft {
@@ -918,66 +1028,225 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 times: AttemptTimes::default(),
                 started,
             };
-        let details = |outcome: Outcome, reason: Option<&str>| {
-            json!({ "decision": outcome.as_str(), "method": method.as_str(), "face": false,
-                    "reason": reason })
+        let record = |outcome: Outcome, subject: Option<&SubjectId>, reason: Option<&str>| {
+            let ev = AuditEvent::new(AuditKind::CredentialCheck, &op, outcome.as_str()).details(
+                json!({ "decision": outcome.as_str(), "method": method.as_str(), "face": false,
+                        "reason": reason }),
+            );
+            match subject {
+                Some(s) => ev.subject(s),
+                None => ev,
+            }
         };
-        if !enabled {
+        let secret = match &credential {
+            Credential::OperatorOverride { operator } => {
+                if !alternatives.operator_override() {
+                    let reason = "alternative_disabled";
+                    let audit = record(Outcome::Denied, None, Some(reason));
+                    return self.finish(
+                        base(Outcome::Denied, None, Some(reason.into()), audit),
+                        gate,
+                    );
+                }
+                let mut audit = record(Outcome::Granted, None, None);
+                audit.operator.clone_from(operator);
+                return self.finish(
+                    base(
+                        Outcome::Granted,
+                        None,
+                        Some(format!("override:{operator}")),
+                        audit,
+                    ),
+                    gate,
+                );
+            }
+            other => other.secret(),
+        };
+        let Some((kind, value)) = secret else {
+            return;
+        };
+        if !alternatives.accepts(kind) {
             let reason = "alternative_disabled";
-            let audit = AuditEvent::new(AuditKind::Verify, &op, "refused")
-                .details(details(Outcome::Denied, Some(reason)));
+            let audit = record(Outcome::Denied, None, Some(reason));
             return self.finish(
                 base(Outcome::Denied, None, Some(reason.into()), audit),
                 gate,
             );
         }
-        if let Credential::OperatorOverride { operator } = &credential {
-            let audit = AuditEvent::new(AuditKind::Verify, operator.as_str(), "override")
-                .details(details(Outcome::Granted, None));
-            return self.finish(
-                base(
-                    Outcome::Granted,
-                    None,
-                    Some(format!("override:{operator}")),
-                    audit,
-                ),
-                gate,
-            );
+        let now = self.clock.now();
+        if let Some(until) = self.terminal_lock.locked_until(now) {
+            return self.locked_out(method, None, until, started);
         }
-        let Some(subject) = self.directory.lookup(&credential) else {
-            let reason = "unknown_credential";
-            let audit = AuditEvent::new(AuditKind::Verify, &op, "unknown")
-                .details(details(Outcome::Unknown, Some(reason)));
-            return self.finish(
-                base(Outcome::Unknown, None, Some(reason.into()), audit),
-                gate,
-            );
+        let check = match self.store.check_credential(kind, value) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "credential register lookup failed");
+                let audit = record(Outcome::Retry, None, Some("store_error"));
+                return self.finish(
+                    base(Outcome::Retry, None, Some("store_error".into()), audit),
+                    gate,
+                );
+            }
         };
-        match self.config.credential_mode {
-            CredentialMode::Alone => {
-                let (outcome, reason) = self.consent_outcome(&subject);
-                let mut audit =
-                    AuditEvent::verification(&subject, None, outcome == Outcome::Granted, &op);
-                add_details(&mut audit, details(outcome, reason.as_deref()));
-                self.finish(base(outcome, Some(subject), reason, audit), gate);
+        let info = match check {
+            CredentialCheck::Valid(info) => info,
+            CredentialCheck::NotLive(info) => {
+                let reason = if info.revoked_at.is_some() {
+                    "credential_revoked"
+                } else {
+                    "credential_expired"
+                };
+                let audit = record(Outcome::Denied, Some(&info.holder), Some(reason));
+                self.finish(
+                    base(
+                        Outcome::Denied,
+                        Some(info.holder.clone()),
+                        Some(reason.into()),
+                        audit,
+                    ),
+                    gate,
+                );
+                return self.terminal_failure(method, now);
             }
-            CredentialMode::WithFace { window } => {
-                let now = Instant::now();
-                if let Some(old) = self.claim.take() {
-                    self.claim_timed_out(old, gate);
-                }
-                tracing::info!(subject = %subject, method = method.as_str(), "credential claim: verifying the face");
-                self.claim = Some(Claim {
-                    subject,
-                    method,
-                    deadline: now + window,
-                    submitted: now,
-                });
-                // Every face in view is judged afresh against the claim.
-                for s in self.tracks.values_mut() {
-                    s.requalify();
-                }
+            CredentialCheck::Unknown => {
+                let reason = "unknown_credential";
+                let audit = record(Outcome::Unknown, None, Some(reason));
+                self.finish(
+                    base(Outcome::Unknown, None, Some(reason.into()), audit),
+                    gate,
+                );
+                return self.terminal_failure(method, now);
             }
+        };
+        let holder = info.holder;
+        // Two factors only for people who chose face recognition: a holder without a live face
+        // consent (who refused it, or withdrew) passes on the credential alone (Art. 10).
+        let face_factor = match self.config.credential_mode {
+            CredentialMode::Alone => None,
+            CredentialMode::WithFace { window } => match self.store.live_consent(&holder) {
+                Ok(Some(_))
+                    if self
+                        .store
+                        .gallery()
+                        .is_some_and(|g| !g.templates_of(&holder).is_empty()) =>
+                {
+                    Some(window)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::error!(subject = %holder, error = %e, "consent lookup failed");
+                    let audit = record(Outcome::Retry, Some(&holder), Some("store_error"));
+                    return self.finish(
+                        base(
+                            Outcome::Retry,
+                            Some(holder),
+                            Some("store_error".into()),
+                            audit,
+                        ),
+                        gate,
+                    );
+                }
+            },
+        };
+        let Some(window) = face_factor else {
+            let audit = record(Outcome::Granted, Some(&holder), None);
+            return self.finish(base(Outcome::Granted, Some(holder), None, audit), gate);
+        };
+        if let Some(until) = self
+            .claim_locks
+            .get(&holder)
+            .and_then(|l| l.locked_until(now))
+        {
+            return self.locked_out(method, Some(holder), until, started);
+        }
+        let t = Instant::now();
+        if let Some(old) = self.claim.take() {
+            self.claim_timed_out(old, gate);
+        }
+        tracing::info!(subject = %holder, method = method.as_str(), "credential claim: verifying the face");
+        self.claim = Some(Claim {
+            subject: holder,
+            method,
+            deadline: t + window,
+            submitted: t,
+        });
+        // Every face in view is judged afresh against the claim.
+        for s in self.tracks.values_mut() {
+            s.requalify();
+        }
+    }
+
+    /// A refusal while locked out: told to the terminal, counted, not recorded (the lockout
+    /// itself was), and no lookup is made.
+    fn locked_out(
+        &mut self,
+        method: Method,
+        subject: Option<SubjectId>,
+        until: UnixMillis,
+        started: Instant,
+    ) {
+        self.summary.locked_out += 1;
+        let now = self.clock.now();
+        let event = DecisionEvent {
+            time: rfc3339(now),
+            unix_ms: now.0,
+            track: None,
+            outcome: Outcome::Denied,
+            subject,
+            method,
+            mode: Mode::Credential,
+            score: None,
+            frames: 0,
+            reason: Some(format!(
+                "locked_out:{}s",
+                ((until.0 - now.0).max(0) + 999) / 1000
+            )),
+            latency_ms: StageLatency {
+                total: ms(started.elapsed()),
+                ..StageLatency::default()
+            },
+        };
+        *self.summary.decisions.entry("denied").or_default() += 1;
+        self.emit(&event);
+    }
+
+    /// Counts a failed credential (or a failed claim) against the terminal, and records a
+    /// lockout once when it starts.
+    fn terminal_failure(&mut self, method: Method, now: UnixMillis) {
+        let policy = *self.store.policy().lockout();
+        if let FailureEffect::LockedOut { until, n } = self.terminal_lock.failure(&policy, now) {
+            self.record_lockout("terminal", None, method, until, n, now);
+        }
+    }
+
+    fn record_lockout(
+        &mut self,
+        scope: &str,
+        subject: Option<&SubjectId>,
+        method: Method,
+        until: UnixMillis,
+        n: u32,
+        now: UnixMillis,
+    ) {
+        let seconds = (until.0 - now.0).max(0) / 1000;
+        tracing::warn!(
+            scope,
+            lockout = n,
+            seconds,
+            method = method.as_str(),
+            "lockout after failed attempts"
+        );
+        let mut ev = AuditEvent::new(AuditKind::Lockout, &self.config.operator, "locked").details(
+            json!({ "scope": scope, "lockout": n, "seconds": seconds, "until": until.0,
+                    "method": method.as_str(),
+                    "failures": self.store.policy().lockout().max_failures() }),
+        );
+        if let Some(s) = subject {
+            ev = ev.subject(s);
+        }
+        if let Err(e) = self.store.record(ev) {
+            self.summary.audit_errors += 1;
+            tracing::error!(error = %e, "audit record failed");
         }
     }
 

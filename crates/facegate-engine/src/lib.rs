@@ -61,15 +61,14 @@ pub use capture::{
     StreamEnd,
 };
 pub use config::{CredentialMode, DEFAULT_LIVENESS_THRESHOLD, EngineConfig};
-pub use credential::{
-    Credential, CredentialDirectory, CredentialKind, HashedDirectory, MAX_CREDENTIAL_LEN,
-    RawDirectory, RawEntry,
-};
+pub use credential::Credential;
 pub use decision::{
-    Agreement, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict, rfc3339,
+    Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict,
+    rfc3339,
 };
 pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;
+pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
 pub use sink::{
     ACCEPTS_PER_EVENT, EventSink, JsonLinesSink, MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_UID,

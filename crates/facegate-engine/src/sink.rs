@@ -8,12 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::EngineError;
-use crate::decision::DecisionEvent;
+use crate::decision::{AlertEvent, DecisionEvent};
 
 /// Receives every decision. Implementations must return quickly: the gate loop calls them.
 pub trait EventSink: Send + std::fmt::Debug {
     /// Delivers one event. An error is logged and counted by the engine, which goes on.
     fn emit(&mut self, event: &DecisionEvent) -> Result<(), EngineError>;
+
+    /// Delivers an alert (same stream as the decisions, one JSON line with an `alert` field).
+    fn alert(&mut self, alert: &AlertEvent) -> Result<(), EngineError>;
 }
 
 /// JSON lines on any writer; [`JsonLinesSink::stdout`] for the journal.
@@ -47,9 +50,8 @@ impl JsonLinesSink<io::Stdout> {
     }
 }
 
-impl<W: Write + Send> EventSink for JsonLinesSink<W> {
-    fn emit(&mut self, event: &DecisionEvent) -> Result<(), EngineError> {
-        let mut line = event.to_json_line();
+impl<W: Write + Send> JsonLinesSink<W> {
+    fn line(&mut self, mut line: String) -> Result<(), EngineError> {
         line.push('\n');
         self.out
             .write_all(line.as_bytes())
@@ -61,9 +63,19 @@ impl<W: Write + Send> EventSink for JsonLinesSink<W> {
     }
 }
 
+impl<W: Write + Send> EventSink for JsonLinesSink<W> {
+    fn emit(&mut self, event: &DecisionEvent) -> Result<(), EngineError> {
+        self.line(event.to_json_line())
+    }
+
+    fn alert(&mut self, alert: &AlertEvent) -> Result<(), EngineError> {
+        self.line(alert.to_json_line())
+    }
+}
+
 /// Keeps every event in memory; clones share the list (tests, the admin API's recent events).
 #[derive(Debug, Clone, Default)]
-pub struct MemorySink(Arc<Mutex<Vec<DecisionEvent>>>);
+pub struct MemorySink(Arc<Mutex<Vec<DecisionEvent>>>, Arc<Mutex<Vec<AlertEvent>>>);
 
 impl MemorySink {
     pub fn new() -> Self {
@@ -74,6 +86,11 @@ impl MemorySink {
     pub fn events(&self) -> Vec<DecisionEvent> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// A copy of the alerts so far.
+    pub fn alerts(&self) -> Vec<AlertEvent> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl EventSink for MemorySink {
@@ -82,6 +99,14 @@ impl EventSink for MemorySink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(event.clone());
+        Ok(())
+    }
+
+    fn alert(&mut self, alert: &AlertEvent) -> Result<(), EngineError> {
+        self.1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(alert.clone());
         Ok(())
     }
 }
@@ -276,6 +301,13 @@ impl SocketBroadcaster {
 impl EventSink for SocketBroadcaster {
     fn emit(&mut self, event: &DecisionEvent) -> Result<(), EngineError> {
         let mut line = event.to_json_line();
+        line.push('\n');
+        self.broadcast(line.as_bytes());
+        Ok(())
+    }
+
+    fn alert(&mut self, alert: &AlertEvent) -> Result<(), EngineError> {
+        let mut line = alert.to_json_line();
         line.push('\n');
         self.broadcast(line.as_bytes());
         Ok(())

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use facegate_capture::{CaptureOptions, FrameSource, SourceSpec, Y4mSource, decode_image_file};
 use facegate_engine::{
-    CaptureConfig, Credential, CredentialMode, DecisionEvent, DryRun, Engine, EngineConfig,
-    FramePolicy, HashedDirectory, MemorySink, Method, Mode, Outcome,
+    CaptureConfig, Credential, CredentialKind, CredentialMode, DecisionEvent, DryRun, Engine,
+    EngineConfig, FramePolicy, MemorySink, Method, Mode, Outcome,
 };
 use facegate_policy::{
     ConsentMethod, ConsentRecord, PolicyConfig, RawPolicyConfig, resolve_threshold,
 };
 use facegate_store::{MasterKey, Store};
-use facegate_types::{BBox, Clock, SubjectId, SystemClock};
+use facegate_types::{BBox, Clock, ManualClock, SubjectId, SystemClock};
 use facegate_vision::{AnalyseOptions, Detection, Manifest, Pipeline, StageTimings, VisionConfig};
 
 fn workspace() -> PathBuf {
@@ -165,7 +165,7 @@ fn outcomes(events: &[DecisionEvent]) -> Vec<String> {
 }
 
 #[test]
-fn credentials_go_through_the_decision_path_and_are_audited() {
+fn credentials_stand_without_face_consent_and_are_audited_as_their_own_kind() {
     let mut p = pipeline();
     let policy = policy();
     let dir = tempfile::tempdir().unwrap();
@@ -173,120 +173,203 @@ fn credentials_go_through_the_decision_path_and_are_audited() {
     let now = SystemClock.now();
     let alice = SubjectId::new("alice").unwrap();
     let bob = SubjectId::new("bob").unwrap();
+    // carol refused face recognition: no consent, no subject row, only a PIN (Art. 10).
+    let carol = SubjectId::new("carol").unwrap();
+    let dave = SubjectId::new("dave").unwrap();
     store
         .record_consent(&policy.grant(record(&policy, &alice), now).unwrap())
         .unwrap();
     let bob_consent = policy.grant(record(&policy, &bob), now).unwrap();
     store.record_consent(&bob_consent).unwrap();
     store
+        .issue_credential(&alice, CredentialKind::Pin, "1234", "", "op-1")
+        .unwrap();
+    store
+        .issue_credential(&bob, CredentialKind::Card, "cafe01", "blue card", "op-1")
+        .unwrap();
+    store
+        .issue_credential(&carol, CredentialKind::Pin, "975310", "", "op-1")
+        .unwrap();
+    store
+        .issue_credential(&dave, CredentialKind::Card, "D4", "", "op-1")
+        .unwrap();
+    // The same value cannot be live for two holders.
+    let err = store
+        .issue_credential(&dave, CredentialKind::Pin, "1234", "", "op-1")
+        .unwrap_err();
+    assert!(err.to_string().contains("another holder"), "{err}");
+    store
+        .revoke_credentials(&dave, None, None, "op-1", "card lost")
+        .unwrap();
+    // Withdrawing face consent leaves bob's card working.
+    store
         .withdraw(&bob_consent.withdraw(now, "op-1".into(), ConsentMethod::Written))
         .unwrap();
 
-    let mut directory = HashedDirectory::new(b"terminal-1".to_vec());
-    directory
-        .insert(&Credential::Pin("1234".into()), alice.clone())
-        .unwrap();
-    directory
-        .insert(&Credential::Card("CARD-B".into()), bob.clone())
-        .unwrap();
     let sink = MemorySink::new();
     let gate = DryRun::new();
     let config = engine_config(&p, &policy);
     let mut engine = Engine::new(config, &mut *p, store)
         .unwrap()
         .with_source_opener(grey_opener())
-        .with_directory(Box::new(directory))
         .with_gate(Box::new(gate.clone()))
         .with_sink(Box::new(sink.clone()));
     let handle = engine.handle();
     handle.submit(Credential::Pin("1234".into())).unwrap();
     handle.submit(Credential::Pin("0000".into())).unwrap();
-    handle.submit(Credential::Card("CARD-B".into())).unwrap();
+    handle.submit(Credential::Card("CAFE01".into())).unwrap();
     handle.submit(Credential::Qr("anything".into())).unwrap(); // QR is off in the policy
     handle
         .submit(Credential::OperatorOverride {
             operator: "guard-7".into(),
         })
         .unwrap();
+    handle.submit(Credential::Pin(" 975310\n".into())).unwrap();
+    handle.submit(Credential::Card("d4".into())).unwrap();
     let summary = engine.run().unwrap();
     let events = sink.events();
-    println!("credential decisions: {:?}", outcomes(&events));
-    assert_eq!(summary.credentials, 5);
-    assert_eq!(events.len(), 5);
-    let e = &events[0];
+    let got = outcomes(&events);
+    println!("credential decisions: {got:?}");
+    assert_eq!(summary.credentials, 7);
     assert_eq!(
-        (e.outcome, e.subject.as_ref(), e.method, e.mode),
-        (
-            Outcome::Granted,
-            Some(&alice),
-            Method::Pin,
-            Mode::Credential
-        )
+        got,
+        [
+            "granted:alice:pin:",
+            "unknown:-:pin:unknown_credential",
+            "granted:bob:card:",
+            "denied:-:qr:alternative_disabled",
+            "granted:-:override:override:guard-7",
+            "granted:carol:pin:",
+            "denied:dave:card:credential_revoked",
+        ]
     );
-    assert_eq!(
-        (events[1].outcome, events[1].subject.as_ref()),
-        (Outcome::Unknown, None)
-    );
-    assert_eq!(
-        (
-            events[2].outcome,
-            events[2].subject.as_ref(),
-            events[2].reason.as_deref()
-        ),
-        (Outcome::Denied, Some(&bob), Some("no_live_consent"))
-    );
-    assert_eq!(
-        (events[3].outcome, events[3].reason.as_deref()),
-        (Outcome::Denied, Some("alternative_disabled"))
-    );
-    assert_eq!(
-        (events[4].outcome, events[4].method),
-        (Outcome::Granted, Method::Override)
-    );
+    assert!(events.iter().all(|e| e.mode == Mode::Credential));
     let pulses = gate.pulses();
-    assert_eq!(pulses.len(), 2, "{pulses:?}");
-    assert_eq!(pulses[0].subject.as_ref(), Some(&alice));
-    assert_eq!(
-        (pulses[1].subject.as_ref(), pulses[1].method),
-        (None, Method::Override)
-    );
+    let opened: Vec<_> = pulses
+        .iter()
+        .map(|p| p.subject.as_ref().map_or("-", SubjectId::as_str))
+        .collect();
+    assert_eq!(opened, ["alice", "bob", "-", "carol"], "{pulses:?}");
     for line in events.iter().map(DecisionEvent::to_json_line) {
         // A leaked PIN would be a JSON string; digits alone can occur in times and ids.
         assert!(
-            !line.contains("\"1234\"") && !line.contains("CARD-B"),
+            !line.contains("\"1234\"") && !line.contains("CAFE01") && !line.contains("975310"),
             "{line}"
         );
     }
 
     let store = engine.store();
     let audit = store.audit_records(0, 1000).unwrap();
-    let verify: Vec<_> = audit.iter().filter(|r| r.kind == "verify").collect();
-    assert_eq!(verify.len(), 5, "{verify:#?}");
     assert!(
-        verify
+        audit
             .iter()
-            .any(|r| r.subject.as_deref() == Some("alice") && r.outcome == "match")
+            .all(|r| r.kind != "verify" && r.kind != "identify"),
+        "a credential decision is not face processing: {audit:#?}"
     );
+    let checks: Vec<_> = audit
+        .iter()
+        .filter(|r| r.kind == "credential_check")
+        .collect();
+    assert_eq!(checks.len(), 7, "{checks:#?}");
+    for (who, outcome) in [
+        ("alice", "granted"),
+        ("bob", "granted"),
+        ("carol", "granted"),
+        ("dave", "denied"),
+    ] {
+        assert!(
+            checks
+                .iter()
+                .any(|r| r.subject.as_deref() == Some(who) && r.outcome == outcome),
+            "{who} {outcome}: {checks:#?}"
+        );
+    }
     assert!(
-        verify
+        checks
             .iter()
-            .any(|r| r.subject.as_deref() == Some("bob") && r.outcome == "no_match")
+            .any(|r| r.operator == "guard-7" && r.outcome == "granted")
     );
-    assert!(
-        verify
+    assert_eq!(
+        audit
             .iter()
-            .any(|r| r.operator == "guard-7" && r.outcome == "override")
+            .filter(|r| r.kind == "credential_issue")
+            .count(),
+        4
     );
-    for r in &verify {
-        assert!(!r.details.contains("\"1234\"") && !r.details.contains("CARD-B"));
+    for r in &audit {
+        assert!(!r.details.contains("1234") && !r.details.contains("CAFE01"));
     }
     let logs = logs();
     assert!(logs.contains("\"decision\""), "decisions are logged");
     assert!(
-        !logs.contains("\"1234\"") && !logs.contains("CARD-B"),
+        !logs.contains("\"1234\"") && !logs.contains("CAFE01"),
         "a credential in the logs"
     );
     assert!(store.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn wrong_credentials_lock_the_terminal_out_and_the_lockout_is_audited_once() {
+    let mut p = pipeline();
+    let policy = policy();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let key = MasterKey::generate().unwrap();
+    let mut store = Store::open(dir.path(), &key, clock.clone(), &policy).unwrap();
+    let erin = SubjectId::new("erin").unwrap();
+    store
+        .issue_credential(&erin, CredentialKind::Pin, "8642", "", "op-1")
+        .unwrap();
+    let sink = MemorySink::new();
+    let config = engine_config(&p, &policy);
+    let mut engine = Engine::new(config, &mut *p, store)
+        .unwrap()
+        .with_clock(clock.clone())
+        .with_sink(Box::new(sink.clone()));
+    let handle = engine.handle();
+    // A sweep: wrong PINs as fast as the queue takes them, the right one among them.
+    let lockout = policy.lockout();
+    let mut sent = 0;
+    for pin in ["0000", "0001", "0002", "0003", "0004", "0005", "8642"] {
+        handle.submit(Credential::Pin(pin.into())).unwrap();
+        sent += 1;
+    }
+    engine = engine.with_source_opener(grey_opener());
+    engine.run().unwrap();
+    let got = outcomes(&sink.events());
+    println!("sweep decisions: {got:?}");
+    assert_eq!(got.len(), sent);
+    let max = lockout.max_failures() as usize;
+    assert!(
+        got[..max]
+            .iter()
+            .all(|o| o == "unknown:-:pin:unknown_credential")
+    );
+    // Locked out: the next wrong PIN and the right one are refused without a lookup.
+    assert_eq!(got[max], "denied:-:pin:locked_out:30s");
+    assert_eq!(got[max + 1], "denied:-:pin:locked_out:30s");
+    let audit = engine.store().audit_records(0, 1000).unwrap();
+    let locks: Vec<_> = audit.iter().filter(|r| r.kind == "lockout").collect();
+    assert_eq!(locks.len(), 1, "{locks:#?}");
+    assert!(locks[0].details.contains("\"scope\":\"terminal\""));
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r.kind == "credential_check")
+            .count(),
+        max,
+        "attempts during a lockout leave no record each"
+    );
+    // After the back-off the right PIN opens again.
+    clock.advance_ms(30_001);
+    handle.submit(Credential::Pin("8642".into())).unwrap();
+    engine = engine.with_source_opener(grey_opener());
+    let summary = engine.run().unwrap();
+    assert_eq!(summary.locked_out, 0);
+    let got = outcomes(&sink.events());
+    assert_eq!(got.last().map(String::as_str), Some("granted:erin:pin:"));
+    // The policy makes a whole 4-digit sweep take weeks, not seconds.
+    assert!(lockout.min_sweep_ms(10_000) > 30 * 86_400_000);
 }
 
 #[test]
@@ -318,21 +401,28 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         .enroll(&consent, &[face.embedding.unwrap()], p.model_id())
         .unwrap();
 
-    // A subject with a card and a live consent but no face template.
-    let noface = SubjectId::new("emp-noface").unwrap();
+    // Another enrolled person (an LFW photo) with a card: a claim of theirs must not pass
+    // for emp-d9's face.
+    let noface = SubjectId::new("emp-other").unwrap();
+    let photo = eval_dir().join("lfw/images/Aaron_Peirsol/Aaron_Peirsol_0001.jpg");
+    let other_face = p
+        .embed_largest(&decode_image_file(&photo, 40_000_000).unwrap())
+        .unwrap();
+    let other_consent = policy
+        .grant(record(&policy, &noface), SystemClock.now())
+        .unwrap();
     store
-        .record_consent(
-            &policy
-                .grant(record(&policy, &noface), SystemClock.now())
-                .unwrap(),
+        .enroll(
+            &other_consent,
+            &[other_face.embedding.unwrap()],
+            p.model_id(),
         )
         .unwrap();
-    let mut directory = HashedDirectory::new(b"t".to_vec());
-    directory
-        .insert(&Credential::Pin("2468".into()), subject.clone())
+    store
+        .issue_credential(&subject, CredentialKind::Pin, "2468", "", "op-1")
         .unwrap();
-    directory
-        .insert(&Credential::Card("C-NOFACE".into()), noface.clone())
+    store
+        .issue_credential(&noface, CredentialKind::Card, "C0THER", "", "op-1")
         .unwrap();
 
     let config = engine_config(&p, &policy);
@@ -350,7 +440,6 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
                 &SourceSpec::Y4m(video.to_path_buf()),
                 &CaptureOptions::default(),
             )
-            .with_directory(Box::new(directory.clone()))
             .with_gate(Box::new(gate.clone()))
             .with_sink(Box::new(sink.clone()));
         if let Some(c) = credential {
@@ -444,7 +533,7 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
     assert!(e.track.is_some() && e.score.unwrap() >= config.threshold);
     assert_eq!(pulses.len(), 1);
     // A card claiming someone else is denied for this face, and nobody is identified instead.
-    let card = Some(Credential::Card("C-NOFACE".into()));
+    let card = Some(Credential::Card("C0THER".into()));
     let (_, events, pulses, store) = run(&mut p, store, &short, &two_factor, card);
     assert_eq!(events.len(), 1, "{:?}", outcomes(&events));
     let e = &events[0];
@@ -465,7 +554,7 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         && r.subject.as_deref() == Some("emp-d9")
         && r.outcome == "match"));
     assert!(audit.iter().any(|r| r.kind == "verify"
-        && r.subject.as_deref() == Some("emp-noface")
+        && r.subject.as_deref() == Some("emp-other")
         && r.outcome == "no_match"));
 
     // Withdrawal deletes the template: the same face is no longer recognised.
@@ -770,4 +859,44 @@ fn liveness_error_rates_at_the_shipped_threshold() {
         "liveness evaluation took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn the_service_raises_an_alert_when_it_starts_on_a_broken_audit_chain() {
+    let mut p = pipeline();
+    let policy = policy();
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::generate().unwrap();
+    let store = Store::open(dir.path(), &key, Arc::new(SystemClock), &policy).unwrap();
+    let config = engine_config(&p, &policy);
+    // Intact: no alert.
+    let mut engine = Engine::new(config.clone(), &mut *p, store)
+        .unwrap()
+        .with_source_opener(grey_opener());
+    assert_eq!(engine.run().unwrap().alerts, 0);
+    let (_, store) = engine.into_parts();
+    drop(store);
+    // The head kept beside the database disappears (a rolled-back tail would look the same).
+    std::fs::remove_file(dir.path().join("audit.head")).unwrap();
+    let store = Store::open(dir.path(), &key, Arc::new(SystemClock), &policy).unwrap();
+    let sink = MemorySink::new();
+    let mut engine = Engine::new(config, &mut *p, store)
+        .unwrap()
+        .with_source_opener(grey_opener())
+        .with_sink(Box::new(sink.clone()));
+    let summary = engine.run().unwrap();
+    assert_eq!(summary.alerts, 1);
+    // On the event stream too, for the terminal's screen and the site's monitoring.
+    let alerts = sink.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].alert, "audit_chain_broken");
+    assert!(alerts[0].to_json_line().contains("audit.head"), "{:?}", alerts[0]);
+    let audit = engine.store().audit_records(0, 1000).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.kind == "alert" && r.details.contains("audit_chain_broken")),
+        "{audit:#?}"
+    );
+    assert!(logs().contains("ALERT: the audit chain is broken"));
 }

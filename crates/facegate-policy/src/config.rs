@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
+use crate::credential::{CredentialKind, LockoutPolicy, RawLockout};
 
 // ----- enums ---------------------------------------------------------------------------------
 
@@ -162,6 +163,8 @@ pub struct RawPolicyConfig {
     #[serde(default)]
     pub filing: RawFiling,
     pub matching: RawMatching,
+    #[serde(default)]
+    pub lockout: RawLockout,
 }
 
 /// `[deployment]`
@@ -200,6 +203,34 @@ pub struct RawNotice {
     /// The retention period in words (Art. 5).
     #[serde(default)]
     pub retention_statement: String,
+    /// What the gate does with people who consented under an older notice version until they
+    /// are informed again: `keep` (their consent stands; listed by `facegate consent pending`)
+    /// or `suspend` (face decisions for them are denied `notice_pending`; credentials work).
+    #[serde(default)]
+    pub pending: NoticePending,
+}
+
+/// See [`RawNotice::pending`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticePending {
+    #[default]
+    Keep,
+    Suspend,
+}
+
+impl NoticePending {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Keep => {
+                "their consent stands and face recognition goes on for them (notice.pending = keep)"
+            }
+            Self::Suspend => {
+                "face decisions for them are denied (notice_pending) until they consent again; \
+                 their credentials still work (notice.pending = suspend)"
+            }
+        }
+    }
 }
 
 /// `[retention]`
@@ -232,6 +263,10 @@ pub struct RawAlternatives {
     pub qr: bool,
     #[serde(default)]
     pub operator_override: bool,
+    /// Days an issued PIN, card or QR credential stays valid (its own retention, independent
+    /// of any face consent); default 365.
+    #[serde(default)]
+    pub credential_days: Option<u32>,
 }
 
 /// `[filing]`
@@ -292,8 +327,9 @@ mode = "production"                 # production | development
 debug_image_capture = false         # refused in production
 
 [notice]
-version = 1
+version = 1                         # bump on every change of what people are told
 default_language = "zh-CN"
+pending = "keep"                    # keep | suspend: people who consented under an older version
 signage = "Face recognition in use at this gate. Not enrolled or prefer not to? Use your card or PIN, or ask the guard."
 retention_statement = "Face templates are deleted 365 days after consent (180 days for people under 18), or at once when you withdraw."
 
@@ -311,6 +347,13 @@ pin = true
 card = true
 qr = false
 operator_override = true
+credential_days = 365               # validity of an issued PIN, card or QR (its own retention)
+
+[lockout]                           # back-off after wrong credentials or a face that fails a claim
+max_failures = 5                    # failures in a row before a lockout
+base_seconds = 30                   # first lockout; each further one doubles ...
+max_seconds = 3600                  # ... up to this (a 10,000-PIN sweep then takes 83 days)
+reset_minutes = 1440                # a success, or a day without failures, clears it
 
 [filing]
 warn_fraction = 0.8
@@ -354,6 +397,7 @@ impl RawPolicyConfig {
                 retention_statement: "Face templates are deleted 365 days after consent (180 \
                                       days under 18), or at once when you withdraw."
                     .to_owned(),
+                pending: NoticePending::Keep,
             },
             retention: RawRetention {
                 days: 365,
@@ -365,8 +409,10 @@ impl RawPolicyConfig {
                 card: true,
                 qr: false,
                 operator_override: true,
+                credential_days: Some(365),
             },
             filing: RawFiling::default(),
+            lockout: RawLockout::default(),
             matching: RawMatching {
                 fmr: Some(1e-4),
                 cosine_override: None,
@@ -471,6 +517,7 @@ pub struct Notice {
     texts: BTreeMap<String, String>,
     signage: String,
     retention_statement: String,
+    pending: NoticePending,
 }
 
 impl Notice {
@@ -536,11 +583,16 @@ impl Notice {
             texts,
             signage,
             retention_statement,
+            pending: raw.pending,
         })
     }
 
     pub fn version(&self) -> u32 {
         self.version
+    }
+    /// What happens to people who consented under an older version.
+    pub fn pending(&self) -> NoticePending {
+        self.pending
     }
     pub fn default_language(&self) -> &str {
         &self.default_language
@@ -639,19 +691,43 @@ pub struct Alternatives {
     card: bool,
     qr: bool,
     operator_override: bool,
+    credential_days: u32,
 }
+
+/// Credential validity when `[alternatives].credential_days` is not set.
+pub const DEFAULT_CREDENTIAL_DAYS: u32 = 365;
 
 impl Alternatives {
     pub fn from_raw(raw: RawAlternatives) -> Result<Self, PolicyError> {
         if !(raw.pin || raw.card || raw.qr || raw.operator_override) {
             return Err(PolicyError::NoAlternativeCredential);
         }
+        let credential_days = raw.credential_days.unwrap_or(DEFAULT_CREDENTIAL_DAYS);
+        if credential_days == 0 || credential_days > MAX_RETENTION_DAYS {
+            return Err(PolicyError::InvalidConfig {
+                field: "[alternatives].credential_days",
+                reason: format!("{credential_days} is not in 1..={MAX_RETENTION_DAYS}"),
+            });
+        }
         Ok(Self {
             pin: raw.pin,
             card: raw.card,
             qr: raw.qr,
             operator_override: raw.operator_override,
+            credential_days,
         })
+    }
+    /// Whether credentials of `kind` are accepted at this terminal.
+    pub fn accepts(&self, kind: CredentialKind) -> bool {
+        match kind {
+            CredentialKind::Pin => self.pin,
+            CredentialKind::Card => self.card,
+            CredentialKind::Qr => self.qr,
+        }
+    }
+    /// Days an issued credential stays valid.
+    pub fn credential_days(&self) -> u32 {
+        self.credential_days
     }
     pub fn pin(&self) -> bool {
         self.pin
@@ -816,6 +892,7 @@ pub struct PolicyConfig {
     pub(crate) alternatives: Alternatives,
     pub(crate) filing: FilingPolicy,
     pub(crate) matching: MatchingPolicy,
+    pub(crate) lockout: LockoutPolicy,
 }
 
 /// How the notice changed since a recorded `(version, fingerprint)`.
@@ -839,6 +916,7 @@ impl PolicyConfig {
             alternatives: Alternatives::from_raw(raw.alternatives)?,
             filing: FilingPolicy::from_raw(raw.filing)?,
             matching: MatchingPolicy::from_raw(raw.matching)?,
+            lockout: LockoutPolicy::from_raw(raw.lockout)?,
         };
         tracing::debug!(
             purpose = config.deployment.purpose.as_str(),
@@ -867,6 +945,9 @@ impl PolicyConfig {
     }
     pub fn matching(&self) -> &MatchingPolicy {
         &self.matching
+    }
+    pub fn lockout(&self) -> &LockoutPolicy {
+        &self.lockout
     }
     pub fn purpose(&self) -> Purpose {
         self.deployment.purpose
@@ -1084,6 +1165,7 @@ mod tests {
                 card: i == 1,
                 qr: i == 2,
                 operator_override: i == 3,
+                credential_days: None,
             };
             assert!(
                 PolicyConfig::from_raw(raw).is_ok(),

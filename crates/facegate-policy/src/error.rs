@@ -40,6 +40,10 @@ pub enum PolicyError {
     #[error("{field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
 
+    /// A credential value or kind that the register does not accept.
+    #[error("{kind} credential {reason}")]
+    InvalidCredential { kind: &'static str, reason: String },
+
     /// The matching operating point is unusable.
     #[error("[matching]: {reason}")]
     InvalidOperatingPoint { reason: String },

@@ -12,6 +12,7 @@
 
 mod config;
 mod consent;
+mod credential;
 pub mod egress;
 mod error;
 mod filing;
@@ -21,13 +22,18 @@ mod report;
 pub use config::{
     Alternatives, Deployment, EXAMPLE_TOML, FilingPolicy, MAX_FMR, MAX_FRAMES_TO_AGREE,
     MAX_NOTICE_TEXT, MAX_RETENTION_DAYS, MAX_SHORT_TEXT, MatchingPolicy, Mode, Notice,
-    NoticeChange, OperatingPoint, PolicyConfig, Purpose, RawAlternatives, RawDeployment, RawFiling,
-    RawMatching, RawNotice, RawPolicyConfig, RawRetention, RetentionPolicy, SiteKind,
+    NoticeChange, NoticePending, OperatingPoint, PolicyConfig, Purpose, RawAlternatives,
+    RawDeployment, RawFiling, RawMatching, RawNotice, RawPolicyConfig, RawRetention,
+    RetentionPolicy, SiteKind,
 };
 pub use consent::{
     Consent, ConsentMethod, ConsentRecord, GUARDIAN_CONSENT_AGE_YEARS, Guardian, GuardianRelation,
     MAX_CLOCK_SKEW_MS, MAX_GUARDIAN_IDENTITY_LEN, MAX_OPERATOR_LEN, MAX_PLAUSIBLE_AGE_YEARS,
     MINOR_AGE_YEARS, Withdrawal,
+};
+pub use credential::{
+    CredentialKind, FailureEffect, LockoutPolicy, LockoutState, MAX_CREDENTIAL_LEN, PIN_DIGITS,
+    RawLockout,
 };
 pub use error::PolicyError;
 pub use filing::{ART15_FILING_THRESHOLD, FilingStatus};

@@ -223,7 +223,7 @@ proptest! {
         pin in any::<bool>(), card in any::<bool>(), qr in any::<bool>(), op in any::<bool>(),
     ) {
         let mut raw = RawPolicyConfig::example();
-        raw.alternatives = RawAlternatives { pin, card, qr, operator_override: op };
+        raw.alternatives = RawAlternatives { pin, card, qr, operator_override: op, credential_days: None };
         prop_assert_eq!(PolicyConfig::from_raw(raw).is_ok(), pin || card || qr || op);
     }
 

@@ -71,10 +71,18 @@ pub enum AuditKind {
     StoreLifecycle,
     /// A tamper or integrity alert (broken row, chain break, permissions).
     Alert,
+    /// A PIN, card or QR credential was issued (Art. 10 register).
+    CredentialIssue,
+    /// Credentials were revoked.
+    CredentialRevoke,
+    /// A credential was presented at the gate: its decision (no face processing).
+    CredentialCheck,
+    /// Failed attempts locked a terminal or a claimed identity out (once per lockout).
+    Lockout,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 18] = [
         Self::Enroll,
         Self::Verify,
         Self::Identify,
@@ -89,6 +97,10 @@ impl AuditKind {
         Self::AuditPrune,
         Self::StoreLifecycle,
         Self::Alert,
+        Self::CredentialIssue,
+        Self::CredentialRevoke,
+        Self::CredentialCheck,
+        Self::Lockout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +119,10 @@ impl AuditKind {
             Self::AuditPrune => "audit_prune",
             Self::StoreLifecycle => "store_lifecycle",
             Self::Alert => "alert",
+            Self::CredentialIssue => "credential_issue",
+            Self::CredentialRevoke => "credential_revoke",
+            Self::CredentialCheck => "credential_check",
+            Self::Lockout => "lockout",
         }
     }
 
@@ -238,6 +254,11 @@ pub enum BreakKind {
     AnchorTampered,
     /// The head marker was changed.
     HeadTampered,
+    /// The chain was cut back and written again: the head kept outside the database
+    /// (`audit.head`) names record `seq` with another MAC than the one in the database.
+    RolledBack,
+    /// The head kept outside the database is missing or was changed.
+    HeadFileTampered,
 }
 
 /// The first place where the chain does not hold.
@@ -268,6 +289,17 @@ impl fmt::Display for AuditBreak {
             ),
             BreakKind::AnchorTampered => write!(f, "the chain anchor (seq {seq}) was changed"),
             BreakKind::HeadTampered => write!(f, "the chain head marker (seq {seq}) was changed"),
+            BreakKind::RolledBack => write!(
+                f,
+                "the chain was rolled back: record {seq} differs from the one recorded in audit.head \
+                 (records were removed and others written in their place, or an older copy of the \
+                 database was put back)"
+            ),
+            BreakKind::HeadFileTampered => write!(
+                f,
+                "audit.head (the chain head kept beside the database, seq {seq}) is missing or was \
+                 changed"
+            ),
         }
     }
 }
@@ -343,6 +375,13 @@ impl AuditKey {
         msg.extend_from_slice(&seq.to_be_bytes());
         msg.extend_from_slice(mac);
         hmac::verify(&self.0, &msg, tag).is_ok()
+    }
+}
+
+impl AuditKey {
+    /// The tag of the head as kept outside the database (`audit.head`).
+    pub(crate) fn head_file_tag(&self, seq: u64, mac: &[u8]) -> [u8; 32] {
+        self.marker_tag(b"head-file", seq, mac)
     }
 }
 
@@ -542,8 +581,85 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 
 const ROW_COLUMNS: &str = "seq, at, kind, subject_id, operator, outcome, details, prev_mac, mac";
 
-/// Walks the whole chain and reports the first break, if any.
+/// The head the chain has in the database (`settings.audit_head`): seq and mac.
+pub(crate) fn db_head(
+    conn: &Connection,
+    file: &Path,
+) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    Ok(read_marker(conn, file, SETTING_HEAD)?.map(|m| (m.seq, m.mac)))
+}
+
+/// The seq of the last pruned record (0 when never pruned).
+pub(crate) fn anchor_seq(conn: &Connection, file: &Path) -> Result<u64, StoreError> {
+    Ok(read_marker(conn, file, SETTING_ANCHOR)?.map_or(0, |m| m.seq))
+}
+
+/// What the head kept outside the database says, for [`verify`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OutsideHead<'a> {
+    /// Not kept for this store (a store created before the file existed, first open).
+    NotKept,
+    /// Kept, but the file is missing or empty.
+    Missing,
+    Present {
+        seq: u64,
+        mac: &'a [u8],
+        tag: &'a [u8],
+    },
+}
+
+/// Walks the whole chain and reports the first break, if any; then compares the chain with the
+/// head kept outside the database.
 pub(crate) fn verify(
+    conn: &Connection,
+    file: &Path,
+    key: &AuditKey,
+    outside: OutsideHead<'_>,
+) -> Result<AuditVerification, StoreError> {
+    let mut out = verify_inside(conn, file, key)?;
+    if out.first_break.is_some() {
+        return Ok(out);
+    }
+    let last = out.last_seq.unwrap_or(out.anchor_seq);
+    match outside {
+        OutsideHead::NotKept => {}
+        OutsideHead::Missing => {
+            out.first_break = Some(AuditBreak {
+                seq: last,
+                kind: BreakKind::HeadFileTampered,
+            });
+        }
+        OutsideHead::Present { seq, mac, tag } => {
+            if !key.verify_marker_tag(b"head-file", seq, mac, tag) {
+                out.first_break = Some(AuditBreak {
+                    seq,
+                    kind: BreakKind::HeadFileTampered,
+                });
+            } else if seq > last {
+                out.first_break = Some(AuditBreak {
+                    seq: last,
+                    kind: BreakKind::Truncated { expected_last: seq },
+                });
+            } else if seq > out.anchor_seq {
+                let stored: Option<Vec<u8>> = conn
+                    .query_row("SELECT mac FROM audit WHERE seq = ?1", [seq as i64], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(StoreError::db_at(file, "read audit"))?;
+                if stored.as_deref() != Some(mac) {
+                    out.first_break = Some(AuditBreak {
+                        seq,
+                        kind: BreakKind::RolledBack,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn verify_inside(
     conn: &Connection,
     file: &Path,
     key: &AuditKey,
@@ -673,7 +789,7 @@ pub(crate) fn prune_prefix(
             minimum_days: MIN_RETENTION_DAYS,
         });
     }
-    let v = verify(conn, file, key)?;
+    let v = verify_inside(conn, file, key)?;
     if let Some(b) = v.first_break {
         return Err(StoreError::AuditBroken {
             seq: b.seq,
@@ -760,6 +876,78 @@ pub(crate) fn records(
         .map_err(err("read audit"))
 }
 
+/// A record with its chain links, as exported (`facegate audit export`): enough to check it
+/// later with the audit key, away from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedRecord {
+    pub record: AuditRecord,
+    pub prev_mac: Vec<u8>,
+    pub mac: Vec<u8>,
+}
+
+/// Records with `seq >= from` and their links, at most `limit`.
+pub(crate) fn chained_records(
+    conn: &Connection,
+    file: &Path,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<ChainedRecord>, StoreError> {
+    let err = |op| StoreError::db_at(file, op);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {ROW_COLUMNS} FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+        ))
+        .map_err(err("read audit"))?;
+    let rows = stmt
+        .query_map(
+            params![i64::try_from(from).unwrap_or(i64::MAX), limit as i64],
+            row_from,
+        )
+        .map_err(err("read audit"))?;
+    rows.map(|r| {
+        r.map(|row| ChainedRecord {
+            record: row.record,
+            prev_mac: row.prev_mac,
+            mac: row.mac,
+        })
+    })
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(err("read audit"))
+}
+
+/// Checks an exported run of records: each MAC under the audit key, each link to the record
+/// before it, consecutive sequence numbers. Returns the first break.
+pub(crate) fn verify_chained(key: &AuditKey, records: &[ChainedRecord]) -> Option<AuditBreak> {
+    let mut prev: Option<&ChainedRecord> = None;
+    for r in records {
+        let seq = r.record.seq;
+        if !key.verify_chain(&r.prev_mac, &canonical(&r.record), &r.mac) {
+            return Some(AuditBreak {
+                seq,
+                kind: BreakKind::Edited,
+            });
+        }
+        if let Some(p) = prev {
+            if r.prev_mac != p.mac {
+                return Some(AuditBreak {
+                    seq,
+                    kind: BreakKind::Removed,
+                });
+            }
+            if seq != p.record.seq + 1 {
+                return Some(AuditBreak {
+                    seq,
+                    kind: BreakKind::Renumbered {
+                        expected: p.record.seq + 1,
+                    },
+                });
+            }
+        }
+        prev = Some(r);
+    }
+    None
+}
+
 /// Counts records per kind (for reports).
 pub(crate) fn counts_by_kind(
     conn: &Connection,
@@ -807,7 +995,7 @@ mod tests {
     }
 
     fn check(c: &Connection, k: &AuditKey) -> AuditVerification {
-        verify(c, Path::new(":memory:"), k).unwrap()
+        verify(c, Path::new(":memory:"), k, OutsideHead::NotKept).unwrap()
     }
 
     #[test]

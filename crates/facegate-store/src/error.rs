@@ -218,6 +218,13 @@ pub enum StoreError {
         withdrawn_at: UnixMillis,
     },
 
+    /// The notice changed in a way Art. 5 does not allow (text without a version bump, or a
+    /// lower version than recorded).
+    #[error(transparent)]
+    Notice {
+        source: facegate_policy::PolicyError,
+    },
+
     /// The policy refused a stored consent.
     #[error("stored consent of subject {subject}: {source}")]
     Policy {
@@ -234,9 +241,60 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
+    /// The database was last re-wrapped under an epoch that no file here holds: an older copy
+    /// of the database (made before a withdrawal, deletion or expiry), or a lost epoch file.
+    #[error(
+        "database {} was sealed under another epoch than {} holds: it is an older copy (subjects \
+         withdrawn or deleted since stay sealed for good) or the epoch file was lost. Put back the \
+         current database, or the epoch file that belongs to it",
+        file.display(),
+        epoch_file.display()
+    )]
+    EpochMismatch { file: PathBuf, epoch_file: PathBuf },
+
+    /// The state directory says a store was created here but its database is gone or empty.
+    #[error(
+        "database {} is missing or empty, but this state directory holds a store created at \
+         {created_at} (master key {key_id}): refusing to start a new, empty store in its place. \
+         Restore the database from the latest sealed backup; to really start afresh, move the \
+         whole state directory away first",
+        file.display()
+    )]
+    StoreMissing {
+        file: PathBuf,
+        key_id: String,
+        created_at: String,
+    },
+
     /// No such subject.
     #[error("unknown subject {subject}")]
     UnknownSubject { subject: SubjectId },
+
+    // ----- credentials ---------------------------------------------------------------------
+    /// A credential value the register refuses (the policy says why).
+    #[error(transparent)]
+    Credential {
+        source: facegate_policy::PolicyError,
+    },
+
+    /// A credential label that is too long or holds control characters.
+    #[error("credential label must be at most {max} printable characters")]
+    CredentialLabel { max: usize },
+
+    /// The value is already live for a holder.
+    #[error(
+        "this {kind} is already issued{} and still valid; choose another value (or revoke the \
+         other one first)",
+        if *same_holder { " to the same holder" } else { " to another holder" }
+    )]
+    CredentialInUse {
+        kind: &'static str,
+        same_holder: bool,
+    },
+
+    /// Nothing matched a revocation.
+    #[error("holder {holder} has no live credential matching the request")]
+    NoSuchCredential { holder: SubjectId },
 
     // ----- audit ---------------------------------------------------------------------------
     /// The audit chain is broken; pruning is refused so the evidence stays.

@@ -30,19 +30,25 @@
 //! - Errors, logs and audit records carry ids, counts, scores and reasons, never template values.
 
 pub mod audit;
+mod credentials;
 mod error;
+mod files;
 pub mod gallery;
 pub mod keys;
+mod ledger;
 pub mod schema;
 mod seal;
 mod store;
 
 pub use audit::{
-    AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, PruneReport,
+    AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, ChainedRecord,
+    PruneReport,
 };
+pub use credentials::{CredentialCheck, CredentialId, CredentialInfo, MAX_LABEL_LEN};
 pub use error::StoreError;
 pub use gallery::{Gallery, Hit, Identification, QueryTimings, RowRef, SearchMode, bench_queries};
 pub use keys::{KeyId, KeySource, MasterKey, generate_key_file};
+pub use ledger::ConsentStatus;
 pub use store::{
     ALERT_FAILURES_LISTED, ConsentEntry, ConsentId, DB_FILE_NAME, GalleryLoad, RemovalReport,
     RotationReport, Store, StoreCounts, SubjectDetail, SubjectSummary, SweepReport, TemplateInfo,

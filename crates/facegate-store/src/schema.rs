@@ -115,7 +115,40 @@ BEGIN
 END;
 ",
     },
+    Migration {
+        version: 3,
+        summary: "credential register (Art. 10), consent row MACs",
+        sql: r"
+-- PIN, card and QR credentials. holder is a person id, deliberately not a foreign key to
+-- subjects: a person who refuses face recognition has credentials and no subject row. digest is
+-- an HMAC of kind and value under a key wrapped by the master key; never the value.
+CREATE TABLE credentials (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    holder      TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('pin', 'card', 'qr')),
+    digest      BLOB NOT NULL,
+    label       TEXT NOT NULL DEFAULT '',
+    issued_at   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked_at  INTEGER,
+    operator    TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX credentials_live ON credentials(kind, digest) WHERE revoked_at IS NULL;
+CREATE INDEX credentials_holder ON credentials(holder);
+CREATE INDEX credentials_expiry ON credentials(expires_at);
+
+-- A keyed MAC over each consent row (id, subject, record, dates, withdrawal), so an edited
+-- ledger row is refused instead of trusted.
+ALTER TABLE consents ADD COLUMN mac BLOB;
+
+-- Withdrawals and deletions are looked up per subject in the processing record.
+CREATE INDEX audit_subject ON audit(subject_id, kind) WHERE subject_id IS NOT NULL;
+",
+    },
 ];
+
+/// How long a writer waits for another one.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -123,7 +156,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// Applies the connection settings: WAL, `secure_delete`, foreign keys, busy timeout, full sync.
 pub(crate) fn configure(conn: &Connection, file: &Path, read_only: bool) -> Result<(), StoreError> {
     let err = |op| StoreError::db_at(file, op);
-    conn.busy_timeout(Duration::from_secs(5))
+    conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(err("busy_timeout"))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err("foreign_keys"))?;

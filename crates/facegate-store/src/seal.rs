@@ -5,10 +5,17 @@
 //!
 //! ```text
 //! master key (outside the database)
-//!   ├─ HKDF-SHA256 "subject-key-wrap" → KEK_s ── wraps ──> data key of each subject (32 bytes, random)
-//!   │                                                        └─ seals ──> that subject's templates
+//!   ├─ HKDF-SHA256 "epoch-base" → B ─┐
+//!   │          epoch secret (file epoch.key beside the database, replaced at every withdrawal,
+//!   │          deletion and expiry) ─┴─ HKDF-SHA256 → KEK_s ── wraps ──> data key of each subject
+//!   │                                                              └─ seals ──> its templates
 //!   └─ HKDF-SHA256 "audit-key-wrap"   → KEK_a ── wraps ──> audit key (32 bytes, random, HMAC-SHA256)
 //! ```
+//!
+//! Because KEK_s depends on the epoch secret, a copy of the database taken before a withdrawal
+//! holds the withdrawn subject's data key wrapped under an epoch secret that no longer exists: the
+//! copy is useless for that person even with the live master key. (Stores made before epochs used
+//! KEK_s = HKDF "subject-key-wrap" of the master key; they move to an epoch at their first open.)
 //!
 //! Every seal uses a fresh random 96-bit nonce from `SystemRandom`. The associated data binds:
 //! a wrapped data key to its subject id; a template to its template id, subject id, model id and
@@ -33,6 +40,43 @@ pub(crate) const SEAL_VERSION: u32 = 1;
 const HKDF_SALT: &[u8] = b"facegate-store/v1";
 const INFO_SUBJECT_WRAP: &[u8] = b"facegate-store/subject-key-wrap/v1";
 const INFO_AUDIT_WRAP: &[u8] = b"facegate-store/audit-key-wrap/v1";
+const INFO_EPOCH_BASE: &[u8] = b"facegate-store/epoch-base/v1";
+const INFO_SUBJECT_WRAP_EPOCH: &[u8] = b"facegate-store/subject-key-wrap/epoch/v1";
+
+/// 32 bytes of HKDF output.
+struct Len32;
+
+impl hkdf::KeyType for Len32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
+fn expand32(prk: &hkdf::Prk, info: &'static [u8]) -> Secret {
+    let mut out = Zeroizing::new([0u8; 32]);
+    let infos = [info];
+    // expand and fill fail only for lengths over 255 hash lengths; 32 bytes never is.
+    match prk
+        .expand(&infos, Len32)
+        .and_then(|okm| okm.fill(out.as_mut_slice()))
+    {
+        Ok(()) => out,
+        Err(_) => unreachable!("HKDF-SHA256 can always expand 32 bytes"),
+    }
+}
+
+fn aes_key(bytes: &Secret) -> LessSafeKey {
+    match UnboundKey::new(&AES_256_GCM, bytes.as_slice()) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("32 bytes are an AES-256 key"),
+    }
+}
+
+/// The id of an epoch secret (recorded in the database): the first 8 bytes of its SHA-256.
+pub(crate) fn epoch_id(epoch: &Secret) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, epoch.as_slice());
+    hex::encode(&d.as_ref()[..8])
+}
 const AAD_SUBJECT_KEY: &[u8] = b"facegate-store/subject-key/v1";
 const AAD_AUDIT_KEY: &[u8] = b"facegate-store/audit-key/v1";
 const AAD_TEMPLATE: &[u8] = b"facegate-store/template";
@@ -49,10 +93,12 @@ pub(crate) enum SealError {
     Random,
 }
 
-/// The two key-encryption keys derived from a master key.
+/// The key-encryption keys derived from a master key (and, for subject keys, an epoch).
 pub(crate) struct Keks {
     subject: LessSafeKey,
     audit: LessSafeKey,
+    audit_raw: Secret,
+    epoch_base: Secret,
 }
 
 impl std::fmt::Debug for Keks {
@@ -62,19 +108,31 @@ impl std::fmt::Debug for Keks {
 }
 
 impl Keks {
+    /// The keys of a master key, with the pre-epoch subject KEK (see [`Keks::for_epoch`]).
     pub(crate) fn derive(master: &MasterKey) -> Self {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(master.bytes());
-        let derive = |info: &'static [u8]| -> LessSafeKey {
-            let infos = [info];
-            // expand fails only if the requested length exceeds 255 hash lengths; 32 bytes never does.
-            match prk.expand(&infos, &AES_256_GCM) {
-                Ok(okm) => LessSafeKey::new(UnboundKey::from(okm)),
-                Err(_) => unreachable!("HKDF-SHA256 can always expand 32 bytes"),
-            }
-        };
+        let audit_raw = expand32(&prk, INFO_AUDIT_WRAP);
         Self {
-            subject: derive(INFO_SUBJECT_WRAP),
-            audit: derive(INFO_AUDIT_WRAP),
+            subject: aes_key(&expand32(&prk, INFO_SUBJECT_WRAP)),
+            audit: aes_key(&audit_raw),
+            audit_raw,
+            epoch_base: expand32(&prk, INFO_EPOCH_BASE),
+        }
+    }
+
+    /// The same master key's keys with the subject KEK bound to `epoch`.
+    pub(crate) fn for_epoch(&self, epoch: &Secret) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, epoch.as_slice())
+            .extract(self.epoch_base.as_slice());
+        let mut audit_raw = Zeroizing::new([0u8; 32]);
+        audit_raw.copy_from_slice(self.audit_raw.as_slice());
+        let mut epoch_base = Zeroizing::new([0u8; 32]);
+        epoch_base.copy_from_slice(self.epoch_base.as_slice());
+        Self {
+            subject: aes_key(&expand32(&prk, INFO_SUBJECT_WRAP_EPOCH)),
+            audit: aes_key(&audit_raw),
+            audit_raw,
+            epoch_base,
         }
     }
 

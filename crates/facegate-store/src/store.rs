@@ -6,14 +6,19 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use facegate_policy::{Consent, ConsentRecord, PolicyConfig, Withdrawal};
+use facegate_policy::{Consent, ConsentRecord, FilingStatus, PolicyConfig, Withdrawal};
 use facegate_types::{Clock, Embedding, SubjectId, TemplateId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
-use crate::audit::{self, AuditEvent, AuditKey, AuditKind, AuditRecord, AuditVerification};
+use crate::audit::{
+    self, AuditBreak, AuditEvent, AuditKey, AuditKind, AuditRecord, AuditVerification,
+};
+use crate::credentials::{self, CredentialKey};
+use crate::files::{self, HeadFile, HeadRecord, OpenLock};
 use crate::gallery::Gallery;
 use crate::keys::{KeyId, MasterKey};
+use crate::ledger::{self, ConsentStatus, RowKey};
 use crate::schema::{self, SCHEMA_VERSION};
 use crate::seal::{self, Keks, SEAL_VERSION, Secret, TemplateBinding};
 use crate::{PruneReport, StoreError};
@@ -24,6 +29,9 @@ pub const DB_FILE_NAME: &str = "facegate.db";
 const SETTING_KEY_ID: &str = "master_key_id";
 const SETTING_AUDIT_KEY: &str = "audit_key";
 const SETTING_CREATED: &str = "created_at";
+const SETTING_FILING_ALERT_DAY: &str = "filing_alert_day";
+const SETTING_NOTICE: &str = "notice_version_fingerprint";
+const SETTING_EPOCH: &str = "subject_key_epoch";
 /// Gallery load failures named in one alert record at most (the rest are counted), so the
 /// record's size does not grow with the gallery.
 pub const ALERT_FAILURES_LISTED: usize = 5;
@@ -93,6 +101,12 @@ pub struct RemovalReport {
     pub templates_deleted: usize,
     pub consents_affected: usize,
     pub key_destroyed: bool,
+    /// The data keys were re-wrapped under a new epoch: copies of the database made before
+    /// cannot open this subject's templates.
+    pub copies_sealed: bool,
+    /// The freed pages are gone from the database file and the WAL (false while a reader
+    /// blocks the checkpoint; a background retry follows, see [`Store::clear_residue`]).
+    pub residue_cleared: bool,
 }
 
 /// What a retention sweep did.
@@ -103,12 +117,17 @@ pub struct SweepReport {
     /// Consents whose expiry the current policy brought forward.
     pub expiries_shortened: usize,
     pub keys_destroyed: usize,
+    /// PIN, card and QR credentials past their own expiry.
+    pub credentials_deleted: usize,
 }
 
 /// What a gallery load found.
 #[derive(Debug, Default)]
 pub struct GalleryLoad {
     pub loaded: usize,
+    /// Templates left out because their consent is for another purpose, fails its integrity
+    /// check or was withdrawn according to the audit chain (see [`Store::consent_status`]).
+    pub not_matchable: usize,
     /// Rows that did not open (tampered, moved, wrong shape), each naming template and subject.
     /// The other rows are loaded regardless.
     pub failures: Vec<StoreError>,
@@ -124,13 +143,24 @@ pub struct RotationReport {
 
 /// The encrypted template store. See the crate docs.
 pub struct Store {
-    conn: Connection,
-    file: PathBuf,
-    clock: Arc<dyn Clock>,
-    policy: PolicyConfig,
+    pub(crate) conn: Connection,
+    pub(crate) file: PathBuf,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) policy: PolicyConfig,
     key_id: KeyId,
     keks: Keks,
     audit_key: AuditKey,
+    pub(crate) cred_key: CredentialKey,
+    pub(crate) row_key: RowKey,
+    state_dir: PathBuf,
+    head_file: HeadFile,
+    /// Whether `audit.head` is kept for this store (a missing one is then evidence).
+    head_kept: bool,
+    last_head_seq: u64,
+    /// The time of the newest audit record: the store's clock never runs behind it.
+    last_audit_at: i64,
+    /// A background checkpoint retry is running.
+    checkpoint_retry: Arc<std::sync::atomic::AtomicBool>,
     read_only: bool,
     gallery: Option<Gallery>,
 }
@@ -147,20 +177,21 @@ impl std::fmt::Debug for Store {
 }
 
 /// What a write closure sees.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a Path,
     keks: &'a Keks,
     audit: &'a AuditKey,
+    rows: &'a RowKey,
     policy: &'a PolicyConfig,
-    now: UnixMillis,
+    pub(crate) now: UnixMillis,
 }
 
 impl Ctx<'_> {
-    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    pub(crate) fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         StoreError::db_at(self.file, op)
     }
 
-    fn audit(&self, conn: &Connection, event: &AuditEvent) -> Result<u64, StoreError> {
+    pub(crate) fn audit(&self, conn: &Connection, event: &AuditEvent) -> Result<u64, StoreError> {
         audit::append(conn, self.file, self.audit, self.now, event)
     }
 }
@@ -190,7 +221,20 @@ impl Store {
                 path: state_dir.to_path_buf(),
                 source,
             })?;
+        // One process at a time creates or migrates the store.
+        let lock = OpenLock::take(state_dir)?;
         let file = state_dir.join(DB_FILE_NAME);
+        let marker = files::read_marker(state_dir)?;
+        if let Some(m) = &marker
+            && std::fs::metadata(&file).map_or(true, |md| md.len() == 0)
+        {
+            return Err(StoreError::StoreMissing {
+                file,
+                key_id: m.key_id.clone(),
+                created_at: UnixMillis(m.created_at).rfc3339(),
+            });
+        }
+        files::prepare_db_files(&file, true)?;
         let mut conn = Connection::open(&file).map_err(StoreError::db_at(&file, "open"))?;
         let read_only = conn
             .is_readonly("main")
@@ -213,7 +257,7 @@ impl Store {
         let keks = Keks::derive(master_key);
         let key_id = master_key.id();
         let stored_id = get_setting(&conn, &file, SETTING_KEY_ID)?;
-        let audit_key = match stored_id {
+        let (audit_key, cred_key, row_key) = match stored_id {
             Some(expected) if expected != key_id.as_str() => {
                 return Err(StoreError::WrongMasterKey {
                     expected,
@@ -229,18 +273,80 @@ impl Store {
             }
             None => initialise(&mut conn, &file, &keks, &key_id, clock.now())?,
         };
+        // The subject KEK is bound to the epoch the database was last re-wrapped under.
+        let (keks, needs_epoch) = match get_setting(&conn, &file, SETTING_EPOCH)? {
+            Some(id) => (open_epoch(state_dir, &file, &keks, &id, read_only)?, false),
+            None => (keks, !read_only),
+        };
 
+        // The audit head outside the database: made with the marker, never remade after.
+        let head_file = HeadFile::open(
+            state_dir,
+            !read_only,
+            marker.is_none() && !state_dir.join(files::MARKER_FILE).exists(),
+        )?;
         let mut store = Self {
             conn,
             file,
+            state_dir: state_dir.to_path_buf(),
+            head_file,
+            head_kept: marker.is_some(),
+            last_head_seq: 0,
+            last_audit_at: 0,
+            checkpoint_retry: Arc::default(),
             clock,
             policy: policy.clone(),
             key_id,
             keks,
             audit_key,
+            cred_key,
+            row_key,
             read_only,
             gallery: None,
         };
+        if marker.is_none() && !store.read_only && !state_dir.join(files::MARKER_FILE).exists() {
+            // First open of this store (new, or made before the marker existed): the head file
+            // first, then the marker, so a crash between leaves a store that is simply opened
+            // as new again.
+            store.sync_head()?;
+            let created_at = get_setting(&store.conn, &store.file, SETTING_CREATED)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(store.clock.now().0);
+            files::write_marker(
+                state_dir,
+                &files::Marker {
+                    key_id: store.key_id.to_string(),
+                    created_at,
+                },
+            )?;
+            store.head_kept = true;
+        }
+        if needs_epoch {
+            // A new store, or one made before epochs: its data keys move under a first epoch.
+            store.rotate_epoch("facegate", "first epoch")?;
+        }
+        if !store.read_only {
+            let sealed = ledger::seal_unsealed(&store.conn, &store.file, &store.row_key)?;
+            if sealed > 0 {
+                tracing::info!(
+                    rows = sealed,
+                    "consent ledger rows given their integrity MAC"
+                );
+            }
+        }
+        store.last_audit_at = store
+            .conn
+            .query_row("SELECT COALESCE(MAX(at), 0) FROM audit", [], |r| r.get(0))
+            .map_err(StoreError::db_at(&store.file, "read audit"))?;
+        store.check_notice(policy, "facegate")?;
+        drop(lock);
+        if let Some(behind) = store.clock_behind() {
+            tracing::error!(
+                behind_ms = behind,
+                "the clock is earlier than the newest audit record: it was set back; audit \
+                 times and retention follow the newest record until the clock catches up"
+            );
+        }
         if found > 0 && found < SCHEMA_VERSION {
             store.record(
                 AuditEvent::new(AuditKind::StoreLifecycle, "facegate", "ok")
@@ -255,6 +361,20 @@ impl Store {
             "store opened"
         );
         Ok(store)
+    }
+
+    /// The store's time: the clock, but never earlier than the newest audit record, so that a
+    /// clock set back neither makes audit times run backwards nor stretches retention (an
+    /// expired consent does not come back to life).
+    pub fn now(&self) -> UnixMillis {
+        UnixMillis(self.clock.now().0.max(self.last_audit_at))
+    }
+
+    /// How many milliseconds the clock is behind the newest audit record, if it is: the clock
+    /// was set back (the service and `facegate doctor` report it).
+    pub fn clock_behind(&self) -> Option<i64> {
+        let behind = self.last_audit_at - self.clock.now().0;
+        (behind > 0).then_some(behind)
     }
 
     /// The database file.
@@ -279,6 +399,7 @@ impl Store {
     /// Replaces the policy in force (a config reload), records it, and returns nothing else:
     /// call [`Store::sweep_expired`] to apply a shortened retention to stored data.
     pub fn set_policy(&mut self, policy: &PolicyConfig, operator: &str) -> Result<(), StoreError> {
+        self.check_notice(policy, operator)?;
         self.record(
             AuditEvent::new(AuditKind::ConfigChange, operator, "ok")
                 .details(json!({ "change": "policy reloaded" })),
@@ -287,7 +408,89 @@ impl Store {
         Ok(())
     }
 
-    fn write<T>(
+    /// Art. 5: compares the notice people are told with the one recorded at the last start. A
+    /// changed text under the same version (or a lower version) is refused; a new version is
+    /// recorded (with its fingerprint) and audited, and `pending_notice` lists who consented
+    /// under an older one.
+    fn check_notice(&mut self, policy: &PolicyConfig, operator: &str) -> Result<(), StoreError> {
+        let fingerprint = policy.notice_fingerprint();
+        let version = policy.notice().version();
+        let recorded = get_setting(&self.conn, &self.file, SETTING_NOTICE)?.and_then(|v| {
+            let (ver, fp) = v.split_once(' ')?;
+            Some((ver.parse::<u32>().ok()?, fp.to_owned()))
+        });
+        let change = match &recorded {
+            Some((v, fp)) => Some(
+                policy
+                    .check_notice_change(*v, fp)
+                    .map_err(|source| StoreError::Notice { source })?,
+            ),
+            None => None,
+        };
+        if self.read_only || matches!(change, Some(facegate_policy::NoticeChange::Unchanged)) {
+            return Ok(());
+        }
+        let previous = recorded.as_ref().map(|(v, _)| *v);
+        self.write("record notice", |tx, ctx| {
+            set_setting(
+                tx,
+                ctx.file,
+                SETTING_NOTICE,
+                &format!("{version} {fingerprint}"),
+            )?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::ConfigChange, operator, "ok").details(json!({
+                    "change": "notice",
+                    "notice_version": version,
+                    "previous_version": previous,
+                    "fingerprint": fingerprint,
+                })),
+            )
+        })?;
+        if let Some(prev) = previous {
+            tracing::warn!(
+                previous = prev,
+                current = version,
+                "notice version changed: inform the people who consented under the old one \
+                 (`facegate consent pending`)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Subjects whose live consent was given under an older notice version than the current
+    /// one (Art. 5: they must be told of the change), with the version each was shown.
+    pub fn pending_notice(&self) -> Result<Vec<(SubjectId, u32)>, StoreError> {
+        let current = self.policy.notice().version();
+        let now = self.now();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT subject_id, record FROM consents
+                 WHERE withdrawn_at IS NULL AND expires_at > ?1 ORDER BY subject_id, id",
+            )
+            .map_err(StoreError::db_at(&self.file, "read consents"))?;
+        let rows = stmt
+            .query_map([now.0], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(StoreError::db_at(&self.file, "read consents"))?;
+        let mut newest: std::collections::BTreeMap<SubjectId, u32> =
+            std::collections::BTreeMap::new();
+        for row in rows {
+            let (subject, json) = row.map_err(StoreError::db_at(&self.file, "read consents"))?;
+            let Ok(subject) = SubjectId::new(subject) else {
+                continue;
+            };
+            let record = parse_record(&subject, &json)?;
+            let e = newest.entry(subject).or_insert(0);
+            *e = (*e).max(record.notice_version);
+        }
+        Ok(newest.into_iter().filter(|(_, v)| *v < current).collect())
+    }
+
+    pub(crate) fn write<T>(
         &mut self,
         op: &'static str,
         f: impl FnOnce(&Transaction<'_>, &Ctx<'_>) -> Result<T, StoreError>,
@@ -302,37 +505,130 @@ impl Store {
             file: &self.file,
             keks: &self.keks,
             audit: &self.audit_key,
+            rows: &self.row_key,
             policy: &self.policy,
-            now: self.clock.now(),
+            now: self.now(),
         };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::db_at(&self.file, op))?;
+        let now = ctx.now;
         let out = f(&tx, &ctx)?;
         tx.commit().map_err(StoreError::db_at(&self.file, op))?;
+        self.last_audit_at = self.last_audit_at.max(now.0);
+        if let Err(e) = self.sync_head() {
+            // The commit stands; verification will report the head file as behind or missing.
+            tracing::error!(error = %e, "could not record the audit head beside the database");
+        }
         Ok(out)
     }
 
-    /// Moves the WAL into the database and truncates it, so deleted rows leave no old page
-    /// images in the `-wal` file. Best effort: a busy reader only delays it.
-    fn checkpoint(&self) {
-        let r: rusqlite::Result<(i64, i64, i64)> =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                });
-        match r {
-            Ok((0, _, _)) => {}
-            Ok((busy, log, done)) => {
-                tracing::warn!(
-                    busy,
-                    log,
-                    done,
-                    "WAL checkpoint incomplete; will retry later"
-                );
+    /// Copies the chain head into `audit.head` when it moved (fsynced).
+    fn sync_head(&mut self) -> Result<(), StoreError> {
+        let Some((seq, mac)) = audit::db_head(&self.conn, &self.file)? else {
+            return Ok(());
+        };
+        if seq <= self.last_head_seq && self.last_head_seq != 0 {
+            return Ok(());
+        }
+        // Never move the outside head over evidence: if the record it names is gone or
+        // different (a tail was cut and written again), it stays where it is.
+        if let Some(kept) = self.head_file.read()? {
+            if kept.seq >= seq {
+                return Ok(());
             }
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            let stored: Option<Vec<u8>> = self
+                .conn
+                .query_row(
+                    "SELECT mac FROM audit WHERE seq = ?1",
+                    [i64::try_from(kept.seq).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(StoreError::db_at(&self.file, "read audit"))?;
+            let pruned = stored.is_none() && audit::anchor_seq(&self.conn, &self.file)? >= kept.seq;
+            if !pruned && stored.as_deref() != Some(kept.mac.as_slice()) {
+                tracing::error!(
+                    kept = kept.seq,
+                    head = seq,
+                    "audit chain rolled back since audit.head was written; keeping it as evidence"
+                );
+                self.last_head_seq = seq;
+                return Ok(());
+            }
+        }
+        let tag = self.audit_key.head_file_tag(seq, &mac);
+        self.head_file.advance(&HeadRecord {
+            seq,
+            mac,
+            tag: tag.to_vec(),
+        })?;
+        self.last_head_seq = seq;
+        Ok(())
+    }
+
+    /// Moves the WAL into the database and truncates it, so deleted rows leave no old page
+    /// images in the database file or the `-wal`. Never waits for a reader: when one holds an
+    /// older snapshot, a background thread with its own connection retries until it ends.
+    /// Returns whether the residue is gone now.
+    fn checkpoint(&self) -> bool {
+        if try_checkpoint(&self.conn) {
+            return true;
+        }
+        tracing::warn!("WAL checkpoint blocked by a reader; retrying in the background");
+        self.retry_checkpoint_in_background();
+        false
+    }
+
+    fn retry_checkpoint_in_background(&self) {
+        if self
+            .checkpoint_retry
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return; // one is running already
+        }
+        let file = self.file.clone();
+        let running = self.checkpoint_retry.clone();
+        let spawned = std::thread::Builder::new()
+            .name("checkpoint-retry".into())
+            .spawn(move || {
+                let done = Connection::open(&file).is_ok_and(|conn| {
+                    let started = std::time::Instant::now();
+                    while started.elapsed() < CHECKPOINT_RETRY_FOR {
+                        if try_checkpoint(&conn) {
+                            return true;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    false
+                });
+                if done {
+                    tracing::info!("WAL checkpoint completed: deleted pages are gone from the files");
+                } else {
+                    tracing::error!("WAL checkpoint still blocked after 10 minutes; a reader keeps an old snapshot open");
+                }
+                running.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.checkpoint_retry
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Waits up to `timeout` for the residue of removed rows to leave the database file and
+    /// the WAL (a checkpoint that no reader blocks). For commands that must not report a
+    /// withdrawal done before it is (`facegate consent withdraw`).
+    pub fn clear_residue(&self, timeout: std::time::Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            if try_checkpoint(&self.conn) {
+                return true;
+            }
+            if started.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
@@ -340,7 +636,7 @@ impl Store {
 
     /// Records a consent in the ledger (Art. 6, 7), before or independently of enrollment.
     pub fn record_consent(&mut self, consent: &Consent) -> Result<ConsentId, StoreError> {
-        let now = self.clock.now();
+        let now = self.now();
         self.check_consent(consent, now, AuditKind::Consent)?;
         let subject = consent.subject().clone();
         let id = self.write("record consent", |tx, ctx| {
@@ -428,7 +724,7 @@ impl Store {
                 got: fused.dim(),
             });
         }
-        let now = self.clock.now();
+        let now = self.now();
         self.check_consent(consent, now, AuditKind::Enroll)?;
         let record = consent.record();
         let expires_at = consent.expires_at().min(
@@ -511,30 +807,10 @@ impl Store {
     /// The subject's live consent from the ledger, rebuilt through the policy (for example to
     /// enroll another template without asking again). `None` if there is none.
     pub fn live_consent(&self, subject: &SubjectId) -> Result<Option<Consent>, StoreError> {
-        let now = self.clock.now();
-        let row: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT record FROM consents
-                 WHERE subject_id = ?1 AND withdrawn_at IS NULL AND expires_at > ?2
-                 ORDER BY expires_at DESC LIMIT 1",
-                params![subject.as_str(), now.0],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::db_at(&self.file, "read consent"))?;
-        let Some(json) = row else {
-            return Ok(None);
-        };
-        let record = parse_record(subject, &json)?;
-        let consent = self
-            .policy
-            .restore(record)
-            .map_err(|source| StoreError::Policy {
-                subject: subject.clone(),
-                source,
-            })?;
-        Ok(consent.is_live(now).then_some(consent))
+        Ok(match self.consent_status(subject)? {
+            ConsentStatus::Live(c) => Some(c),
+            _ => None,
+        })
     }
 
     // ----- withdrawal, deletion, retention -------------------------------------------------
@@ -559,6 +835,7 @@ impl Store {
                     params![subject.as_str(), withdrawal.at.0, details.to_string()],
                 )
                 .map_err(ctx.err("withdraw consent"))?;
+            ledger::reseal_subject(tx, ctx.file, ctx.rows, subject.as_str())?;
             tx.execute(
                 "UPDATE subjects SET withdrawn_at = MAX(COALESCE(withdrawn_at, ?2), ?2)
                  WHERE id = ?1",
@@ -578,7 +855,8 @@ impl Store {
             )?;
             Ok(report)
         })?;
-        self.after_removal(&subject);
+        let mut report = report;
+        self.after_removal(&subject, &withdrawal.operator, &mut report);
         tracing::info!(
             subject = %subject,
             templates_deleted = report.templates_deleted,
@@ -619,7 +897,8 @@ impl Store {
             )?;
             Ok(report)
         })?;
-        self.after_removal(subject);
+        let mut report = report;
+        self.after_removal(subject, operator, &mut report);
         tracing::info!(subject = %subject, templates_deleted = report.templates_deleted, "subject deleted");
         Ok(report)
     }
@@ -642,11 +921,21 @@ impl Store {
         }
     }
 
-    fn after_removal(&mut self, subject: &SubjectId) {
+    /// After a withdrawal or deletion committed: out of the gallery, a new epoch (so copies
+    /// of the database made before cannot open the subject), and the freed pages out of the
+    /// files.
+    fn after_removal(&mut self, subject: &SubjectId, operator: &str, report: &mut RemovalReport) {
         if let Some(g) = self.gallery.as_mut() {
             g.remove_subject(subject);
         }
-        self.checkpoint();
+        report.copies_sealed = match self.rotate_epoch(operator, "subject removed") {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(subject = %subject, error = %e, "epoch rotation after a removal failed; older copies of the database still hold this subject's key");
+                false
+            }
+        };
+        report.residue_cleared = self.checkpoint();
     }
 
     /// Retention (Art. 8): re-evaluates every live consent's expiry under the current policy
@@ -690,6 +979,7 @@ impl Store {
                         params![id, now_until.0],
                     )
                     .map_err(ctx.err("shorten retention"))?;
+                    ledger::reseal_subject(tx, ctx.file, ctx.rows, subject.as_str())?;
                     report.expiries_shortened += 1;
                 }
             }
@@ -730,6 +1020,9 @@ impl Store {
                 )
                 .map_err(ctx.err("delete expired keys"))?;
 
+            // 4. Credentials past their own retention.
+            report.credentials_deleted = credentials::sweep(tx, ctx.file, ctx.now)?;
+
             // One record per subject, listing the template ids removed.
             let templates: Vec<TemplateId> = expired
                 .iter()
@@ -756,6 +1049,7 @@ impl Store {
                         "subjects": report.subjects_affected,
                         "expiries_shortened": report.expiries_shortened,
                         "keys_destroyed": report.keys_destroyed,
+                        "credentials_deleted": report.credentials_deleted,
                     })),
                 )?;
             }
@@ -767,6 +1061,11 @@ impl Store {
                 for t in &templates {
                     g.remove_template(*t);
                 }
+            }
+            if report.keys_destroyed > 0
+                && let Err(e) = self.rotate_epoch("retention-sweeper", "expired subjects removed")
+            {
+                tracing::error!(error = %e, "epoch rotation after the sweep failed");
             }
             self.checkpoint();
         }
@@ -786,7 +1085,7 @@ impl Store {
     /// as an audit alert; every other subject still loads.
     #[tracing::instrument(skip_all, fields(model_id, dim))]
     pub fn load_gallery(&mut self, model_id: &str, dim: usize) -> Result<GalleryLoad, StoreError> {
-        let now = self.clock.now();
+        let now = self.now();
         let err = |op| StoreError::db_at(&self.file, op);
         let count: i64 = self
             .conn
@@ -798,12 +1097,15 @@ impl Store {
             .map_err(err("count templates"))?;
         let mut gallery = Gallery::new(model_id, dim, usize::try_from(count).unwrap_or(0));
         let mut load = GalleryLoad::default();
+        // Only templates whose consent the gate may act on now: live, for this purpose, intact,
+        // and not withdrawn according to the audit chain.
+        let consents = self.matchable_consents()?;
         {
             let mut stmt = self
                 .conn
                 .prepare(
                     "SELECT t.id, t.subject_id, t.model_id, t.dim, t.seal_version, t.nonce,
-                            t.sealed, k.nonce, k.wrapped
+                            t.sealed, k.nonce, k.wrapped, t.consent_id
                      FROM templates t LEFT JOIN subject_keys k ON k.subject_id = t.subject_id
                      WHERE t.model_id = ?1 AND t.expires_at > ?2
                      ORDER BY t.subject_id, t.id",
@@ -815,6 +1117,7 @@ impl Store {
             let mut current: Option<(SubjectId, Result<Secret, StoreError>)> = None;
             while let Some(r) = rows.next().map_err(err("read templates"))? {
                 let row = TemplateRow::from_row(r).map_err(err("read templates"))?;
+                let consent_id: i64 = r.get(9).map_err(err("read templates"))?;
                 let Ok(subject) = SubjectId::new(row.subject.clone()) else {
                     load.failures.push(StoreError::Setting {
                         file: self.file.clone(),
@@ -845,6 +1148,8 @@ impl Store {
                     continue;
                 };
                 match open_row(data_key, &row, &subject, dim) {
+                    // A row that opens is matched only under a consent the gate may act on.
+                    Ok(_) if !consents.contains(&consent_id) => load.not_matchable += 1,
                     Ok(e) => {
                         gallery.insert(&subject, row.template, &e)?;
                         load.loaded += 1;
@@ -882,6 +1187,27 @@ impl Store {
         Ok(load)
     }
 
+    /// Ids of the consents whose templates may be matched now.
+    fn matchable_consents(&self) -> Result<std::collections::HashSet<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT subject_id FROM templates")
+            .map_err(StoreError::db_at(&self.file, "read templates"))?;
+        let subjects: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(StoreError::db_at(&self.file, "read templates"))?
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::db_at(&self.file, "read templates"))?;
+        let mut out = std::collections::HashSet::new();
+        for s in subjects {
+            let Ok(subject) = SubjectId::new(s) else {
+                continue;
+            };
+            out.extend(self.matchable_consent_ids(&subject)?);
+        }
+        Ok(out)
+    }
+
     /// The loaded gallery, if any.
     pub fn gallery(&self) -> Option<&Gallery> {
         self.gallery.as_ref()
@@ -910,38 +1236,18 @@ impl Store {
         let new_keks = Keks::derive(new_key);
         let new_id = new_key.id();
         let old_id = self.key_id.clone();
-        let rewrapped = self.write("rotate master key", |tx, ctx| {
-            let keys: Vec<(String, Vec<u8>, Vec<u8>)> = {
-                let mut stmt = tx
-                    .prepare("SELECT subject_id, nonce, wrapped FROM subject_keys")
-                    .map_err(ctx.err("read data keys"))?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .map_err(ctx.err("read data keys"))?;
-                rows.collect::<Result<_, _>>()
-                    .map_err(ctx.err("read data keys"))?
-            };
-            for (subject, nonce, wrapped) in &keys {
-                let subject = SubjectId::new(subject.clone()).map_err(|_| StoreError::Setting {
-                    file: ctx.file.to_path_buf(),
-                    key: "subject_keys.subject_id",
-                    reason: "holds an invalid subject id",
-                })?;
-                let key = ctx
-                    .keks
-                    .unwrap_subject_key(&subject, nonce, wrapped)
-                    .map_err(|_| StoreError::SubjectKey {
-                        subject: subject.clone(),
-                    })?;
-                let (n, w) = new_keks
-                    .wrap_subject_key(&subject, &key)
-                    .map_err(|_| StoreError::Random { what: "a nonce" })?;
-                tx.execute(
-                    "UPDATE subject_keys SET nonce = ?2, wrapped = ?3 WHERE subject_id = ?1",
-                    params![subject.as_str(), n.as_slice(), w],
-                )
-                .map_err(ctx.err("re-wrap data key"))?;
+        // The new master key's KEKs under the same epoch.
+        let new_keks = match files::read_epoch(&self.state_dir, files::EPOCH_FILE)? {
+            Some(e)
+                if get_setting(&self.conn, &self.file, SETTING_EPOCH)?.as_deref()
+                    == Some(seal::epoch_id(&e).as_str()) =>
+            {
+                new_keks.for_epoch(&e)
             }
+            _ => new_keks,
+        };
+        let rewrapped = self.write("rotate master key", |tx, ctx| {
+            let n = rewrap_all(tx, ctx.file, ctx.keks, &new_keks)?;
             let audit_secret = unwrap_audit_secret(tx, ctx.file, ctx.keks)?;
             store_audit_secret(tx, ctx.file, &new_keks, &audit_secret)?;
             set_setting(tx, ctx.file, SETTING_KEY_ID, new_id.as_str())?;
@@ -950,20 +1256,66 @@ impl Store {
                 &AuditEvent::new(AuditKind::KeyRotation, operator, "ok").details(json!({
                     "old_key_id": old_id.as_str(),
                     "new_key_id": new_id.as_str(),
-                    "keys_rewrapped": keys.len(),
+                    "keys_rewrapped": n,
                 })),
             )?;
-            Ok(keys.len())
+            Ok(n)
         })?;
         self.keks = new_keks;
         self.key_id = new_id.clone();
-        self.checkpoint();
+        let _ = self.checkpoint();
+        let created_at = get_setting(&self.conn, &self.file, SETTING_CREATED)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        files::write_marker(
+            &self.state_dir,
+            &files::Marker {
+                key_id: new_id.to_string(),
+                created_at,
+            },
+        )?;
         tracing::info!(old_key_id = %old_id, new_key_id = %new_id, rewrapped, "master key rotated");
         Ok(RotationReport {
             keys_rewrapped: rewrapped,
             old_key_id: old_id,
             new_key_id: new_id,
         })
+    }
+
+    /// Replaces the epoch secret the data keys are wrapped under (see `crate::seal`): after a
+    /// withdrawal, deletion or expiry, a copy of the database taken before it cannot open the
+    /// removed subject's templates, even with the live master key. Records a key rotation.
+    pub fn rotate_epoch(&mut self, operator: &str, reason: &str) -> Result<usize, StoreError> {
+        let secret = seal::random_secret().map_err(|_| StoreError::Random {
+            what: "an epoch secret",
+        })?;
+        let new_keks = self.keks.for_epoch(&secret);
+        let id = seal::epoch_id(&secret);
+        files::write_epoch_next(&self.state_dir, &secret)?;
+        let result = self.write("rotate epoch", |tx, ctx| {
+            let n = rewrap_all(tx, ctx.file, ctx.keks, &new_keks)?;
+            set_setting(tx, ctx.file, SETTING_EPOCH, &id)?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::KeyRotation, operator, "ok").details(json!({
+                    "epoch": id,
+                    "keys_rewrapped": n,
+                    "reason": reason,
+                })),
+            )?;
+            Ok(n)
+        });
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                files::discard_epoch_next(&self.state_dir);
+                return Err(e);
+            }
+        };
+        // Committed: the new file becomes the epoch (an open completes this if we stop here).
+        files::promote_epoch(&self.state_dir)?;
+        self.keks = new_keks;
+        Ok(n)
     }
 
     // ----- audit ---------------------------------------------------------------------------
@@ -977,7 +1329,37 @@ impl Store {
     /// Walks the whole audit chain and reports the first break (edited, removed, reordered,
     /// truncated) if any.
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        audit::verify(&self.conn, &self.file, &self.audit_key)
+        let head = self.head_file.read()?;
+        let outside = match &head {
+            Some(h) => audit::OutsideHead::Present {
+                seq: h.seq,
+                mac: &h.mac,
+                tag: &h.tag,
+            },
+            None if self.head_kept || self.head_file.exists() => audit::OutsideHead::Missing,
+            None => audit::OutsideHead::NotKept,
+        };
+        audit::verify(&self.conn, &self.file, &self.audit_key, outside)
+    }
+
+    /// Audit records with their chain links (for an export that can be checked later).
+    pub fn audit_export(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<audit::ChainedRecord>, StoreError> {
+        audit::chained_records(&self.conn, &self.file, from, limit)
+    }
+
+    /// Checks an exported run of records with this store's audit key: every MAC, every link,
+    /// consecutive numbers. `None` when the export holds.
+    pub fn verify_export(&self, records: &[audit::ChainedRecord]) -> Option<AuditBreak> {
+        audit::verify_chained(&self.audit_key, records)
+    }
+
+    /// The file that keeps the audit head outside the database.
+    pub fn audit_head_file(&self) -> &Path {
+        self.head_file.path()
     }
 
     /// Removes the longest prefix of audit records older than `older_than` and re-anchors the
@@ -1003,7 +1385,7 @@ impl Store {
             Ok(report)
         })?;
         if report.removed > 0 {
-            self.checkpoint();
+            let _ = self.checkpoint();
         }
         Ok(report)
     }
@@ -1022,7 +1404,7 @@ impl Store {
 
     /// Counts for reports and the Art. 15 filing threshold.
     pub fn counts(&self) -> Result<StoreCounts, StoreError> {
-        let now = self.clock.now();
+        let now = self.now();
         self.conn
             .query_row(
                 "SELECT (SELECT COUNT(DISTINCT subject_id) FROM templates),
@@ -1042,6 +1424,38 @@ impl Store {
                 },
             )
             .map_err(StoreError::db_at(&self.file, "count"))
+    }
+
+    /// The Art. 15 filing status, pushed: when it is an alert it is logged every time, and
+    /// recorded in the audit chain at most once per UTC day (enrollment and the service call
+    /// this, so an operator is told without running `facegate doctor`).
+    pub fn check_filing(&mut self) -> Result<(u64, FilingStatus), StoreError> {
+        let stored = self.counts()?.subjects_with_templates;
+        let status = FilingStatus::evaluate(stored, self.policy.filing().warn_fraction());
+        if !status.is_alert() {
+            return Ok((stored, status));
+        }
+        status.emit(stored);
+        let day = (self.now().0 / UnixMillis::MS_PER_DAY).to_string();
+        if self.read_only
+            || get_setting(&self.conn, &self.file, SETTING_FILING_ALERT_DAY)?.as_deref()
+                == Some(day.as_str())
+        {
+            return Ok((stored, status));
+        }
+        let reached = matches!(status, FilingStatus::Reached);
+        self.write("filing alert", |tx, ctx| {
+            set_setting(tx, ctx.file, SETTING_FILING_ALERT_DAY, &day)?;
+            ctx.audit(
+                tx,
+                &AuditEvent::new(AuditKind::Alert, "facegate", "raised").details(json!({
+                    "alert": if reached { "filing_threshold_reached" } else { "filing_threshold_near" },
+                    "stored_subjects": stored,
+                    "threshold": facegate_policy::ART15_FILING_THRESHOLD,
+                })),
+            )
+        })?;
+        Ok((stored, status))
     }
 
     /// Every subject, ordered by id.
@@ -1277,7 +1691,7 @@ fn clone_key_error(e: &StoreError, subject: &SubjectId) -> StoreError {
     }
 }
 
-fn parse_record(subject: &SubjectId, json: &str) -> Result<ConsentRecord, StoreError> {
+pub(crate) fn parse_record(subject: &SubjectId, json: &str) -> Result<ConsentRecord, StoreError> {
     serde_json::from_str(json).map_err(|source| StoreError::ConsentRecord {
         subject: subject.clone(),
         source,
@@ -1328,6 +1742,7 @@ fn upsert_consent(
     )
     .map_err(ctx.err("insert consent"))?;
     let id = ConsentId(tx.last_insert_rowid());
+    ledger::reseal_subject(tx, ctx.file, ctx.rows, subject.as_str())?;
     let expires_at = consent.expires_at();
     ctx.audit(
         tx,
@@ -1408,7 +1823,102 @@ fn remove_templates_and_key(
         templates_deleted,
         consents_affected: 0,
         key_destroyed: keys > 0,
+        copies_sealed: false,
+        residue_cleared: false,
     })
+}
+
+/// The KEKs of the epoch `id` the database records: `epoch.key`, or `epoch.key.next` when a
+/// re-wrap committed but the rename did not happen (it is completed now).
+fn open_epoch(
+    state_dir: &Path,
+    file: &Path,
+    base: &Keks,
+    id: &str,
+    read_only: bool,
+) -> Result<Keks, StoreError> {
+    if let Some(cur) = files::read_epoch(state_dir, files::EPOCH_FILE)?
+        && seal::epoch_id(&cur) == id
+    {
+        if !read_only {
+            files::discard_epoch_next(state_dir);
+        }
+        return Ok(base.for_epoch(&cur));
+    }
+    if let Some(next) = files::read_epoch(state_dir, files::EPOCH_NEXT_FILE)?
+        && seal::epoch_id(&next) == id
+    {
+        if !read_only {
+            files::promote_epoch(state_dir)?;
+        }
+        return Ok(base.for_epoch(&next));
+    }
+    Err(StoreError::EpochMismatch {
+        file: file.to_path_buf(),
+        epoch_file: state_dir.join(files::EPOCH_FILE),
+    })
+}
+
+/// Re-wraps every subject data key from `from` to `to` (inside the caller's transaction).
+fn rewrap_all(
+    tx: &Transaction<'_>,
+    file: &Path,
+    from: &Keks,
+    to: &Keks,
+) -> Result<usize, StoreError> {
+    let err = |op| StoreError::db_at(file, op);
+    let keys: Vec<(String, Vec<u8>, Vec<u8>)> = {
+        let mut stmt = tx
+            .prepare("SELECT subject_id, nonce, wrapped FROM subject_keys")
+            .map_err(err("read data keys"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(err("read data keys"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(err("read data keys"))?
+    };
+    for (subject, nonce, wrapped) in &keys {
+        let subject = SubjectId::new(subject.clone()).map_err(|_| StoreError::Setting {
+            file: file.to_path_buf(),
+            key: "subject_keys.subject_id",
+            reason: "holds an invalid subject id",
+        })?;
+        let key = from
+            .unwrap_subject_key(&subject, nonce, wrapped)
+            .map_err(|_| StoreError::SubjectKey {
+                subject: subject.clone(),
+            })?;
+        let (n, w) = to
+            .wrap_subject_key(&subject, &key)
+            .map_err(|_| StoreError::Random { what: "a nonce" })?;
+        tx.execute(
+            "UPDATE subject_keys SET nonce = ?2, wrapped = ?3 WHERE subject_id = ?1",
+            params![subject.as_str(), n.as_slice(), w],
+        )
+        .map_err(err("re-wrap data key"))?;
+    }
+    Ok(keys.len())
+}
+
+/// How long a background checkpoint retry keeps trying.
+const CHECKPOINT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// One `wal_checkpoint(TRUNCATE)` that does not wait for readers: true when it completed.
+fn try_checkpoint(conn: &Connection) -> bool {
+    let _ = conn.busy_timeout(std::time::Duration::ZERO);
+    let r: rusqlite::Result<(i64, i64, i64)> =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        });
+    let _ = conn.busy_timeout(crate::schema::BUSY_TIMEOUT);
+    match r {
+        Ok((0, log, done)) => log == done || log <= 0,
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "WAL checkpoint did not run");
+            false
+        }
+    }
 }
 
 fn validate_model_id(id: &str) -> Result<(), StoreError> {
@@ -1492,8 +2002,18 @@ fn unwrap_audit_secret(conn: &Connection, file: &Path, keks: &Keks) -> Result<Se
         })
 }
 
-fn load_audit_key(conn: &Connection, file: &Path, keks: &Keks) -> Result<AuditKey, StoreError> {
-    Ok(AuditKey::new(&unwrap_audit_secret(conn, file, keks)?))
+/// The audit chain key and the credential digest key, both from the wrapped audit secret.
+fn load_audit_key(
+    conn: &Connection,
+    file: &Path,
+    keks: &Keks,
+) -> Result<(AuditKey, CredentialKey, RowKey), StoreError> {
+    let secret = unwrap_audit_secret(conn, file, keks)?;
+    Ok((
+        AuditKey::new(&secret),
+        CredentialKey::derive(&secret),
+        RowKey::derive(&secret),
+    ))
 }
 
 /// First open of a new database: key id, wrapped audit key, chain genesis, first record.
@@ -1503,7 +2023,7 @@ fn initialise(
     keks: &Keks,
     key_id: &KeyId,
     now: UnixMillis,
-) -> Result<AuditKey, StoreError> {
+) -> Result<(AuditKey, CredentialKey, RowKey), StoreError> {
     let secret = seal::random_secret().map_err(|_| StoreError::Random {
         what: "the audit key",
     })?;
@@ -1527,7 +2047,7 @@ fn initialise(
         })),
     )?;
     tx.commit().map_err(StoreError::db_at(file, "initialise"))?;
-    Ok(key)
+    Ok((key, CredentialKey::derive(&secret), RowKey::derive(&secret)))
 }
 
 #[cfg(test)]

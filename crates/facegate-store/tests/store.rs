@@ -18,3 +18,5 @@ mod lifecycle;
 mod migrations;
 #[path = "store/properties.rs"]
 mod properties;
+#[path = "store/records.rs"]
+mod records;

@@ -264,8 +264,17 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
             v
         }
     };
-    store.record_consent(&consent)?;
+    // One transaction: the consent, the subject, its data key and the sealed template (a kill
+    // in between leaves neither a consent without template nor the reverse).
     let template = store.enroll(&consent, &samples, loaded.pipeline.model_id())?;
+    // Art. 15: the operator who enrolls is the one to tell when filing is near or due.
+    match store.check_filing() {
+        Ok((stored, status)) if status.is_alert() => {
+            eprintln!("facegate: warning: {}", status.describe(stored));
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("facegate: warning: the filing status could not be read: {e}"),
+    }
     drop(store);
     // A running service matches against its own gallery: have it reload.
     let reload = json!({ "op": "reload_gallery", "model_id": loaded.pipeline.model_id(), "dim": loaded.pipeline.embedding_dim() });
@@ -334,9 +343,54 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
                     "absent"
                 }
             );
+            residue_gone(&store, report)?;
+        }
+        ConsentCommand::Pending(a) => {
+            let pending = store.pending_notice()?;
+            let current = config.policy.notice().version();
+            let meanwhile = config.policy.notice().pending().describe();
+            if a.json {
+                let rows: Vec<_> = pending
+                    .iter()
+                    .map(|(s, v)| json!({ "subject": s, "notice_version": v }))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "current_notice_version": current, "pending": rows, "meanwhile": meanwhile })
+                );
+            } else {
+                for (s, v) in &pending {
+                    println!("{s}  consented under notice version {v}");
+                }
+                println!(
+                    "{} person(s) to inform of notice version {current}; meanwhile: {meanwhile}",
+                    pending.len()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A withdrawal or deletion is reported done only when the freed pages are gone from the
+/// database file and its WAL; a reader holding an old snapshot gets 30 s, then this fails
+/// naming what remains (the store retries on its own once the reader ends).
+fn residue_gone(store: &Store, report: facegate_store::RemovalReport) -> Result<()> {
+    if !report.copies_sealed {
+        eprintln!(
+            "facegate: warning: the data keys could not be moved to a new epoch; copies of the \
+             database made before keep this person's key until the next withdrawal"
+        );
+    }
+    if report.residue_cleared || store.clear_residue(std::time::Duration::from_secs(30)) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the rows are deleted and unreadable, but their old pages are still in {} because another \
+         process keeps an old read transaction open; they are overwritten as soon as it ends \
+         (stop that process, or run `facegate sweep` later)",
+        store.file().display()
+    )
 }
 
 /// The running service's answer to `req` over its admin socket, or `None` when none runs.
@@ -463,6 +517,7 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
                     "absent"
                 }
             );
+            residue_gone(&store, r)?;
         }
     }
     Ok(ExitCode::SUCCESS)

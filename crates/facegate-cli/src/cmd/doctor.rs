@@ -95,6 +95,48 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                     },
                     Err(e) => add("audit chain", false, e.to_string()),
                 }
+                match store.other_purpose_templates() {
+                    Ok(list) if list.is_empty() => add(
+                        "purpose",
+                        true,
+                        format!("every template consented for {}", config.policy.purpose()),
+                    ),
+                    Ok(list) => {
+                        let who: Vec<String> = list
+                            .iter()
+                            .map(|(s, p, n)| format!("{s} ({n} template(s), consented for {p})"))
+                            .collect();
+                        add(
+                            "purpose",
+                            false,
+                            format!(
+                                "{} person(s) consented for another purpose than {} and are never \
+                                 matched: ask them for a new consent and re-enroll, or withdraw \
+                                 (`facegate consent withdraw ID`): {}",
+                                list.len(),
+                                config.policy.purpose(),
+                                who.join(", ")
+                            ),
+                        );
+                    }
+                    Err(e) => add("purpose", false, e.to_string()),
+                }
+                match store.clock_behind() {
+                    None => add(
+                        "clock",
+                        true,
+                        "not earlier than the newest audit record".into(),
+                    ),
+                    Some(ms) => add(
+                        "clock",
+                        false,
+                        format!(
+                            "{:.1} s earlier than the newest audit record: it was set back \
+                             (check NTP/RTC); the store keeps the record's time meanwhile",
+                            ms as f64 / 1000.0
+                        ),
+                    ),
+                }
                 match store.counts() {
                     Ok(c) => {
                         let status = FilingStatus::evaluate(

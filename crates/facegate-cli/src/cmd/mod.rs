@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 pub mod compare;
+pub mod credential;
 pub mod demo;
 pub mod detect;
 pub mod doctor;

@@ -30,9 +30,13 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify(a) => {
+        AuditCommand::Verify {
+            export: Some(path),
+            json,
+        } => verify_export(&store, path, *json),
+        AuditCommand::Verify { json, export: None } => {
             let v = store.verify_audit()?;
-            if a.json {
+            if *json {
                 println!(
                     "{}",
                     json!({
@@ -58,17 +62,119 @@ pub fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<ExitCode> {
             })
         }
         AuditCommand::Export { from, limit } => {
-            for r in store.audit_records(*from, *limit)? {
+            for c in store.audit_export(*from, *limit)? {
+                let r = &c.record;
                 let details: serde_json::Value =
                     serde_json::from_str(&r.details).unwrap_or(serde_json::Value::Null);
                 println!(
                     "{}",
-                    json!({ "seq": r.seq, "at": r.at, "kind": r.kind, "subject": r.subject, "operator": r.operator, "outcome": r.outcome, "details": details })
+                    json!({ "seq": r.seq, "at": r.at, "kind": r.kind, "subject": r.subject,
+                            "operator": r.operator, "outcome": r.outcome, "details": details,
+                            "details_text": r.details, "prev_mac": hex::encode(&c.prev_mac),
+                            "mac": hex::encode(&c.mac) })
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `audit verify --export FILE`: every line of an export, checked with the store's audit key.
+fn verify_export(store: &Store, path: &std::path::Path, json_out: bool) -> Result<ExitCode> {
+    use facegate_store::{AuditRecord, ChainedRecord};
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut records = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |what: &str| anyhow::anyhow!("{} line {}: {what}", path.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        let mac = text("mac")
+            .and_then(|m| hex::decode(m).ok())
+            .ok_or_else(|| bad("no mac (written by an older facegate? export again)"))?;
+        let prev_mac = text("prev_mac")
+            .and_then(|m| hex::decode(m).ok())
+            .ok_or_else(|| bad("no prev_mac"))?;
+        records.push(ChainedRecord {
+            record: AuditRecord {
+                seq: v["seq"].as_u64().ok_or_else(|| bad("no seq"))?,
+                at: facegate_types::UnixMillis(v["at"].as_i64().ok_or_else(|| bad("no at"))?),
+                kind: text("kind").ok_or_else(|| bad("no kind"))?,
+                subject: text("subject"),
+                operator: text("operator").ok_or_else(|| bad("no operator"))?,
+                outcome: text("outcome").ok_or_else(|| bad("no outcome"))?,
+                details: text("details_text").ok_or_else(|| bad("no details_text"))?,
+            },
+            prev_mac,
+            mac,
+        });
+    }
+    let first = records.first().map(|r| r.record.seq);
+    let last = records.last().map(|r| r.record.seq);
+    let broken = store.verify_export(&records);
+    if json_out {
+        println!(
+            "{}",
+            json!({ "records": records.len(), "first_seq": first, "last_seq": last,
+                    "intact": broken.is_none(),
+                    "first_break": broken.as_ref().map(|b| json!({ "seq": b.seq, "what": b.to_string() })) })
+        );
+    } else if let Some(b) = &broken {
+        println!("export {} BROKEN: {b}", path.display());
+    } else {
+        println!(
+            "export {} intact: {} records (seq {} to {}), every mac checked with the audit key",
+            path.display(),
+            records.len(),
+            first.map_or("-".into(), |s| s.to_string()),
+            last.map_or("-".into(), |s| s.to_string())
+        );
+    }
+    Ok(if broken.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `facegate notice`: what the terminal's screen and the sign show (no store needed).
+pub fn notice(cli: &Cli, lang: Option<&str>, json_out: bool) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let n = config.policy.notice();
+    let lang = lang.unwrap_or(n.default_language());
+    if !n.texts().contains_key(lang) {
+        anyhow::bail!(
+            "the notice has no text in {lang:?}; it has: {}",
+            n.texts().keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let d = config.policy.deployment();
+    if json_out {
+        println!(
+            "{}",
+            json!({ "version": n.version(), "fingerprint": config.policy.notice_fingerprint(),
+                    "language": lang, "languages": n.texts().keys().collect::<Vec<_>>(),
+                    "text": n.text(lang), "signage": n.signage(),
+                    "retention": n.retention_statement(), "processor": d.processor_name(),
+                    "contact": d.processor_contact() })
+        );
+    } else {
+        println!("{}", n.text(lang));
+        println!();
+        println!("{}", n.signage());
+        println!("{}", n.retention_statement());
+        println!(
+            "(notice version {}, {}, {})",
+            n.version(),
+            lang,
+            config.policy.notice_fingerprint()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn pia_file(config: &Config, cli: &Cli) -> PathBuf {

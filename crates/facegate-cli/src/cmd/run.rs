@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use facegate_capture::{CaptureOptions, SourceSpec};
 use facegate_engine::{
     CommandGate, Credential, CredentialMode, DryRun, Engine, EngineConfig, EngineHandle,
-    FramePolicy, GateOutput, GpioGate, HashedDirectory, JsonLinesSink, SocketBroadcaster,
+    FramePolicy, GateOutput, GpioGate, JsonLinesSink, SocketBroadcaster,
 };
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -162,9 +162,6 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
             SocketBroadcaster::bind(path)?
                 .with_peer_check(Box::new(crate::adminsock::may_subscribe)),
         ));
-    }
-    if let Some(path) = &config.service.credentials {
-        engine = engine.with_directory(Box::new(HashedDirectory::load(path)?));
     }
     let handle = engine.handle();
     if let Some(path) = &config.service.admin_socket {

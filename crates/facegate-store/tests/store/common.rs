@@ -20,6 +20,12 @@ pub fn policy_with(days: u32, minor_days: Option<u32>) -> PolicyConfig {
     let mut raw: RawPolicyConfig = toml::from_str(EXAMPLE_TOML).unwrap();
     raw.retention.days = days;
     raw.retention.minor_days = minor_days;
+    if (days, minor_days) != (365, Some(180)) {
+        // People are told the retention (Art. 5): another one is another notice version, and
+        // versions only go up.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(2);
+        raw.notice.version = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     PolicyConfig::from_raw(raw).unwrap()
 }
 

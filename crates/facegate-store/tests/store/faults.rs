@@ -290,11 +290,12 @@ fn read_only_database_serves_reads_and_names_the_file_on_writes() {
     let (store, _, _) = store_with(dir.path(), &["alice", "bob"]);
     drop(store);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(
-        dir.path().join(DB_FILE_NAME),
-        std::fs::Permissions::from_mode(0o444),
-    )
-    .unwrap();
+    // The operator lets another user read this store: the database and the epoch its data keys
+    // are wrapped under (both are needed, with the master key, to open a template).
+    for f in [DB_FILE_NAME, "epoch.key"] {
+        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o444))
+            .unwrap();
+    }
     let child = spawn_child(
         "faults::child_read_only",
         &[(RO_CHILD_DIR, dir.path().to_str().unwrap().to_owned())],

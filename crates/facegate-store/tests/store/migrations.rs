@@ -65,6 +65,12 @@ fn v1_database_migrates_with_data_intact() {
         assert_eq!(has_col, 0);
     }
 
+    // The data keys copied in are wrapped under the source store's epoch.
+    std::fs::copy(
+        source.path().join("epoch.key"),
+        dir.path().join("epoch.key"),
+    )
+    .unwrap();
     let mut store = Store::open(dir.path(), &key(1), Arc::new(clock.clone()), &policy).unwrap();
     let c = raw(dir.path());
     assert_eq!(schema::user_version(&c, &file).unwrap(), SCHEMA_VERSION);
