@@ -816,8 +816,9 @@ fn hostile_admin_and_event_peers_cannot_stop_empty_or_read_the_gate() {
     );
     drop(idle);
 
-    // At the descriptor limit itself: lowered (prlimit) to what the service holds now, so
-    // accept fails with EMFILE; the accept thread backs off instead of spinning, and once
+    // At the descriptor limit itself: lowered (prlimit) to 3, so no new descriptor can be had
+    // (the limit bounds descriptor numbers, and a hole below the open count would let one
+    // through) and accept fails with EMFILE; the accept thread backs off instead of spinning, and once
     // the limit is back a request is answered.
     std::thread::sleep(Duration::from_millis(3500)); // the idle connections' slots expire
     let set_limit = |n: u64| {
@@ -836,7 +837,7 @@ fn hostile_admin_and_event_peers_cannot_stop_empty_or_read_the_gate() {
         };
         assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     };
-    set_limit(open_fds(pid) as u64);
+    set_limit(3);
     let ticks_before = thread_ticks(pid, "admin");
     let flood: Vec<UnixStream> = (0..50)
         .filter_map(|_| UnixStream::connect(&sock).ok())

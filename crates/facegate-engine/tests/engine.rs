@@ -890,7 +890,11 @@ fn the_service_raises_an_alert_when_it_starts_on_a_broken_audit_chain() {
     let alerts = sink.alerts();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].alert, "audit_chain_broken");
-    assert!(alerts[0].to_json_line().contains("audit.head"), "{:?}", alerts[0]);
+    assert!(
+        alerts[0].to_json_line().contains("audit.head"),
+        "{:?}",
+        alerts[0]
+    );
     let audit = engine.store().audit_records(0, 1000).unwrap();
     assert!(
         audit
