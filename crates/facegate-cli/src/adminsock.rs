@@ -530,18 +530,18 @@ fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<
     })
 }
 
-/// Sends one request to a running service; `None` when no service listens at `path`.
+/// Sends one request to a running service; `None` when no service listens at `path`. A `busy`
+/// answer (all connection slots taken, or this uid's previous connection not yet released) is
+/// retried for up to 3 s.
 pub fn request(path: &Path, req: &Value) -> Result<Option<Value>> {
-    // `busy, try again`: the service bounds connections per uid, and a previous command's
-    // connection may not be released yet; try again for up to 2 s.
-    let started = Instant::now();
+    let start = Instant::now();
     loop {
         match request_once(path, req) {
             Err(e)
-                if e.to_string().contains("refused: busy")
-                    && started.elapsed() < Duration::from_secs(2) =>
+                if format!("{e:#}").contains("refused: busy")
+                    && start.elapsed() < Duration::from_secs(3) =>
             {
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(100));
             }
             other => return other,
         }
@@ -553,7 +553,8 @@ fn request_once(path: &Path, req: &Value) -> Result<Option<Value>> {
         return Ok(None);
     };
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    send(&mut stream, req)?;
+    // A busy service answers and closes before it reads: the answer is still there to read.
+    let _ = send(&mut stream, req);
     // The service's answers are trusted but still bounded (a subject list of 100,000 people
     // is about 10 MB).
     let line = match read_line(&mut BufReader::new(&stream), 64 << 20, &mut || Ok(()))? {

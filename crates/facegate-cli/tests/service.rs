@@ -527,17 +527,15 @@ fn wait_for(path: &Path) {
     assert!(path.exists(), "{} never appeared", path.display());
 }
 
-/// One admin request on a fresh connection; the answer line.
-/// One request as a well-behaved client makes it: `busy, try again` (a uid's previous
-/// connections not released yet, on a loaded machine) is tried again for up to 2 s, as
-/// `facegate`'s own client does; any other answer is returned.
+/// One request, retried while the service says `busy` (for up to 2 s), as the CLI does: a
+/// client that reconnects at once can find its previous connection's slot not yet released.
 fn admin(path: &Path, req: &str) -> serde_json::Value {
-    let started = Instant::now();
+    let start = Instant::now();
     loop {
-        let v = admin_once(path, req);
-        let busy = v["error"].as_str().is_some_and(|e| e.starts_with("busy"));
-        if !busy || started.elapsed() > Duration::from_secs(2) {
-            return v;
+        let r = admin_once(path, req);
+        let busy = r["error"].as_str().is_some_and(|e| e.starts_with("busy"));
+        if !busy || start.elapsed() > Duration::from_secs(2) {
+            return r;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -557,6 +555,7 @@ impl Drop for KillOnPanic {
     }
 }
 
+/// One admin request on a fresh connection; the answer line.
 fn admin_once(path: &Path, req: &str) -> serde_json::Value {
     let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -814,7 +813,7 @@ fn hostile_admin_and_event_peers_cannot_stop_empty_or_read_the_gate() {
     );
     let asked = Instant::now();
     let answered = loop {
-        let r = admin(&sock, r#"{"op":"status"}"#);
+        let r = admin_once(&sock, r#"{"op":"status"}"#);
         if r["ok"] == true {
             break r;
         }
@@ -832,6 +831,57 @@ fn hostile_admin_and_event_peers_cannot_stop_empty_or_read_the_gate() {
         "the accept thread used {spent} ticks: spinning"
     );
     drop(idle);
+
+    // At the descriptor limit itself: lowered (prlimit) to 3, so no new descriptor can be had
+    // (the limit bounds descriptor numbers, and a hole below the open count would let one
+    // through) and accept fails with EMFILE; the accept thread backs off instead of spinning, and once
+    // the limit is back a request is answered.
+    std::thread::sleep(Duration::from_millis(3500)); // the idle connections' slots expire
+    let set_limit = |n: u64| {
+        let lim = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: 256,
+        };
+        // SAFETY: `lim` is a valid rlimit; the old value is not asked for.
+        let rc = unsafe {
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &raw const lim,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    set_limit(3);
+    let ticks_before = thread_ticks(pid, "admin");
+    let flood: Vec<UnixStream> = (0..50)
+        .filter_map(|_| UnixStream::connect(&sock).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = thread_ticks(pid, "admin") - ticks_before;
+    assert!(
+        spent < 50,
+        "the accept thread used {spent} ticks in 3 s at the fd limit"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the service died at the fd limit"
+    );
+    set_limit(256);
+    drop(flood);
+    let asked = Instant::now();
+    loop {
+        let r = admin_once(&sock, r#"{"op":"status"}"#);
+        if r["ok"] == true {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "no answer after the limit: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A burst of 60 requests on one connection (after the bucket has refilled): the first 20
     // are answered, then nearly all are rate limited.
@@ -915,9 +965,8 @@ print("received", len(data))"#,
         libc::kill(pid as i32, libc::SIGTERM);
     }
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // The fd-limit phase above did reach the limit.
+    assert!(err.contains("accept failed; backing off"), "{err}");
 }

@@ -84,7 +84,8 @@ struct Syscalls {
     x32: bool,
 }
 
-/// The names of [`Syscalls::always`], in order (for the docs and the tests).
+/// The system calls denied whatever their arguments, in the order of the per-architecture
+/// number tables.
 pub const ALWAYS_DENIED: [&str; 9] = [
     "io_uring_setup",
     "io_uring_enter",
@@ -367,6 +368,32 @@ mod tests {
         assert!(x86.len() > arm.len());
         // Far from the kernel's 4096-instruction limit, and short enough to run on every call.
         assert!(x86.len() < 200, "{}", x86.len());
+    }
+
+    #[test]
+    fn the_always_denied_tables_name_distinct_calls_on_both_arches() {
+        for arch in ["x86_64", "aarch64"] {
+            let (_, nr) = syscalls(arch).unwrap();
+            let mut numbers = nr.always.to_vec();
+            numbers.sort_unstable();
+            numbers.dedup();
+            assert_eq!(numbers.len(), ALWAYS_DENIED.len(), "{arch}");
+            assert!(!numbers.contains(&nr.socket) && !numbers.contains(&nr.socketpair));
+        }
+        // The host's own numbers, from libc, agree with the table.
+        let (_, host) = syscalls(std::env::consts::ARCH).unwrap();
+        let libc_numbers = [
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
+            libc::SYS_pidfd_getfd,
+            libc::SYS_ptrace,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+            libc::SYS_recvmsg,
+            libc::SYS_recvmmsg,
+        ];
+        assert_eq!(host.always.to_vec(), libc_numbers.to_vec());
     }
 
     #[test]
