@@ -56,6 +56,10 @@ case "${1:-}" in
         ;;
     test)
         setup
+        log "checks that can fail: rustfmt, clippy (-D warnings), rustdoc (-D warnings)"
+        cargo fmt --all --check
+        cargo clippy --workspace --all-targets --locked -- -D warnings
+        RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
         log "running the test suite (release profile, one build shared with the demo)"
         # Every test that needs ../shared/eval, ffmpeg or root fails here when they are missing,
         # instead of printing SKIPPED and passing (facegate-testkit).

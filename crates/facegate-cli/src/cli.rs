@@ -315,7 +315,7 @@ pub enum ReportCommand {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Overrides [service] source: a camera, an image, a folder or a Y4M file (replays end the
+    /// Overrides `[service] source`: a camera, an image, a folder or a Y4M file (replays end the
     /// service when they end).
     #[arg(long)]
     pub source: Option<String>,
