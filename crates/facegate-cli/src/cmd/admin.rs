@@ -445,6 +445,13 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
             "consent of {subject} withdrawn through the running service: {} template(s) deleted",
             reply["templates_deleted"]
         );
+        if reply["residue_cleared"] == false {
+            anyhow::bail!(
+                "the rows are deleted and unreadable, but their old pages are still in the \
+                 database file because another process keeps an old read transaction open; the \
+                 service overwrites them as soon as it ends (it retries in the background)"
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut store = open_store(cli, &config)?;
