@@ -29,7 +29,6 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -37,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use facegate_engine::{Credential, EngineHandle};
+use facegate_engine::{Credential, EngineHandle, peer_credentials};
 use facegate_policy::ConsentMethod;
 use facegate_store::{AuditEvent, AuditKind};
 use facegate_types::{Clock, SubjectId, SystemClock};
@@ -63,30 +62,6 @@ pub const RATE_PER_SEC: f64 = 10.0;
 pub enum Role {
     Operator,
     Admin,
-}
-
-/// The peer's uid and gid, as the kernel saw them at `connect`.
-pub fn peer_credentials(stream: &UnixStream) -> std::io::Result<(u32, u32, i32)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given; the fd is open.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&raw mut cred).cast(),
-            &raw mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((cred.uid, cred.gid, cred.pid))
 }
 
 fn group_gid(name: &str) -> Option<u32> {

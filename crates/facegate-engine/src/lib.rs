@@ -78,5 +78,5 @@ pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
 pub use sink::{
     ACCEPTS_PER_EVENT, EventSink, JsonLinesSink, MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_UID,
-    MemorySink, PeerCheck, SocketBroadcaster,
+    MemorySink, PeerCheck, SocketBroadcaster, peer_credentials,
 };

@@ -151,8 +151,9 @@ impl std::fmt::Debug for SocketBroadcaster {
     }
 }
 
-/// The peer's uid and gid (SO_PEERCRED).
-fn peer_uid_gid(stream: &UnixStream) -> io::Result<(u32, u32)> {
+/// The peer's uid, gid and pid as the kernel saw them at `connect` (SO_PEERCRED): how both
+/// Unix sockets of the service (events here, admin in the binary) authorise a peer.
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<(u32, u32, i32)> {
     use std::os::unix::io::AsRawFd;
     let mut cred = libc::ucred {
         pid: 0,
@@ -173,7 +174,7 @@ fn peer_uid_gid(stream: &UnixStream) -> io::Result<(u32, u32)> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((cred.uid, cred.gid))
+    Ok((cred.uid, cred.gid, cred.pid))
 }
 
 impl SocketBroadcaster {
@@ -248,7 +249,7 @@ impl SocketBroadcaster {
                     break;
                 }
             };
-            let Ok((uid, gid)) = peer_uid_gid(&stream) else {
+            let Ok((uid, gid, _)) = peer_credentials(&stream) else {
                 self.refused += 1;
                 continue;
             };
