@@ -15,22 +15,24 @@ pub const T0: UnixMillis = UnixMillis(1_751_328_000_000);
 pub const MODEL: &str = "arcface-r50:v1";
 pub const DIM: usize = 64;
 
-/// The example policy with the given retention (days for adults, for minors).
+/// The example policy with the given retention (days for adults, for minors), under a notice
+/// version higher than any before in this test binary: people are told the retention (Art. 5),
+/// so every policy change is a new notice version, and versions only go up.
 pub fn policy_with(days: u32, minor_days: Option<u32>) -> PolicyConfig {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(2);
     let mut raw: RawPolicyConfig = toml::from_str(EXAMPLE_TOML).unwrap();
     raw.retention.days = days;
     raw.retention.minor_days = minor_days;
-    if (days, minor_days) != (365, Some(180)) {
-        // People are told the retention (Art. 5): another one is another notice version, and
-        // versions only go up.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(2);
-        raw.notice.version = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    raw.notice.version = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     PolicyConfig::from_raw(raw).unwrap()
 }
 
+/// The example policy as it ships (notice version 1, 365/180 days).
 pub fn policy() -> PolicyConfig {
-    policy_with(365, Some(180))
+    let mut raw: RawPolicyConfig = toml::from_str(EXAMPLE_TOML).unwrap();
+    raw.retention.days = 365;
+    raw.retention.minor_days = Some(180);
+    PolicyConfig::from_raw(raw).unwrap()
 }
 
 pub fn key(n: u8) -> MasterKey {
