@@ -4,6 +4,7 @@
 use facegate_types::{BBox, Frame, Landmarks5, Point};
 
 use crate::VisionError;
+use crate::cues::Landmarks68;
 use crate::preprocess::{Normalise, PixelRect, ResizeScratch, resize_to_planar};
 use crate::runtime::ModelSession;
 
@@ -144,8 +145,23 @@ impl Pfld68 {
     }
 }
 
-impl LandmarkLocator for Pfld68 {
-    fn locate(&mut self, frame: &Frame, face: &BBox) -> Result<Landmarks5, VisionError> {
+impl Pfld68 {
+    /// All 68 points in frame coordinates (the liveness cues use them).
+    pub fn locate68(&mut self, frame: &Frame, face: &BBox) -> Result<Landmarks68, VisionError> {
+        let (rect, out) = self.run_checked(frame, face)?;
+        let (x0, y0, w, h) = (rect.x as f32, rect.y as f32, rect.w as f32, rect.h as f32);
+        let mut points = [Point::new(0.0, 0.0); 68];
+        for (i, p) in points.iter_mut().enumerate() {
+            *p = Point::new(out[2 * i] * w + x0, out[2 * i + 1] * h + y0);
+        }
+        Ok(Landmarks68(points))
+    }
+
+    fn run_checked(
+        &mut self,
+        frame: &Frame,
+        face: &BBox,
+    ) -> Result<(PixelRect, &[f32]), VisionError> {
         let (rect, out) = self.0.run("landmarks", frame, face, 1.0)?;
         if out.len() < 136 {
             return Err(VisionError::Output {
@@ -155,6 +171,13 @@ impl LandmarkLocator for Pfld68 {
                 found: out.len(),
             });
         }
+        Ok((rect, out))
+    }
+}
+
+impl LandmarkLocator for Pfld68 {
+    fn locate(&mut self, frame: &Frame, face: &BBox) -> Result<Landmarks5, VisionError> {
+        let (rect, out) = self.run_checked(frame, face)?;
         Ok(five_points(out, rect))
     }
 }

@@ -13,6 +13,8 @@
 //! [`Frame`]: facegate_types::Frame
 
 pub mod align;
+pub mod challenge;
+pub mod cues;
 pub mod detector;
 pub mod embedder;
 mod error;
@@ -27,13 +29,19 @@ pub mod quality;
 pub mod runtime;
 pub mod tracker;
 
+pub use challenge::{Action, Challenge, ChallengeConfig, ChallengeFailure, ChallengeStatus};
+pub use cues::{FaceSample, Landmarks68, MotionLimits, MotionReport};
 pub use detector::{Detection, FaceDetector};
 pub use embedder::FaceEmbedder;
 pub use error::VisionError;
 pub use landmarks::LandmarkLocator;
-pub use liveness::LivenessDetector;
+pub use liveness::{
+    ChallengeMode, LiveStatus, LivenessConfig, LivenessDetector, LivenessSession, SpoofReason,
+};
 pub use manifest::{CalibrationPoint, Manifest, ModelSpec, Role};
-pub use pipeline::{AnalyseOptions, FaceAnalysis, Pipeline, StageTimings, VisionConfig};
+pub use pipeline::{
+    AnalyseOptions, FaceAnalysis, Pipeline, PreparedFace, StageTimings, VisionConfig,
+};
 pub use plausible::{FaceGeometryLimits, Implausible, whole_face};
 pub use quality::{QualityConfig, QualityIssue, QualityReport};
 pub use runtime::{DISABLE_TELEMETRY_VAR, MAX_INTRA_THREADS, RuntimeConfig};

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::VisionError;
 use crate::align::{AlignedFace, align_into};
+use crate::cues::FaceSample;
 use crate::detector::{Detection, FaceDetector, UltraFace};
 use crate::embedder::{ArcFace, FaceEmbedder};
 use crate::landmarks::{LandmarkLocator, Pfld68};
@@ -63,6 +64,17 @@ pub struct FaceAnalysis {
     pub embedding: Option<Embedding>,
 }
 
+/// A face after stage one ([`Pipeline::prepare`]). `Debug` redacts the landmarks.
+#[derive(Debug, Clone)]
+pub struct PreparedFace {
+    pub detection: Detection,
+    pub landmarks: Landmarks5,
+    pub quality: QualityReport,
+    /// The liveness cue sample of this frame.
+    pub sample: FaceSample,
+    generation: u64,
+}
+
 /// Wall time per stage for one frame, and the part of it spent inside ONNX Runtime.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StageTimings {
@@ -95,6 +107,8 @@ pub struct Pipeline {
     calibration: Vec<CalibrationPoint>,
     detections: Vec<Detection>,
     aligned: AlignedFace,
+    /// Counts alignments, so a prepared face knows whether `aligned` still holds its crop.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -145,6 +159,7 @@ impl Pipeline {
             calibration,
             detections: Vec::new(),
             aligned: AlignedFace::new(),
+            generation: 0,
         })
     }
 
@@ -211,17 +226,19 @@ impl Pipeline {
         Ok(&self.detections)
     }
 
-    /// Everything for one face found by [`Pipeline::detect`].
-    pub fn analyse_face(
+    /// Stage one for a face found by [`Pipeline::detect`]: the 68 landmarks, the five points,
+    /// the aligned crop (kept for [`Pipeline::embed_prepared`]), quality, and the liveness cue
+    /// sample. One landmark inference.
+    pub fn prepare(
         &mut self,
         frame: &Frame,
         detection: Detection,
-        opts: AnalyseOptions,
         t: &mut StageTimings,
-    ) -> Result<FaceAnalysis, VisionError> {
+    ) -> Result<PreparedFace, VisionError> {
         let start = Instant::now();
-        let landmarks = self.landmarks.locate(frame, &detection.bbox)?;
+        let points = self.landmarks.locate68(frame, &detection.bbox)?;
         t.inference += self.landmarks.session().last_inference();
+        let landmarks = points.five();
         let aligned_at = Instant::now();
         t.landmarks += aligned_at - start;
         align_into(frame, &landmarks, self.embed_norm, &mut self.aligned).ok_or(
@@ -230,6 +247,7 @@ impl Pipeline {
                 reason: "degenerate landmarks (eyes coincide)".into(),
             },
         )?;
+        self.generation += 1;
         let quality_at = Instant::now();
         t.align += quality_at - aligned_at;
         let quality = assess(
@@ -239,31 +257,83 @@ impl Pipeline {
             self.embed_norm,
             &self.quality,
         );
-        let live_at = Instant::now();
-        t.quality += live_at - quality_at;
-        let liveness = match (&mut self.liveness, opts.liveness) {
-            (Some(model), true) => {
-                let p = model.live_probability(frame, &detection.bbox)?;
-                t.inference += model.session().last_inference();
-                Some(p)
-            }
-            _ => None,
-        };
-        let embed_at = Instant::now();
-        t.liveness += embed_at - live_at;
-        let embedding = if opts.embed {
-            let e = self.embedder.embed(&self.aligned)?;
-            t.inference += self.embedder.last_inference();
-            Some(e)
-        } else {
-            None
-        };
-        t.embed += embed_at.elapsed();
-        t.faces += 1;
-        Ok(FaceAnalysis {
+        let sample = FaceSample::new(frame, detection.bbox, points);
+        t.quality += quality_at.elapsed();
+        Ok(PreparedFace {
             detection,
             landmarks,
             quality,
+            sample,
+            generation: self.generation,
+        })
+    }
+
+    /// The passive liveness model's live probability for a face (`None` when the pipeline was
+    /// loaded without it).
+    pub fn passive_liveness(
+        &mut self,
+        frame: &Frame,
+        face: &PreparedFace,
+        t: &mut StageTimings,
+    ) -> Result<Option<f32>, VisionError> {
+        let Some(model) = &mut self.liveness else {
+            return Ok(None);
+        };
+        let start = Instant::now();
+        let p = model.live_probability(frame, &face.detection.bbox)?;
+        t.inference += model.session().last_inference();
+        t.liveness += start.elapsed();
+        Ok(Some(p))
+    }
+
+    /// Stage three: the template of a prepared face. Uses the crop aligned by
+    /// [`Pipeline::prepare`] when it is still the latest, else aligns it again.
+    pub fn embed_prepared(
+        &mut self,
+        frame: &Frame,
+        face: &PreparedFace,
+        t: &mut StageTimings,
+    ) -> Result<Embedding, VisionError> {
+        let start = Instant::now();
+        if face.generation != self.generation {
+            align_into(frame, &face.landmarks, self.embed_norm, &mut self.aligned).ok_or(
+                VisionError::Input {
+                    stage: "align",
+                    reason: "degenerate landmarks (eyes coincide)".into(),
+                },
+            )?;
+            self.generation += 1;
+        }
+        let e = self.embedder.embed(&self.aligned)?;
+        t.inference += self.embedder.last_inference();
+        t.embed += start.elapsed();
+        Ok(e)
+    }
+
+    /// Everything for one face found by [`Pipeline::detect`]: the three stages in a row.
+    pub fn analyse_face(
+        &mut self,
+        frame: &Frame,
+        detection: Detection,
+        opts: AnalyseOptions,
+        t: &mut StageTimings,
+    ) -> Result<FaceAnalysis, VisionError> {
+        let prepared = self.prepare(frame, detection, t)?;
+        let liveness = if opts.liveness {
+            self.passive_liveness(frame, &prepared, t)?
+        } else {
+            None
+        };
+        let embedding = if opts.embed {
+            Some(self.embed_prepared(frame, &prepared, t)?)
+        } else {
+            None
+        };
+        t.faces += 1;
+        Ok(FaceAnalysis {
+            detection,
+            landmarks: prepared.landmarks,
+            quality: prepared.quality,
             liveness,
             embedding,
         })
