@@ -364,6 +364,23 @@ pub enum EvalCommand {
     Pairs(PairsArgs),
     /// Estimate cosine thresholds at FMR 1e-2, 1e-3, 1e-4 from impostor scores.
     Calibrate(CalibrateArgs),
+    /// Presentation-attack detection: APCER per attack species and BPCER, challenge off and on.
+    Liveness(LivenessEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LivenessEvalArgs {
+    /// The evaluation data (liveness/, attacks/, blink/, headturn/, lfw/).
+    #[arg(long, default_value = "../shared/eval")]
+    pub dir: PathBuf,
+    /// Random seeds (each draws the challenges, the reaction delays and the replays' starts).
+    #[arg(long, default_value_t = 40)]
+    pub seeds: u32,
+    /// LFW people rendered as still and moved photos (besides a frame of each live clip).
+    #[arg(long, default_value_t = 12)]
+    pub photos: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

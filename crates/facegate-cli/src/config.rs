@@ -3,13 +3,16 @@
 //! model, vision and capture sections and resolves paths.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use facegate_policy::{
     PolicyConfig, RawAlternatives, RawDeployment, RawFiling, RawMatching, RawNotice,
     RawPolicyConfig, RawRetention,
 };
-use facegate_vision::{Manifest, QualityConfig, RuntimeConfig, VisionConfig};
+use facegate_vision::{
+    Action, ChallengeMode, LivenessConfig, Manifest, QualityConfig, RuntimeConfig, VisionConfig,
+};
 use serde::Deserialize;
 
 /// The default configuration, compiled in: used when no `--config` is given and
@@ -48,6 +51,70 @@ struct RawConfig {
     service: ServiceConfig,
     #[serde(default)]
     gate: GateConfig,
+    #[serde(default)]
+    liveness: RawLiveness,
+}
+
+/// `[liveness]`: how a face is found live (see `facegate_vision::LivenessConfig`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLiveness {
+    challenge: ChallengeMode,
+    steps: usize,
+    actions: Vec<Action>,
+    window_ms: u64,
+    gap_ms: [u64; 2],
+    passive_threshold: f32,
+    doubt_threshold: f32,
+    observe_ms: u64,
+    mirrored: bool,
+}
+
+impl Default for RawLiveness {
+    fn default() -> Self {
+        let d = LivenessConfig::default();
+        Self {
+            challenge: d.mode,
+            steps: d.challenge.steps,
+            actions: d.challenge.actions.clone(),
+            window_ms: d.challenge.window.as_millis() as u64,
+            gap_ms: [
+                d.challenge.gap_min.as_millis() as u64,
+                d.challenge.gap_max.as_millis() as u64,
+            ],
+            passive_threshold: d.passive_threshold,
+            doubt_threshold: d.doubt_threshold,
+            observe_ms: d.observe.as_millis() as u64,
+            mirrored: d.challenge.mirrored,
+        }
+    }
+}
+
+impl RawLiveness {
+    fn into_config(self) -> std::result::Result<LivenessConfig, String> {
+        let mut c = LivenessConfig {
+            mode: self.challenge,
+            passive_threshold: self.passive_threshold,
+            doubt_threshold: self.doubt_threshold,
+            observe: Duration::from_millis(self.observe_ms),
+            ..LivenessConfig::default()
+        };
+        let mut actions = self.actions;
+        let n = actions.len();
+        actions.sort_by_key(|a| a.as_str());
+        actions.dedup();
+        if actions.len() != n {
+            return Err("actions lists an action twice".into());
+        }
+        c.challenge.steps = self.steps;
+        c.challenge.actions = actions;
+        c.challenge.window = Duration::from_millis(self.window_ms);
+        c.challenge.gap_min = Duration::from_millis(self.gap_ms[0]);
+        c.challenge.gap_max = Duration::from_millis(self.gap_ms[1]);
+        c.challenge.mirrored = self.mirrored;
+        c.validate()?;
+        Ok(c)
+    }
 }
 
 /// `[service]`: what `facegate run` watches and where it talks.
@@ -63,8 +130,9 @@ pub struct ServiceConfig {
     /// Retired: PINs, cards and QR codes live in the store's register now
     /// (`facegate credential issue`); a config that still sets it is refused with that advice.
     pub credentials: Option<PathBuf>,
-    /// Minimum live probability for a face decision.
-    pub liveness_threshold: f32,
+    /// Retired: the passive threshold is `[liveness] passive_threshold` now; a config that
+    /// still sets it is refused with that advice.
+    pub liveness_threshold: Option<f32>,
     /// A face decided `unknown` is tried again after this many milliseconds (and at once when
     /// the gallery changes).
     pub unknown_retry_ms: u64,
@@ -80,7 +148,7 @@ impl Default for ServiceConfig {
             events_socket: None,
             admin_socket: None,
             credentials: None,
-            liveness_threshold: facegate_engine::DEFAULT_LIVENESS_THRESHOLD,
+            liveness_threshold: None,
             unknown_retry_ms: facegate_engine::DEFAULT_UNKNOWN_RETRY.as_millis() as u64,
             credential_mode: "alone".into(),
         }
@@ -190,6 +258,7 @@ pub struct Config {
     pub key_file: Option<PathBuf>,
     pub service: ServiceConfig,
     pub gate: GateConfig,
+    pub liveness: LivenessConfig,
 }
 
 impl Config {
@@ -282,12 +351,17 @@ impl Config {
         if !(1..=30_000).contains(&raw.gate.pulse_ms) {
             bail!("config {source}: gate.pulse_ms must lie in 1..=30000");
         }
-        if !(0.0..1.0).contains(&raw.service.liveness_threshold) {
+        if raw.service.liveness_threshold.is_some() {
             bail!(
-                "config {source}: service.liveness_threshold = {} must lie in [0, 1)",
-                raw.service.liveness_threshold
+                "config {source}: service.liveness_threshold is no longer read: liveness is the \
+                 [liveness] section now (challenge = off | when_in_doubt | always, \
+                 passive_threshold = ...); remove the key"
             );
         }
+        let liveness = raw
+            .liveness
+            .into_config()
+            .map_err(|e| anyhow::anyhow!("config {source}: liveness.{e}"))?;
         if raw.gate.gpio_line > MAX_GPIO_LINE {
             bail!("config {source}: gate.gpio_line must lie in 0..={MAX_GPIO_LINE}");
         }
@@ -323,6 +397,7 @@ impl Config {
             key_file: raw.store.key_file.map(resolve),
             service,
             gate: raw.gate,
+            liveness,
         })
     }
 

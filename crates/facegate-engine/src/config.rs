@@ -4,12 +4,10 @@ use std::time::Duration;
 
 use facegate_policy::{MAX_FRAMES_TO_AGREE, PolicyConfig};
 
+use facegate_vision::LivenessConfig;
+
 use crate::EngineError;
 use crate::capture::CaptureConfig;
-
-/// The liveness threshold shipped: a face is live when the model's live probability is at least
-/// this. APCER/BPCER at this value are measured by the integration test on the evaluation set.
-pub const DEFAULT_LIVENESS_THRESHOLD: f32 = 0.5;
 
 /// How long a track decided `unknown` waits before it is tried again (it is also tried again at
 /// once when the gallery changes). Short enough that a person enrolled or standing better gets
@@ -46,8 +44,8 @@ pub struct EngineConfig {
     pub margin: f32,
     /// Consecutive agreeing attempts a decision needs (`MatchingPolicy::frames_to_agree`).
     pub frames_to_agree: u32,
-    /// Minimum live probability, default [`DEFAULT_LIVENESS_THRESHOLD`].
-    pub liveness_threshold: f32,
+    /// How a face is found live (challenge mode, passive threshold, motion limits).
+    pub liveness: LivenessConfig,
     /// At most one attempt (quality, liveness, embed) per track every this many processed
     /// frames. 1 = every frame.
     pub attempt_interval_frames: u32,
@@ -84,7 +82,7 @@ impl EngineConfig {
             threshold,
             margin: m.margin(),
             frames_to_agree: m.frames_to_agree(),
-            liveness_threshold: DEFAULT_LIVENESS_THRESHOLD,
+            liveness: LivenessConfig::default(),
             attempt_interval_frames: 2,
             unknown_retry: DEFAULT_UNKNOWN_RETRY,
             max_faces: 4,
@@ -121,12 +119,8 @@ impl EngineConfig {
                 ),
             );
         }
-        if !(self.liveness_threshold.is_finite() && (0.0..=1.0).contains(&self.liveness_threshold))
-        {
-            return bad(
-                "liveness_threshold",
-                format!("{} is not a probability", self.liveness_threshold),
-            );
+        if let Err(reason) = self.liveness.validate() {
+            return bad("liveness", reason);
         }
         if self.attempt_interval_frames == 0 {
             return bad("attempt_interval_frames", "must be at least 1".into());
@@ -186,7 +180,7 @@ mod tests {
         assert_eq!(c.frames_to_agree, 2);
         assert!((c.margin - 0.05).abs() < 1e-6);
         assert_eq!(c.sweep_interval, Duration::from_secs(3600));
-        assert_eq!(c.liveness_threshold, 0.5);
+        assert_eq!(c.liveness.mode, facegate_vision::ChallengeMode::Always);
         c.validate().unwrap();
         let mut bad = c.clone();
         bad.threshold = f32::NAN;
@@ -200,8 +194,13 @@ mod tests {
         bad.frames_to_agree = 0;
         assert!(bad.validate().is_err());
         let mut bad = c.clone();
-        bad.liveness_threshold = 1.5;
-        assert!(bad.validate().is_err());
+        bad.liveness.passive_threshold = 1.5;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("passive_threshold")
+        );
         let mut bad = c;
         bad.credential_mode = CredentialMode::WithFace {
             window: Duration::ZERO,

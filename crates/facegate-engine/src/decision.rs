@@ -18,7 +18,8 @@ pub enum Outcome {
     Denied,
     /// No identity cleared the threshold and margin (or an unknown credential).
     Unknown,
-    /// The liveness model did not see a live person over enough attempts.
+    /// The liveness session found no live person (a frozen or planar face, a failed
+    /// challenge, or with the challenge off a low passive score).
     SpoofSuspected,
     /// Not enough usable frames (quality), no agreement, or a transient failure: try again.
     Retry,
@@ -154,13 +155,38 @@ pub fn rfc3339(t: UnixMillis) -> String {
     t.rfc3339()
 }
 
+/// A liveness challenge prompt: what the terminal's screen should ask the person in front of
+/// it to do now. Ids and the action only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromptEvent {
+    pub time: String,
+    pub unix_ms: i64,
+    pub track: u64,
+    /// `turn_left`, `turn_right`, `blink`.
+    pub prompt: &'static str,
+    /// The words to show (English).
+    pub text: &'static str,
+    /// 1-based step of the challenge, and how many it has.
+    pub step: usize,
+    pub steps: usize,
+    /// Time the person has to respond, in milliseconds.
+    pub respond_within_ms: u64,
+}
+
+impl PromptEvent {
+    /// The prompt as one JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
 /// The result of one attempt on a track (one frame that passed detection and was analysed).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
     /// The face failed quality; the names of the issues.
     Quality(Vec<&'static str>),
-    /// The live probability was under the threshold.
-    Spoof { live: f32 },
+    /// The liveness session found the face not live (`reason`: `liveness:frozen`, ...).
+    Spoof { live: f32, reason: &'static str },
     /// Identification found this subject (threshold and margin cleared), or verification
     /// accepted the claimed subject.
     Match { subject: SubjectId, score: f32 },
@@ -249,7 +275,7 @@ pub enum Verdict {
         best: Option<f32>,
     },
     /// Liveness failed every time.
-    Spoof { live: f32 },
+    Spoof { live: f32, reason: &'static str },
     /// Quality failed every time.
     PoorQuality { issues: Vec<&'static str> },
 }
@@ -309,7 +335,7 @@ impl Agreement {
                 score: self.min_score,
             },
             Attempt::NoMatch { reason, best } => Verdict::Unknown { reason, best },
-            Attempt::Spoof { live } => Verdict::Spoof { live },
+            Attempt::Spoof { live, reason } => Verdict::Spoof { live, reason },
             Attempt::Quality(issues) => Verdict::PoorQuality { issues },
         };
         self.count_after_verdict();
@@ -403,7 +429,13 @@ mod tests {
     #[test]
     fn spoof_and_quality_streaks() {
         let mut a = Agreement::new(2);
-        assert!(a.push(Attempt::Spoof { live: 0.1 }).is_none());
+        assert!(
+            a.push(Attempt::Spoof {
+                live: 0.1,
+                reason: "liveness:passive"
+            })
+            .is_none()
+        );
         assert!(a.push(Attempt::Quality(vec!["blurred"])).is_none());
         assert_eq!(
             a.push(Attempt::Quality(vec!["blurred"])),
@@ -411,10 +443,22 @@ mod tests {
                 issues: vec!["blurred"]
             })
         );
-        assert!(a.push(Attempt::Spoof { live: 0.2 }).is_none());
+        assert!(
+            a.push(Attempt::Spoof {
+                live: 0.2,
+                reason: "liveness:passive"
+            })
+            .is_none()
+        );
         assert_eq!(
-            a.push(Attempt::Spoof { live: 0.3 }),
-            Some(Verdict::Spoof { live: 0.3 })
+            a.push(Attempt::Spoof {
+                live: 0.3,
+                reason: "liveness:passive"
+            }),
+            Some(Verdict::Spoof {
+                live: 0.3,
+                reason: "liveness:passive"
+            })
         );
     }
 

@@ -15,8 +15,10 @@ use facegate_store::{
 };
 use facegate_types::{Clock, Frame, SubjectId, SystemClock, UnixMillis};
 use facegate_vision::{
-    AnalyseOptions, Detection, Pipeline, QualityIssue, StageTimings, TrackId, Tracker,
+    Action, ChallengeStatus, Detection, LiveStatus, LivenessConfig, LivenessSession, Pipeline,
+    PreparedFace, QualityIssue, StageTimings, TrackId, Tracker,
 };
+use rand::rngs::StdRng;
 use serde::Serialize;
 use serde_json::json;
 
@@ -25,8 +27,8 @@ use crate::capture::{CaptureThread, Received, SourceOpener, StreamEnd};
 use crate::config::{CredentialMode, EngineConfig};
 use crate::credential::Credential;
 use crate::decision::{
-    Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict,
-    ms, rfc3339,
+    Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, PromptEvent,
+    StageLatency, Verdict, ms, rfc3339,
 };
 use crate::gate::{GateOutput, GateWorker, Pulse};
 use crate::sink::EventSink;
@@ -149,6 +151,8 @@ pub struct RunSummary {
     pub locked_out: u64,
     /// Alerts raised (broken audit chain, clock set back, filing threshold).
     pub alerts: u64,
+    /// Liveness challenge prompts sent.
+    pub prompts: u64,
     pub ended: Option<EndReason>,
 }
 
@@ -172,10 +176,14 @@ struct TrackState {
     prompted: Vec<Outcome>,
     /// The 1:N result of the latest identification attempt (for the audit record).
     last_identification: Option<Identification>,
+    /// This face's liveness, watched on every frame while it is undecided.
+    live: LivenessSession,
+    /// The challenge step whose prompt went out last.
+    prompt_step: Option<usize>,
 }
 
 impl TrackState {
-    fn new(frames_to_agree: u32) -> Self {
+    fn new(frames_to_agree: u32, liveness: &LivenessConfig) -> Self {
         Self {
             agreement: Agreement::new(frames_to_agree),
             last_attempt: None,
@@ -183,6 +191,8 @@ impl TrackState {
             decided_at: None,
             prompted: Vec::new(),
             last_identification: None,
+            live: LivenessSession::new(liveness.clone()),
+            prompt_step: None,
         }
     }
 
@@ -248,6 +258,8 @@ pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     frame_index: u64,
     detections: Vec<Detection>,
     summary: RunSummary,
+    /// Draws the liveness challenges (seeded from the operating system).
+    rng: StdRng,
 }
 
 impl<P: BorrowMut<Pipeline>> std::fmt::Debug for Engine<P> {
@@ -334,6 +346,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             frame_index: 0,
             detections: Vec::new(),
             summary: RunSummary::default(),
+            rng: rand::make_rng(),
         })
     }
 
@@ -431,7 +444,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         tracing::info!(
             threshold = f64::from(self.config.threshold),
             frames_to_agree = self.config.frames_to_agree,
-            liveness_threshold = f64::from(self.config.liveness_threshold),
+            liveness = self.config.liveness.mode.as_str(),
             "engine running"
         );
         let result = loop {
@@ -628,7 +641,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 Entry::Vacant(v) => {
                     tracing::debug!(track = id.0, "new track");
                     self.summary.tracks += 1;
-                    v.insert(TrackState::new(needed))
+                    v.insert(TrackState::new(needed, &self.config.liveness))
                 }
             };
             if let Some(outcome) = state.decided {
@@ -644,18 +657,58 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 tracing::debug!(track = id.0, "unknown track tried again");
                 state.requalify();
             }
-            if state.last_attempt.is_some_and(|l| {
-                self.frame_index - l < u64::from(self.config.attempt_interval_frames)
-            }) {
-                continue;
-            }
-            state.last_attempt = Some(self.frame_index);
+            let due = state.last_attempt.is_none_or(|l| {
+                self.frame_index - l >= u64::from(self.config.attempt_interval_frames)
+            });
+            // Liveness watches every frame of an undecided face: one landmark inference.
             let mut times = AttemptTimes {
                 detect,
                 track,
                 ..AttemptTimes::default()
             };
-            let Some((attempt, identification)) = self.attempt(frame, det, &mut times) else {
+            let pipeline = self.pipeline.borrow_mut();
+            let face = match pipeline.prepare(frame, det, &mut times.stages) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.summary.vision_errors += 1;
+                    tracing::warn!(error = %e, "face analysis failed; frame skipped for this face");
+                    continue;
+                }
+            };
+            let mut passive = None;
+            if due {
+                state.last_attempt = Some(self.frame_index);
+                match pipeline.passive_liveness(frame, &face, &mut times.stages) {
+                    Ok(Some(p)) => {
+                        state.live.passive_score(frame.timestamp, p);
+                        passive = Some(p);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.summary.vision_errors += 1;
+                        tracing::warn!(error = %e, "passive liveness failed");
+                    }
+                }
+            }
+            let live = state.live.push(face.sample.clone(), &mut self.rng);
+            let prompt = match live {
+                LiveStatus::Prompt(ChallengeStatus::Prompt { step, action, .. })
+                    if state.prompt_step != Some(step) =>
+                {
+                    state.prompt_step = Some(step);
+                    Some((step, action))
+                }
+                _ => None,
+            };
+            if let Some((step, action)) = prompt {
+                self.emit_prompt(id, step, action);
+            }
+            if !due {
+                continue;
+            }
+            let Some((attempt, identification)) =
+                self.attempt(frame, &face, live, passive, &mut times)
+            else {
                 continue;
             };
             let Some(state) = self.tracks.get_mut(&id) else {
@@ -689,30 +742,33 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         self.detections = detections;
     }
 
-    /// One attempt on one face: quality and liveness gates, then embed and match.
+    /// One attempt on one prepared face: the liveness verdict and the quality gate, then
+    /// embed and match. `None` while liveness is still being watched (no attempt yet).
     fn attempt(
         &mut self,
         frame: &Frame,
-        det: Detection,
+        face: &PreparedFace,
+        live: LiveStatus,
+        passive: Option<f32>,
         times: &mut AttemptTimes,
     ) -> Option<(Attempt, Option<Identification>)> {
-        self.summary.attempts += 1;
-        let gates = AnalyseOptions {
-            embed: false,
-            liveness: true,
-            max_faces: 1,
-        };
-        let pipeline = self.pipeline.borrow_mut();
-        let first = match pipeline.analyse_face(frame, det, gates, &mut times.stages) {
-            Ok(a) => a,
-            Err(e) => {
-                self.summary.vision_errors += 1;
-                tracing::warn!(error = %e, "face analysis failed; attempt skipped");
-                return None;
+        match live {
+            LiveStatus::Live => {}
+            LiveStatus::Spoof(reason) => {
+                self.summary.attempts += 1;
+                return Some((
+                    Attempt::Spoof {
+                        live: passive.unwrap_or(f32::NAN),
+                        reason: reason.as_str(),
+                    },
+                    None,
+                ));
             }
-        };
-        if !first.quality.passes() {
-            let issues = first
+            LiveStatus::Observing | LiveStatus::Prompt(_) => return None,
+        }
+        self.summary.attempts += 1;
+        if !face.quality.passes() {
+            let issues = face
                 .quality
                 .issues
                 .iter()
@@ -720,25 +776,15 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 .collect();
             return Some((Attempt::Quality(issues), None));
         }
-        let live = first.liveness.unwrap_or(0.0);
-        if live.is_nan() || live < self.config.liveness_threshold {
-            return Some((Attempt::Spoof { live }, None));
-        }
-        drop(first);
-        let embed = AnalyseOptions {
-            embed: true,
-            liveness: false,
-            max_faces: 1,
-        };
-        let analysis = match pipeline.analyse_face(frame, det, embed, &mut times.stages) {
-            Ok(a) => a,
+        let pipeline = self.pipeline.borrow_mut();
+        let probe = match pipeline.embed_prepared(frame, face, &mut times.stages) {
+            Ok(e) => e,
             Err(e) => {
                 self.summary.vision_errors += 1;
                 tracing::warn!(error = %e, "embedding failed; attempt skipped");
                 return None;
             }
         };
-        let probe = analysis.embedding?;
         self.summary.embeddings += 1;
         let t = Instant::now();
         let Some(gallery) = self.store.gallery() else {
@@ -868,16 +914,16 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 );
                 draft(outcome, subject, best, Some(reason), audit)
             }
-            Verdict::Spoof { .. } => {
+            Verdict::Spoof { reason, .. } => {
                 let audit = AuditEvent::new(kind, &op, Outcome::SpoofSuspected.as_str()).details(
                     json!({ "decision": "spoof_suspected", "track": id.0, "frames": frames,
-                            "method": method.as_str(), "reason": "liveness" }),
+                            "method": method.as_str(), "reason": reason }),
                 );
                 draft(
                     Outcome::SpoofSuspected,
                     None,
                     None,
-                    Some("liveness".into()),
+                    Some(reason.into()),
                     audit,
                 )
             }
@@ -993,6 +1039,35 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
     }
 
     /// Logs a decision (ids and outcomes only) and hands it to every sink.
+    /// Sends a challenge prompt to every sink (the terminal's screen reads it from stdout or
+    /// the events socket).
+    fn emit_prompt(&mut self, id: TrackId, step: usize, action: Action) {
+        let now = self.clock.now();
+        let event = PromptEvent {
+            time: rfc3339(now),
+            unix_ms: now.0,
+            track: id.0,
+            prompt: action.as_str(),
+            text: action.prompt(),
+            step: step + 1,
+            steps: self.config.liveness.challenge.steps,
+            respond_within_ms: self.config.liveness.challenge.window.as_millis() as u64,
+        };
+        self.summary.prompts += 1;
+        tracing::info!(
+            track = id.0,
+            prompt = action.as_str(),
+            step = step + 1,
+            "challenge prompt"
+        );
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.prompt(&event) {
+                self.summary.sink_errors += 1;
+                tracing::warn!(error = %e, "event sink failed");
+            }
+        }
+    }
+
     fn emit(&mut self, event: &DecisionEvent) {
         tracing::info!(
             track = event.track,

@@ -41,14 +41,14 @@
 //! - **The store belongs to the loop**: admin work reaches it through
 //!   [`EngineHandle::with_store`], run between frames, so enrollments and withdrawals change
 //!   the gallery from the next frame on without locks on the hot path.
-//! - **Liveness** at the shipped threshold [`DEFAULT_LIVENESS_THRESHOLD`] (0.5), measured by
-//!   `tests/engine.rs` on `../shared/eval/liveness`: on the 214 live and 617 replay face crops
-//!   (whole crop as the box) APCER 25.0 %, BPCER 100.0 %; on every 10th frame of the live and
-//!   replay clips (detected face) APCER 0.0 %, BPCER 100.0 %. The passive model rejects the
-//!   live people of this set at any threshold that keeps APCER low (BPCER 59 % at 0.05 on the
-//!   clips), while it passes the talking-head clips of `../shared/eval/video`: it is not fit to
-//!   be the only liveness signal at a gate and its threshold needs calibration on the
-//!   terminal's own camera.
+//! - **Liveness before identity**: every undecided face has a [`LivenessSession`] fed on every
+//!   frame (68 landmarks: frozen and planar motion cues), with the passive model's score at each
+//!   attempt, and, as `[liveness] challenge` says, a random challenge whose prompts go to every
+//!   sink as [`PromptEvent`]s. Nothing is embedded or compared before the session finds the
+//!   face live; a frozen, planar or failed face is `spoof_suspected` with the reason. Measured
+//!   per attack species by `facegate eval liveness` (README, "Liveness").
+//!
+//! [`LivenessSession`]: facegate_vision::LivenessSession
 
 mod capture;
 mod config;
@@ -63,14 +63,11 @@ pub use capture::{
     CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
     StreamEnd,
 };
-pub use config::{
-    CredentialMode, DEFAULT_LIVENESS_THRESHOLD, DEFAULT_UNKNOWN_RETRY, EngineConfig,
-    UNKNOWN_RETRY_RANGE,
-};
+pub use config::{CredentialMode, DEFAULT_UNKNOWN_RETRY, EngineConfig, UNKNOWN_RETRY_RANGE};
 pub use credential::Credential;
 pub use decision::{
-    Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, StageLatency, Verdict,
-    rfc3339,
+    Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, PromptEvent,
+    StageLatency, Verdict, rfc3339,
 };
 pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;

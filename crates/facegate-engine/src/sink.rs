@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::EngineError;
-use crate::decision::{AlertEvent, DecisionEvent};
+use crate::decision::{AlertEvent, DecisionEvent, PromptEvent};
 
 /// Receives every decision. Implementations must return quickly: the gate loop calls them.
 pub trait EventSink: Send + std::fmt::Debug {
@@ -17,6 +17,10 @@ pub trait EventSink: Send + std::fmt::Debug {
 
     /// Delivers an alert (same stream as the decisions, one JSON line with an `alert` field).
     fn alert(&mut self, alert: &AlertEvent) -> Result<(), EngineError>;
+
+    /// Delivers a liveness challenge prompt for the terminal's screen (one JSON line with a
+    /// `prompt` field).
+    fn prompt(&mut self, prompt: &PromptEvent) -> Result<(), EngineError>;
 }
 
 /// JSON lines on any writer; [`JsonLinesSink::stdout`] for the journal.
@@ -71,11 +75,19 @@ impl<W: Write + Send> EventSink for JsonLinesSink<W> {
     fn alert(&mut self, alert: &AlertEvent) -> Result<(), EngineError> {
         self.line(alert.to_json_line())
     }
+
+    fn prompt(&mut self, prompt: &PromptEvent) -> Result<(), EngineError> {
+        self.line(prompt.to_json_line())
+    }
 }
 
 /// Keeps every event in memory; clones share the list (tests, the admin API's recent events).
 #[derive(Debug, Clone, Default)]
-pub struct MemorySink(Arc<Mutex<Vec<DecisionEvent>>>, Arc<Mutex<Vec<AlertEvent>>>);
+pub struct MemorySink(
+    Arc<Mutex<Vec<DecisionEvent>>>,
+    Arc<Mutex<Vec<AlertEvent>>>,
+    Arc<Mutex<Vec<PromptEvent>>>,
+);
 
 impl MemorySink {
     pub fn new() -> Self {
@@ -90,6 +102,11 @@ impl MemorySink {
     /// A copy of the alerts so far.
     pub fn alerts(&self) -> Vec<AlertEvent> {
         self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A copy of the challenge prompts so far.
+    pub fn prompts(&self) -> Vec<PromptEvent> {
+        self.2.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -107,6 +124,14 @@ impl EventSink for MemorySink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(alert.clone());
+        Ok(())
+    }
+
+    fn prompt(&mut self, prompt: &PromptEvent) -> Result<(), EngineError> {
+        self.2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(prompt.clone());
         Ok(())
     }
 }
@@ -309,6 +334,13 @@ impl EventSink for SocketBroadcaster {
 
     fn alert(&mut self, alert: &AlertEvent) -> Result<(), EngineError> {
         let mut line = alert.to_json_line();
+        line.push('\n');
+        self.broadcast(line.as_bytes());
+        Ok(())
+    }
+
+    fn prompt(&mut self, prompt: &PromptEvent) -> Result<(), EngineError> {
+        let mut line = prompt.to_json_line();
         line.push('\n');
         self.broadcast(line.as_bytes());
         Ok(())

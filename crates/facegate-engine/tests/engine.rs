@@ -18,7 +18,9 @@ use facegate_policy::{
 };
 use facegate_store::{MasterKey, Store};
 use facegate_types::{BBox, Clock, ManualClock, SubjectId, SystemClock};
-use facegate_vision::{AnalyseOptions, Detection, Manifest, Pipeline, StageTimings, VisionConfig};
+use facegate_vision::{
+    AnalyseOptions, ChallengeMode, Detection, Manifest, Pipeline, StageTimings, VisionConfig,
+};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -94,6 +96,14 @@ fn engine_config(p: &Pipeline, policy: &PolicyConfig) -> EngineConfig {
         ..CaptureConfig::default()
     };
     c
+}
+
+/// `config` with the active challenge off: for tests about identification, consent and retries
+/// on recorded clips, whose people cannot answer prompts (the challenge has its own tests, and
+/// `facegate eval liveness` measures it).
+fn without_challenge(mut config: EngineConfig) -> EngineConfig {
+    config.liveness.mode = ChallengeMode::Off;
+    config
 }
 
 fn open_store(dir: &Path, policy: &PolicyConfig) -> Store {
@@ -380,7 +390,7 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
     let Some(other) = clip("portrait_d3.mp4", 60, tmp.path()) else {
         return;
     };
-    let Some(short) = clip("portrait_d9.mp4", 24, tmp.path()) else {
+    let Some(short) = clip("portrait_d9.mp4", 45, tmp.path()) else {
         return;
     };
     let mut p = pipeline();
@@ -424,7 +434,7 @@ fn replayed_video_grants_the_enrolled_person_and_not_a_stranger() {
         .issue_credential(&noface, CredentialKind::Card, "C0THER", "", "op-1")
         .unwrap();
 
-    let config = engine_config(&p, &policy);
+    let config = without_challenge(engine_config(&p, &policy));
     let run = |p: &mut Pipeline,
                store: Store,
                video: &Path,
@@ -643,9 +653,13 @@ fn stop_ends_a_looping_source_and_bad_frames_do_not() {
         summary.bad_frames > 0,
         "the corrupt image is counted and skipped"
     );
-    // The cameraman's face fails quality: one `retry` prompt for the track, not one per
-    // attempt, and nothing embedded.
-    assert_eq!(summary.decisions.get("retry"), Some(&1), "{summary:?}");
+    // The same picture frame after frame is a frozen face: one `spoof_suspected` for the
+    // track (not one per attempt), and nothing embedded.
+    assert_eq!(
+        summary.decisions.get("spoof_suspected"),
+        Some(&1),
+        "{summary:?}"
+    );
     assert_eq!(summary.embeddings, 0);
 }
 
@@ -664,7 +678,6 @@ fn a_phone_replay_is_spoof_suspected_and_never_embedded() {
         let ok = Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-i"])
             .arg(&src)
-            .args(["-vf", "select=not(mod(n\\,6))", "-fps_mode", "vfr"])
             .args(["-pix_fmt", "yuv420p"])
             .arg(&out)
             .status();
@@ -813,10 +826,20 @@ fn error_rates(real: &[f32], fake: &[f32], threshold: f32) -> (f64, f64) {
     (apcer, bpcer)
 }
 
-/// APCER (spoofs accepted as live) and BPCER (live faces rejected) of the shipped liveness
-/// model at the engine's default threshold, on `../shared/eval/liveness`.
+fn median(v: &[f32]) -> f32 {
+    let mut v = v.to_vec();
+    v.sort_by(f32::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The passive model's calibration behind `DEFAULT_PASSIVE_THRESHOLD` (used when the challenge
+/// is off; with it on the score only adds doubt): on the webcam clips of
+/// `../shared/eval/liveness`, the live person's median frame score is above it and the phone
+/// replay's far below, and most replay frames are under it. On the crops (no context around
+/// the face, which the model was trained with) it cannot tell them apart: pinned too, so a
+/// change of pre-processing that "fixes" one shows up.
 #[test]
-fn liveness_error_rates_at_the_shipped_threshold() {
+fn the_passive_threshold_separates_the_webcam_clips_but_not_the_bare_crops() {
     let dir = eval_dir().join("liveness");
     if !dir.join("real").is_dir() || !dir.join("fake").is_dir() {
         facegate_testkit::skip(&format!(
@@ -825,41 +848,40 @@ fn liveness_error_rates_at_the_shipped_threshold() {
         ));
         return;
     }
-    let threshold = facegate_engine::DEFAULT_LIVENESS_THRESHOLD;
-    let started = Instant::now();
+    let threshold = facegate_vision::liveness::DEFAULT_PASSIVE_THRESHOLD;
     let mut p = pipeline();
     let (real_crops, real_clip) = liveness_scores(&mut p, &dir, "real");
     let (fake_crops, fake_clip) = liveness_scores(&mut p, &dir, "fake");
     drop(p);
-    assert!(!real_crops.is_empty() && !fake_crops.is_empty());
-    for (name, real, fake) in [
-        ("crops", &real_crops, &fake_crops),
-        ("clip frames", &real_clip, &fake_clip),
-    ] {
-        if real.is_empty() || fake.is_empty() {
-            continue;
-        }
-        let (apcer, bpcer) = error_rates(real, fake, threshold);
-        println!(
-            "LIVENESS {name} ({} live, {} spoof) at threshold {threshold}: APCER {:.1}%, BPCER {:.1}%",
-            real.len(),
-            fake.len(),
-            apcer * 100.0,
-            bpcer * 100.0
-        );
-        assert!(apcer.is_finite() && bpcer.is_finite());
-        let sweep: Vec<String> = [0.05f32, 0.1, 0.2, 0.3, 0.5, 0.7]
-            .iter()
-            .map(|&t| {
-                let (a, b) = error_rates(real, fake, t);
-                format!("t={t}: APCER {:.1}% BPCER {:.1}%", a * 100.0, b * 100.0)
-            })
-            .collect();
-        println!("LIVENESS {name} sweep: {}", sweep.join("; "));
-    }
+    assert!(!real_clip.is_empty() && !fake_clip.is_empty());
+    let (apcer, bpcer) = error_rates(&real_clip, &fake_clip, threshold);
     println!(
-        "liveness evaluation took {:.1} s",
-        started.elapsed().as_secs_f64()
+        "PASSIVE clip frames ({} live, {} replay) at {threshold}: APCER {:.1} %, BPCER {:.1} %, medians {:.4} / {:.5}",
+        real_clip.len(),
+        fake_clip.len(),
+        apcer * 100.0,
+        bpcer * 100.0,
+        median(&real_clip),
+        median(&fake_clip)
+    );
+    assert!(median(&real_clip) >= threshold, "{}", median(&real_clip));
+    assert!(
+        median(&fake_clip) < threshold / 10.0,
+        "{}",
+        median(&fake_clip)
+    );
+    assert!(apcer <= 0.10, "replay frames over the threshold: {apcer}");
+    let (apcer, bpcer) = error_rates(&real_crops, &fake_crops, threshold);
+    println!(
+        "PASSIVE bare crops ({} live, {} spoof): APCER {:.1} %, BPCER {:.1} %",
+        real_crops.len(),
+        fake_crops.len(),
+        apcer * 100.0,
+        bpcer * 100.0
+    );
+    assert!(
+        apcer > 0.5,
+        "the bare crops are expected to fool the model (APCER {apcer})"
     );
 }
 
@@ -971,7 +993,7 @@ fn an_unknown_person_enrolled_while_in_view_is_granted() {
         .grant(record(&policy, &subject), SystemClock.now())
         .unwrap();
 
-    let mut config = engine_config(p, &policy);
+    let mut config = without_challenge(engine_config(p, &policy));
     config.unknown_retry = Duration::from_secs(600);
     let sink = MemorySink::new();
     let mut engine = Engine::new(config, p, store)
@@ -1042,7 +1064,7 @@ fn an_unknown_track_is_tried_again_after_the_retry_interval() {
     let mut store = store_with_someone_else(p, &tmp.path().join("state"), &policy);
     let mut unknowns_per_track = Vec::new();
     for retry in [Duration::from_secs(600), Duration::from_millis(250)] {
-        let mut config = engine_config(p, &policy);
+        let mut config = without_challenge(engine_config(p, &policy));
         config.unknown_retry = retry;
         // At the clip's own 30 fps: 3 s, as a person standing at the gate.
         config.capture.pace = true;

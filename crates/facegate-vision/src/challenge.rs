@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::cues::FaceSample;
+use crate::cues::{FaceSample, Landmarks68, homography_residual};
 
 /// One thing the person is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ impl Action {
 pub struct ChallengeConfig {
     /// Actions per challenge (1-5).
     pub steps: usize,
-    /// The actions drawn from (no action twice in a row).
+    /// The actions drawn from (each step independently, so the same action may come twice).
     pub actions: Vec<Action>,
     /// Time the person has to respond to each prompt.
     pub window: Duration,
@@ -58,10 +58,16 @@ pub struct ChallengeConfig {
     pub gap_min: Duration,
     /// ...to.
     pub gap_max: Duration,
-    /// A movement starting sooner than this after its prompt is not a response to it.
+    /// A movement starting sooner than this after its prompt is not a response to it...
     pub min_latency: Duration,
-    /// The turn (change of [`FaceSample::turn`] from the baseline) that counts as a turn.
+    /// ...and a response must have begun by this time after the prompt (people react within
+    /// about a second; a recording's movements fall anywhere).
+    pub max_onset: Duration,
+    /// The turn (change of [`FaceSample::turn`] from the baseline) that counts as a turn...
     pub turn: f32,
+    /// ...when it also shows depth: the landmarks of the turned face are this far (interocular
+    /// distances) from any homography of the baseline's (a tilted photo's are not).
+    pub turn_depth: f32,
     /// Eyes count as closed below this fraction of the baseline opening...
     pub closed: f32,
     /// ...and as open again above this fraction.
@@ -73,13 +79,15 @@ pub struct ChallengeConfig {
 impl Default for ChallengeConfig {
     fn default() -> Self {
         Self {
-            steps: 2,
+            steps: 3,
             actions: Action::ALL.to_vec(),
             window: Duration::from_millis(2500),
-            gap_min: Duration::from_millis(200),
-            gap_max: Duration::from_millis(1000),
+            gap_min: Duration::from_millis(150),
+            gap_max: Duration::from_millis(800),
             min_latency: Duration::from_millis(150),
+            max_onset: Duration::from_millis(900),
             turn: 0.30,
+            turn_depth: 0.06,
             closed: 0.72,
             reopened: 0.85,
             mirrored: false,
@@ -96,8 +104,8 @@ impl ChallengeConfig {
         if self.actions.is_empty() {
             return Err("actions is empty".into());
         }
-        if self.steps > 1 && self.actions.len() < 2 {
-            return Err("more than one step needs at least two actions".into());
+        if self.max_onset <= self.min_latency || self.max_onset > self.window {
+            return Err("max_onset must lie between min_latency and the window".into());
         }
         if self.window < Duration::from_millis(800) || self.window > Duration::from_secs(10) {
             return Err(format!("window = {:?} (allowed 0.8-10 s)", self.window));
@@ -107,6 +115,9 @@ impl ChallengeConfig {
         }
         if !(0.1..=1.0).contains(&self.turn) {
             return Err(format!("turn = {} (allowed 0.1-1.0)", self.turn));
+        }
+        if !(0.0..=0.5).contains(&self.turn_depth) {
+            return Err(format!("turn_depth = {} (allowed 0-0.5)", self.turn_depth));
         }
         if !(0.3 < self.closed && self.closed < self.reopened && self.reopened < 1.0) {
             return Err("need 0.3 < closed < reopened < 1".into());
@@ -122,24 +133,38 @@ pub struct Challenge {
 }
 
 impl Challenge {
-    /// Draws a challenge: actions without immediate repeats, pauses uniform in the gap range.
+    /// Draws a challenge: each action uniform over the configured ones (independently, so a
+    /// recording that alternates cannot predict the next), each pause uniform in the gap range.
+    /// When turns and blinks are both configured and there are two steps or more, every
+    /// challenge holds at least one of each: a recording of someone blinking cannot turn on
+    /// cue, a recording of someone turning (or a tilted photo) cannot blink.
     pub fn draw(rng: &mut impl rand::Rng, config: &ChallengeConfig) -> Self {
-        let mut steps = Vec::with_capacity(config.steps);
-        let mut last = None;
-        for _ in 0..config.steps {
-            let choices: Vec<Action> = config
-                .actions
-                .iter()
-                .copied()
-                .filter(|a| Some(*a) != last)
+        let has = |steps: &[(Action, Duration)], blink: bool| {
+            steps.iter().any(|(a, _)| (*a == Action::Blink) == blink)
+        };
+        let mixed = config.steps >= 2 && has_kinds(&config.actions);
+        loop {
+            let steps: Vec<(Action, Duration)> = (0..config.steps)
+                .map(|_| {
+                    let action = config.actions[rng.random_range(0..config.actions.len())];
+                    let gap =
+                        rng.random_range(config.gap_min.as_millis()..=config.gap_max.as_millis());
+                    (action, Duration::from_millis(gap as u64))
+                })
                 .collect();
-            let action = choices[rng.random_range(0..choices.len())];
-            let gap = rng.random_range(config.gap_min.as_millis()..=config.gap_max.as_millis());
-            steps.push((action, Duration::from_millis(gap as u64)));
-            last = Some(action);
+            if !mixed || (has(&steps, true) && has(&steps, false)) {
+                return Self { steps };
+            }
         }
-        Self { steps }
     }
+}
+
+/// Whether `actions` holds a turn and a blink.
+fn has_kinds(actions: &[Action]) -> bool {
+    actions.contains(&Action::Blink)
+        && actions
+            .iter()
+            .any(|a| matches!(a, Action::TurnLeft | Action::TurnRight))
 }
 
 /// Why a challenge failed.
@@ -191,6 +216,16 @@ struct Baseline {
     eyes: f32,
 }
 
+/// The face's landmarks when a prompt went out (for the depth of a turn). In memory only.
+#[derive(Clone, Copy)]
+struct BasePoints(Landmarks68);
+
+impl std::fmt::Debug for BasePoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BasePoints(redacted)")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     /// Waiting for the face to be steady (and back to its baseline after a turn).
@@ -206,6 +241,8 @@ enum Phase {
         base: Baseline,
         /// A blink: eyes seen closed.
         closed: bool,
+        /// The response has begun.
+        onset: bool,
     },
     Done,
     Failed(ChallengeFailure),
@@ -214,7 +251,7 @@ enum Phase {
 /// Steady means the turn stayed within this over the settle time.
 const STEADY_TURN: f32 = 0.08;
 /// How long the face must be steady before a prompt.
-const SETTLE: Duration = Duration::from_millis(400);
+const SETTLE: Duration = Duration::from_millis(250);
 /// A face that does not settle within this fails.
 const SETTLE_LIMIT: Duration = Duration::from_secs(6);
 /// Recent samples kept for baselines.
@@ -230,6 +267,10 @@ pub struct ChallengeRun {
     started: Option<Duration>,
     /// (time, turn, eyes) of recent samples.
     history: Vec<(Duration, f32, f32)>,
+    /// The turn of the face at the first prompt: later prompts wait until the face is back.
+    home: Option<f32>,
+    /// The landmarks at the latest prompt.
+    base_points: Option<BasePoints>,
 }
 
 impl ChallengeRun {
@@ -241,6 +282,8 @@ impl ChallengeRun {
             phase: Phase::Settling { since: None },
             started: None,
             history: Vec::with_capacity(HISTORY),
+            home: None,
+            base_points: None,
         }
     }
 
@@ -298,10 +341,14 @@ impl ChallengeRun {
                 if !self.steady(t) {
                     Phase::Settling { since: Some(t) }
                 } else if t >= at {
+                    let base = self.baseline(t);
+                    self.home.get_or_insert(base.turn);
+                    self.base_points = Some(BasePoints(s.points));
                     Phase::Prompted {
                         since: t,
-                        base: self.baseline(t),
+                        base,
                         closed: false,
+                        onset: false,
                     }
                 } else {
                     Phase::Pausing { at }
@@ -311,33 +358,49 @@ impl ChallengeRun {
                 since,
                 base,
                 closed,
-            } => self.respond(t, turn, s.eyes, since, base, closed),
+                onset,
+            } => {
+                let depth = self.depth(s);
+                self.respond(t, turn, s.eyes, depth, since, base, (closed, onset))
+            }
             p @ (Phase::Done | Phase::Failed(_)) => p,
         };
         self.status()
     }
 
+    /// How far the landmarks are from any homography of those at the prompt.
+    fn depth(&self, s: &FaceSample) -> f32 {
+        let Some(BasePoints(base)) = &self.base_points else {
+            return 0.0;
+        };
+        let scale = base.interocular().max(1.0);
+        homography_residual(&base.0, &s.points.0).map_or(0.0, |r| r / scale)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &mut self,
         t: Duration,
         turn: f32,
         eyes: f32,
+        depth: f32,
         since: Duration,
         base: Baseline,
-        closed: bool,
+        (closed, began): (bool, bool),
     ) -> Phase {
         let c = &self.config;
         let base_turn = if c.mirrored { -base.turn } else { base.turn };
         let moved = turn - base_turn;
         let early = t < since + c.min_latency;
         let action = self.challenge.steps[self.step].0;
-        // Any clear movement this soon began before the prompt could be seen.
         let onset = moved.abs() >= c.turn / 2.0
             || (base.eyes > 0.0 && eyes < base.eyes * c.closed && action == Action::Blink);
-        if early && onset {
+        // A turn well under way this soon began before the prompt could be seen.
+        if early && moved.abs() >= c.turn * 0.75 {
             return Phase::Failed(ChallengeFailure::Early);
         }
-        if t > since + c.window {
+        let began = began || onset;
+        if t > since + c.window || (!began && t > since + c.max_onset) {
             return Phase::Failed(ChallengeFailure::Timeout);
         }
         let done = match action {
@@ -348,7 +411,8 @@ impl ChallengeRun {
                     -1.0
                 };
                 if moved * sign >= c.turn {
-                    true
+                    // Far enough; done once the turn shows depth (a head, not a tilted plane).
+                    depth >= c.turn_depth
                 } else if moved * sign <= -c.turn {
                     return Phase::Failed(ChallengeFailure::WrongAction);
                 } else {
@@ -367,6 +431,7 @@ impl ChallengeRun {
                             since,
                             base,
                             closed: true,
+                            onset: true,
                         };
                     }
                     false
@@ -380,6 +445,7 @@ impl ChallengeRun {
                 since,
                 base,
                 closed,
+                onset: began,
             };
         }
         self.step += 1;
@@ -391,7 +457,7 @@ impl ChallengeRun {
     }
 
     /// The face held still over the last [`SETTLE`], and (after a turn) is back near where it
-    /// was before the first prompt.
+    /// was at the first prompt (so a person holding a turn is not prompted from there).
     fn steady(&self, t: Duration) -> bool {
         let from = t.saturating_sub(SETTLE);
         let recent: Vec<f32> = self
@@ -404,13 +470,17 @@ impl ChallengeRun {
             .history
             .first()
             .is_some_and(|(first, _, _)| t.saturating_sub(*first) >= SETTLE);
-        if recent.len() < 3 || !span {
+        if recent.len() < 2 || !span {
             return false;
         }
         let (lo, hi) = recent
             .iter()
             .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
-        hi - lo <= STEADY_TURN * 2.0
+        let home = self.home.is_none_or(|h| {
+            (lo + hi) / 2.0 - h <= self.config.turn / 2.0
+                && h - (lo + hi) / 2.0 <= self.config.turn / 2.0
+        });
+        hi - lo <= STEADY_TURN * 2.0 && home
     }
 
     /// Turn: median of the settle window. Eyes: the upper quartile of the last second (open).
@@ -437,14 +507,26 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
-    fn sample(ms: u64, turn: f32, eyes: f32) -> FaceSample {
-        // Points that give exactly this turn and eye opening.
-        let mut p = [Point::new(0.0, 0.0); 68];
-        p[0] = Point::new(0.0, 50.0);
-        p[16] = Point::new(100.0, 50.0);
-        p[30] = Point::new(50.0 + turn * 50.0, 50.0);
+    /// A rough 3-D head (jaw back, nose forward) turned by `yaw` radians, eyes open `eyes`
+    /// (lid gap over eye width).
+    fn sample(ms: u64, yaw: f32, eyes: f32) -> FaceSample {
+        let mut q = [[0.0f32; 3]; 68];
+        for (i, p) in q.iter_mut().enumerate().take(17) {
+            let a = std::f32::consts::PI * (i as f32 / 16.0);
+            *p = [-50.0 * a.cos(), 10.0 + 45.0 * a.sin(), -30.0];
+        }
+        for (k, p) in q.iter_mut().enumerate().skip(17).take(10) {
+            *p = [-40.0 + (k - 17) as f32 * 9.0, -25.0, 5.0];
+        }
+        for (k, p) in q.iter_mut().enumerate().skip(27).take(9) {
+            *p = [
+                (k as f32 - 31.0) * 3.0,
+                -15.0 + (k - 27) as f32 * 4.0,
+                15.0 + (k % 3) as f32 * 6.0,
+            ];
+        }
         let h = eyes * 20.0 / 2.0;
-        for (first, x0) in [(36usize, 20.0f32), (42, 60.0)] {
+        for (first, x0) in [(36usize, -35.0f32), (42, 15.0)] {
             let e = [
                 (0.0, 0.0),
                 (6.0, -h),
@@ -454,8 +536,21 @@ mod tests {
                 (6.0, h),
             ];
             for (k, (dx, dy)) in e.into_iter().enumerate() {
-                p[first + k] = Point::new(x0 + dx, 30.0 + dy);
+                q[first + k] = [x0 + dx, -12.0 + dy, 0.0];
             }
+        }
+        for (k, p) in q.iter_mut().enumerate().skip(48) {
+            let a = std::f32::consts::TAU * ((k - 48) as f32 / 20.0);
+            *p = [20.0 * a.cos(), 30.0 + 8.0 * a.sin(), 5.0];
+        }
+        q[8] = [0.0, 55.0, -10.0];
+        q[30] = [0.0, 5.0, 35.0];
+        let (c, sn) = (yaw.cos(), yaw.sin());
+        let mut p = [Point::new(0.0, 0.0); 68];
+        for (i, &[x, y, z]) in q.iter().enumerate() {
+            let (xr, zr) = (c * x + sn * z, -sn * x + c * z);
+            let f = 500.0 / (500.0 + zr);
+            p[i] = Point::new(200.0 + xr * f, 200.0 + y * f);
         }
         let frame = Frame::from_rgb8(4, 4, vec![0; 48])
             .unwrap()
@@ -501,8 +596,9 @@ mod tests {
         let config = ChallengeConfig::default();
         for seed in 0..50 {
             let c = Challenge::draw(&mut StdRng::seed_from_u64(seed), &config);
-            assert_eq!(c.steps.len(), 2);
-            assert_ne!(c.steps[0].0, c.steps[1].0);
+            assert_eq!(c.steps.len(), 3);
+            assert!(c.steps.iter().any(|s| s.0 == Action::Blink), "{c:?}");
+            assert!(c.steps.iter().any(|s| s.0 != Action::Blink), "{c:?}");
             let mut run = ChallengeRun::new(c.clone(), config.clone());
             assert_eq!(respond(&mut run, 400), ChallengeStatus::Passed, "{c:?}");
         }
@@ -568,9 +664,9 @@ mod tests {
         };
         assert!(c.validate().is_err());
         c = ChallengeConfig {
-            actions: vec![Action::Blink],
+            max_onset: Duration::from_millis(100),
             ..ChallengeConfig::default()
         };
-        assert!(c.validate().is_err());
+        assert!(c.validate().unwrap_err().contains("max_onset"));
     }
 }

@@ -127,18 +127,21 @@ pub fn cameras(args: &crate::cli::JsonArg) -> Result<ExitCode> {
     })
 }
 
-/// Samples from a live source: a 3-2-1 count-down on the terminal, then frames with exactly one
-/// face that passes quality, liveness (the configured threshold; the liveness model is required)
-/// and the whole-face check, each shown as it is judged. Gives up after 30 s or 900 frames.
+/// Samples from a live source: a 3-2-1 count-down on the terminal, then the liveness session
+/// the gate runs (motion cues, passive model, and the challenge's prompts when the configured
+/// mode asks for it), and only once the face is found live, frames with exactly one face that
+/// passes quality and the whole-face check, each shown as it is judged. The session keeps
+/// watching while samples are taken (a spoof found later refuses the enrollment). Gives up
+/// after 30 s or 900 frames.
 fn live_samples(
     pipeline: &mut Pipeline,
     source: &str,
     want: usize,
     max_pixels: u64,
-    liveness_threshold: f32,
+    liveness: &facegate_vision::LivenessConfig,
 ) -> Result<Vec<Embedding>> {
     use facegate_capture::{CaptureOptions, SourceSpec};
-    use facegate_vision::AnalyseOptions;
+    use facegate_vision::{LiveStatus, LivenessSession, StageTimings};
     anyhow::ensure!((1..=10).contains(&want), "--samples must lie in 1..=10");
     anyhow::ensure!(
         pipeline.has_liveness(),
@@ -154,14 +157,10 @@ fn live_samples(
         std::thread::sleep(std::time::Duration::from_millis(700));
     }
     eprintln!("\rlook at the camera: now");
-    let opts = AnalyseOptions {
-        embed: true,
-        liveness: true,
-        max_faces: 2,
-    };
     let limits = FaceGeometryLimits::default();
     let start = std::time::Instant::now();
-    let mut faces = Vec::new();
+    let mut session = LivenessSession::new(liveness.clone());
+    let mut rng: rand::rngs::StdRng = rand::make_rng();
     let mut samples = Vec::new();
     let mut frames = 0usize;
     while samples.len() < want
@@ -175,22 +174,54 @@ fn live_samples(
             Err(e) => return Err(e.into()),
         };
         frames += 1;
-        pipeline.analyse(&frame, opts, &mut faces)?;
-        let status = match faces.as_slice() {
-            [] => "no face".to_string(),
-            [f] => match live_sample_verdict(f, liveness_threshold) {
-                Err(why) => why,
-                Ok(()) => match pipeline.check_whole_face(&frame, f, &limits)? {
+        let dets: Vec<_> = pipeline.detect(&frame)?.iter().take(2).copied().collect();
+        let [det] = dets.as_slice() else {
+            let status = if dets.is_empty() {
+                "no face"
+            } else {
+                "more than one face: only the person enrolling, please"
+            };
+            eprint!("\r{status:<70}");
+            continue;
+        };
+        let mut t = StageTimings::default();
+        let face = pipeline.prepare(&frame, *det, &mut t)?;
+        if frames.is_multiple_of(2) {
+            let p = pipeline.passive_liveness(&frame, &face, &mut t)?;
+            session.passive_score(frame.timestamp, p.unwrap_or(0.0));
+        }
+        let status = match session.push(face.sample.clone(), &mut rng) {
+            LiveStatus::Spoof(why) => {
+                eprintln!();
+                anyhow::bail!(
+                    "not accepted as a live face ({}); enrollment from {source} refused",
+                    why.as_str()
+                );
+            }
+            LiveStatus::Observing => "hold still, looking at the camera".to_string(),
+            LiveStatus::Prompt(facegate_vision::ChallengeStatus::Prompt { action, .. }) => {
+                action.prompt().to_string()
+            }
+            LiveStatus::Prompt(_) => "hold still".to_string(),
+            LiveStatus::Live if !face.quality.passes() => {
+                format!("hold still, face the camera ({:?})", face.quality.issues)
+            }
+            LiveStatus::Live => {
+                let analysis = facegate_vision::FaceAnalysis {
+                    detection: face.detection,
+                    landmarks: face.landmarks,
+                    quality: face.quality.clone(),
+                    liveness: None,
+                    embedding: None,
+                };
+                match pipeline.check_whole_face(&frame, &analysis, &limits)? {
                     Err(why) => format!("not a whole face: {why}"),
                     Ok(()) => {
-                        if let Some(e) = f.embedding.clone() {
-                            samples.push(e);
-                        }
+                        samples.push(pipeline.embed_prepared(&frame, &face, &mut t)?);
                         format!("sample {}/{want} taken", samples.len())
                     }
-                },
-            },
-            _ => "more than one face: only the person enrolling, please".to_string(),
+                }
+            }
         };
         eprint!("\r{status:<70}");
     }
@@ -201,25 +232,6 @@ fn live_samples(
         samples.len()
     );
     Ok(samples)
-}
-
-/// Whether a face seen on a live source may become an enrollment sample: it passes quality and
-/// the liveness model scored it live at `liveness_threshold` or above (no score is no pass).
-/// The error is what the person is told.
-fn live_sample_verdict(
-    face: &facegate_vision::FaceAnalysis,
-    liveness_threshold: f32,
-) -> std::result::Result<(), String> {
-    if !face.quality.passes() {
-        return Err(format!(
-            "hold still, face the camera ({:?})",
-            face.quality.issues
-        ));
-    }
-    match face.liveness {
-        Some(p) if p.is_finite() && p >= liveness_threshold => Ok(()),
-        _ => Err("not accepted as a live face".to_string()),
-    }
 }
 
 pub fn keygen(args: &KeygenArgs) -> Result<ExitCode> {
@@ -360,7 +372,7 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
             source,
             args.samples,
             loaded.config.max_pixels,
-            loaded.config.service.liveness_threshold,
+            &loaded.config.liveness,
         )?,
         None => {
             let mut v = Vec::with_capacity(args.images.len());
@@ -776,51 +788,4 @@ pub fn identify(cli: &Cli, args: &IdentifyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use facegate_types::BBox;
-    use facegate_vision::{Detection, FaceAnalysis, QualityIssue, QualityReport};
-
-    use super::*;
-
-    fn face(liveness: Option<f32>, issues: Vec<QualityIssue>) -> FaceAnalysis {
-        FaceAnalysis {
-            detection: Detection {
-                bbox: BBox::new(10.0, 10.0, 110.0, 130.0),
-                score: 0.99,
-            },
-            landmarks: facegate_types::Landmarks5::default(),
-            quality: QualityReport {
-                face_px: 100.0,
-                sharpness: 100.0,
-                brightness: 120.0,
-                clipped: 0.0,
-                yaw_deg: 0.0,
-                pitch_deg: 0.0,
-                roll_deg: 0.0,
-                issues,
-            },
-            liveness,
-            embedding: None,
-        }
-    }
-
-    #[test]
-    fn a_live_sample_needs_a_liveness_score_at_the_threshold() {
-        let t = facegate_engine::DEFAULT_LIVENESS_THRESHOLD;
-        assert!(live_sample_verdict(&face(Some(0.97), vec![]), t).is_ok());
-        assert!(live_sample_verdict(&face(Some(t), vec![]), t).is_ok());
-        for p in [Some(0.01), Some(t - 1e-3), Some(f32::NAN), None] {
-            let err = live_sample_verdict(&face(p, vec![]), t).unwrap_err();
-            assert!(err.contains("not accepted as a live face"), "{err}");
-        }
-        // A stricter configured threshold is the one applied.
-        assert!(live_sample_verdict(&face(Some(0.6), vec![]), 0.9).is_err());
-        let err =
-            live_sample_verdict(&face(Some(0.99), vec![QualityIssue::Blurred]), t).unwrap_err();
-        assert!(err.contains("hold still"), "{err}");
-    }
 }

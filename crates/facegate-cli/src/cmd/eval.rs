@@ -21,6 +21,7 @@ pub fn run(cli: &Cli, cmd: &EvalCommand) -> Result<ExitCode> {
         EvalCommand::Wider(a) => wider(cli, a),
         EvalCommand::Pairs(a) => pairs(cli, a),
         EvalCommand::Calibrate(a) => calibrate(cli, a),
+        EvalCommand::Liveness(a) => super::liveness_eval::run(cli, a),
     }
 }
 

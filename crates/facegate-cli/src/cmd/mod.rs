@@ -8,6 +8,7 @@ pub mod demo;
 pub mod detect;
 pub mod doctor;
 pub mod eval;
+pub mod liveness_eval;
 pub mod records;
 pub mod run;
 pub mod validate;
