@@ -124,6 +124,27 @@ pub struct SourceInfo {
     pub pixel_format: Option<String>,
 }
 
+impl SourceInfo {
+    /// What a source built outside this crate says about itself (the other fields unknown).
+    pub fn new(kind: SourceKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            width: None,
+            height: None,
+            fps: None,
+            frame_count: None,
+            pixel_format: None,
+        }
+    }
+
+    /// The same, with a nominal frame rate.
+    pub fn with_fps(mut self, fps: f64) -> Self {
+        self.fps = Some(fps);
+        self
+    }
+}
+
 /// How to open sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

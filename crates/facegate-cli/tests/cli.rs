@@ -901,8 +901,39 @@ fn live_enrollment_goes_through_the_same_checks() {
     };
     assert!(run(&["keygen", key.to_str().unwrap()]).status.success());
     let from = y4m.to_str().unwrap();
+    // With the shipped config (challenge always), a recording cannot answer the prompts: the
+    // enrollment is refused and nothing is stored.
+    let out = run(&[
+        "enroll",
+        "emp-recorded",
+        "--from",
+        from,
+        "--age",
+        "30",
+        "--operator",
+        "op",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not accepted as a live face (liveness:challenge_"),
+        "{err}"
+    );
+    // The rest is about the enrollment checks: the challenge off (motion cues and the passive
+    // model still decide liveness).
+    let config = dir.path().join("facegate.toml");
+    let text = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
+    assert!(text.contains("challenge = \"always\""));
+    std::fs::write(
+        &config,
+        text.replace("challenge = \"always\"", "challenge = \"off\""),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
     let live = |subject: &str| {
         run(&[
+            "--config",
+            config,
             "enroll",
             subject,
             "--from",
@@ -927,4 +958,67 @@ fn live_enrollment_goes_through_the_same_checks() {
         err.contains("already matches enrolled subject emp-live"),
         "{err}"
     );
+}
+
+/// `facegate eval liveness` on `../shared/eval`: the figures in the README, pinned with a
+/// tolerance so that a regression of any signal fails here.
+#[test]
+fn liveness_evaluation_pins_the_readme_figures() {
+    let dir = eval_dir();
+    assert!(
+        dir.join("liveness").is_dir(),
+        "evaluation data missing: {}",
+        dir.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args([
+            "eval", "liveness", "--seeds", "20", "--photos", "2", "--json",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .current_dir(workspace())
+        .env_remove("FACEGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rate = |mode: &str, species: &str| {
+        let t = &r[mode][species];
+        let n = t["presentations"].as_f64().unwrap();
+        assert!(n >= 20.0, "{mode} {species}: {t}");
+        t["accepted"].as_f64().unwrap() / n
+    };
+    println!("LIVENESS {r}");
+    // The challenge on (the shipped mode): no attack of any species passes, live people do.
+    for species in [
+        "still_photo",
+        "moved_photo",
+        "screen_replay",
+        "recorded_live",
+    ] {
+        assert_eq!(
+            rate("always", species),
+            0.0,
+            "{species} under the challenge"
+        );
+    }
+    assert!(rate("always", "live") >= 0.95, "live pass rate");
+    let took = r["always"]["live"]["median_s_to_live"].as_f64().unwrap();
+    assert!(
+        took <= 8.0,
+        "median time to live with the challenge: {took} s"
+    );
+    // The challenge off: the motion cues and the passive model alone. Stills are mostly found
+    // frozen, replays mostly by the passive model; a recording of the live person passes (the
+    // reason the challenge is on by default).
+    assert!(rate("off", "live") >= 0.95);
+    assert!(rate("off", "still_photo") <= 0.25);
+    assert!(rate("off", "screen_replay") <= 0.40);
+    assert!(rate("off", "recorded_live") >= 0.90);
+    let off_took = r["off"]["live"]["median_s_to_live"].as_f64().unwrap();
+    assert!(off_took <= 1.0, "{off_took}");
 }

@@ -43,9 +43,22 @@ struct Site {
 }
 
 impl Site {
+    /// A site on the shipped config with the liveness challenge off: these tests replay recorded
+    /// clips, whose people cannot answer prompts (the challenge has its own test below, in the
+    /// engine's tests and in `facegate eval liveness`).
     fn new() -> Self {
+        Self::with_challenge(false)
+    }
+
+    fn with_challenge(on: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
+        assert!(text.contains("challenge = \"always\""));
+        let text = if on {
+            text
+        } else {
+            text.replace("challenge = \"always\"", "challenge = \"off\"")
+        };
         let sock = dir.path().join("events.sock");
         let admin = dir.path().join("admin.sock");
         let text = text.replace(
@@ -969,4 +982,68 @@ print("received", len(data))"#,
     assert!(out.status.success(), "{err}");
     // The fd-limit phase above did reach the limit.
     assert!(err.contains("accept failed; backing off"), "{err}");
+}
+
+#[test]
+fn with_the_challenge_on_a_recording_gets_prompts_on_stdout_and_no_grant() {
+    let Some(d9) = clip("portrait_d9.mp4") else {
+        return;
+    };
+    let site = Site::with_challenge(true);
+    let f0 = site.path("frame0.png");
+    ffmpeg(&[
+        "-i",
+        d9.to_str().unwrap(),
+        "-frames:v",
+        "1",
+        f0.to_str().unwrap(),
+    ]);
+    let out = site
+        .cmd(&[
+            "enroll",
+            "emp-9",
+            f0.to_str().unwrap(),
+            "--age",
+            "30",
+            "--operator",
+            "op",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 8 s of the enrolled person's own footage: the terminal is told what to ask for, the
+    // recording does not do it, nobody is let in.
+    let clip = site.y4m(&d9, "d9_240.y4m", 240);
+    let out = site
+        .cmd(&["run", "--source", clip.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out.stdout);
+    let prompts: Vec<_> = ev.iter().filter(|e| e.get("prompt").is_some()).collect();
+    assert!(!prompts.is_empty(), "{ev:?}");
+    for p in &prompts {
+        assert!(
+            ["turn_left", "turn_right", "blink"].contains(&p["prompt"].as_str().unwrap()),
+            "{p}"
+        );
+        assert_eq!(p["steps"], 3);
+        assert!(p["text"].as_str().is_some_and(|t| !t.is_empty()));
+    }
+    assert!(ev.iter().all(|e| e["outcome"] != "granted"), "{ev:?}");
+    assert!(
+        ev.iter().any(|e| e["outcome"] == "spoof_suspected"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("liveness:challenge_"))),
+        "{ev:?}"
+    );
 }

@@ -1109,3 +1109,177 @@ fn an_unknown_track_is_tried_again_after_the_retry_interval() {
     assert_eq!(unknowns_per_track[0], 1);
     assert!(unknowns_per_track[1] >= 3, "{unknowns_per_track:?}");
 }
+
+/// Every frame of a clip of the evaluation set, decoded by ffmpeg (`None`: skipped loudly).
+fn decode_clip(rel: &str, dir: &Path) -> Option<Vec<facegate_types::Frame>> {
+    let src = eval_dir().join(rel);
+    if !src.is_file() {
+        facegate_testkit::skip(&format!("evaluation clip missing {}", src.display()));
+        return None;
+    }
+    let out = dir.join("clip.y4m");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&src)
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ffmpeg failed on {}", src.display());
+    let mut y4m = Y4mSource::open(&out, 40_000_000).unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = y4m.next_frame().unwrap() {
+        frames.push(f);
+    }
+    Some(frames)
+}
+
+/// A person at the camera who answers the challenge: the clip's neutral footage until a
+/// prompt reaches the terminal (read from the engine's own event sink), then, after a reaction
+/// of 12 frames (0.4 s), a segment of the same clip where the person does what was asked.
+struct Responder {
+    frames: Vec<facegate_types::Frame>,
+    clip: &'static facegate_vision::footage::LiveClip,
+    sink: MemorySink,
+    seen: usize,
+    at: usize,
+    index: usize,
+    react_at: Option<(usize, facegate_vision::Action)>,
+    playing: Option<std::ops::Range<usize>>,
+}
+
+impl FrameSource for Responder {
+    fn next_frame(
+        &mut self,
+    ) -> Result<Option<facegate_types::Frame>, facegate_capture::CaptureError> {
+        // 20 s at most, or until a final decision.
+        if self.at >= 600 || self.sink.events().iter().any(|e| e.outcome.is_final()) {
+            return Ok(None);
+        }
+        let prompts = self.sink.prompts();
+        if prompts.len() > self.seen {
+            self.seen = prompts.len();
+            let action = match prompts[self.seen - 1].prompt {
+                "turn_left" => facegate_vision::Action::TurnLeft,
+                "turn_right" => facegate_vision::Action::TurnRight,
+                _ => facegate_vision::Action::Blink,
+            };
+            self.react_at = Some((self.at + 12, action));
+        }
+        if let Some((when, action)) = self.react_at
+            && self.at >= when
+        {
+            self.react_at = None;
+            let seg = self
+                .clip
+                .segments
+                .iter()
+                .find(|(a, _)| *a == action)
+                .map(|(_, r)| r.clone())
+                .expect("the clip shows every action it is asked for");
+            self.index = seg.start;
+            self.playing = Some(seg);
+        }
+        let neutral = self.clip.neutral[0].clone();
+        match &self.playing {
+            Some(seg) if self.index + 1 < seg.end => self.index += 1,
+            Some(_) => {
+                self.playing = None;
+                self.index = neutral.start;
+            }
+            None => {
+                // Hold still on the neutral footage (there and back).
+                let span = neutral.end - neutral.start;
+                let k = self.at % (2 * span);
+                self.index = neutral.start + if k < span { k } else { 2 * span - 1 - k };
+            }
+        }
+        let t = Duration::from_secs_f64(self.at as f64 / 30.0);
+        let frame = self.frames[self.index].clone().with_time(t, self.at as u64);
+        self.at += 1;
+        Ok(Some(frame))
+    }
+
+    fn info(&self) -> facegate_capture::SourceInfo {
+        facegate_capture::SourceInfo::new(facegate_capture::SourceKind::Y4m, "responder")
+            .with_fps(30.0)
+    }
+}
+
+#[test]
+fn a_person_who_answers_the_challenge_is_granted_and_the_prompts_reach_the_sinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(frames) = decode_clip("liveness/videos/real.webm", tmp.path()) else {
+        return;
+    };
+    let clip = &facegate_vision::footage::LIVE_CLIPS[0];
+    assert_eq!(clip.path, "liveness/videos/real.webm");
+    let mut p = pipeline();
+    let policy = policy();
+    let mut store = open_store(&tmp.path().join("state"), &policy);
+    let face = p.embed_largest(&frames[5]).unwrap();
+    let subject = SubjectId::new("emp-live").unwrap();
+    let consent = policy
+        .grant(record(&policy, &subject), SystemClock.now())
+        .unwrap();
+    store
+        .enroll(&consent, &[face.embedding.unwrap()], p.model_id())
+        .unwrap();
+    let mut config = engine_config(&p, &policy);
+    assert_eq!(config.liveness.mode, ChallengeMode::Always);
+    // This footage shows turns only: the challenge asks for turns.
+    config.liveness.challenge.actions = vec![
+        facegate_vision::Action::TurnLeft,
+        facegate_vision::Action::TurnRight,
+    ];
+    let sink = MemorySink::new();
+    let gate = DryRun::new();
+    let source_sink = sink.clone();
+    let opener: facegate_engine::SourceOpener = Box::new(move || {
+        Ok(Box::new(Responder {
+            frames: frames.clone(),
+            clip,
+            sink: source_sink.clone(),
+            seen: 0,
+            at: 0,
+            index: 0,
+            react_at: None,
+            playing: None,
+        }) as Box<dyn FrameSource>)
+    });
+    let mut engine = Engine::new(config, &mut *p, store)
+        .unwrap()
+        .with_source_opener(opener)
+        .with_gate(Box::new(gate.clone()))
+        .with_sink(Box::new(sink.clone()));
+    let summary = engine.run().unwrap();
+    let events = sink.events();
+    let prompts = sink.prompts();
+    println!(
+        "responder: {} frames, {} prompts {:?}, {:?}",
+        summary.frames_processed,
+        prompts.len(),
+        prompts.iter().map(|p| p.prompt).collect::<Vec<_>>(),
+        outcomes(&events)
+    );
+    assert_eq!(prompts.len(), 3, "three steps, one prompt each");
+    assert!(
+        prompts
+            .iter()
+            .all(|p| p.steps == 3 && p.respond_within_ms == 2500)
+    );
+    assert_eq!(
+        prompts.iter().map(|p| p.step).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let granted: Vec<_> = events
+        .iter()
+        .filter(|e| e.outcome == Outcome::Granted)
+        .collect();
+    assert_eq!(granted.len(), 1, "{:?}", outcomes(&events));
+    assert_eq!(granted[0].subject.as_ref(), Some(&subject));
+    assert_eq!(gate.pulses().len(), 1);
+    // Nothing was embedded before the face was found live: the embeddings are the agreeing
+    // attempts after the challenge only.
+    assert!(summary.embeddings <= 3, "{summary:?}");
+}

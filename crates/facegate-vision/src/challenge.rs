@@ -298,9 +298,9 @@ impl ChallengeRun {
 
     pub fn status(&self) -> ChallengeStatus {
         match self.phase {
-            Phase::Settling { .. } | Phase::Pausing { .. } => {
-                ChallengeStatus::Waiting { step: self.step }
-            }
+            Phase::Settling { .. } | Phase::Pausing { .. } => ChallengeStatus::Waiting {
+                step: self.step.min(self.challenge.steps.len().saturating_sub(1)),
+            },
             Phase::Prompted { since, .. } => ChallengeStatus::Prompt {
                 step: self.step,
                 action: self.challenge.steps[self.step].0,
@@ -330,6 +330,9 @@ impl ChallengeRun {
                 let since = since.unwrap_or(t);
                 if t.saturating_sub(since) > SETTLE_LIMIT {
                     Phase::Failed(ChallengeFailure::NotSteady)
+                } else if self.steady(t) && self.step == self.challenge.steps.len() {
+                    // Every step answered and the face back, looking at the camera.
+                    Phase::Done
                 } else if self.steady(t) {
                     let gap = self.challenge.steps[self.step].1;
                     Phase::Pausing { at: t + gap }
@@ -449,11 +452,8 @@ impl ChallengeRun {
             };
         }
         self.step += 1;
-        if self.step == self.challenge.steps.len() {
-            Phase::Done
-        } else {
-            Phase::Settling { since: Some(t) }
-        }
+        // After the last step too: the challenge passes once the face is back and still.
+        Phase::Settling { since: Some(t) }
     }
 
     /// The face held still over the last [`SETTLE`], and (after a turn) is back near where it

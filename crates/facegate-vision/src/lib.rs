@@ -19,6 +19,7 @@ pub mod detector;
 pub mod embedder;
 mod error;
 pub mod eval;
+pub mod footage;
 pub mod landmarks;
 pub mod liveness;
 pub mod manifest;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use facegate_capture::{FrameSource, Y4mSource};
 use facegate_types::Frame;
+use facegate_vision::footage::{LIVE_CLIPS, REPLAYS};
 use facegate_vision::{
     Action, ChallengeMode, ChallengeStatus, FaceSample, LiveStatus, LivenessConfig,
     LivenessSession, Pipeline, StageTimings,
@@ -94,86 +95,6 @@ impl Footage {
         a
     }
 }
-
-/// The live clips, and where in them the person holds still and acts (0-based frames).
-/// real.webm's turns were located with the npm package's head-pose model `fr_pose` (which the
-/// runtime does not use) frame by frame and agree with the landmark turn; winks_d7's closures
-/// are the times in ../shared/eval/README.md (both eyes 2.3-2.9 s and 3.2-4.1 s, the left eye
-/// 1.4-1.8 s).
-struct LiveClip {
-    path: &'static str,
-    neutral: &'static [Range<usize>],
-    segments: &'static [(Action, Range<usize>)],
-}
-
-const LIVE_CLIPS: &[LiveClip] = &[
-    LiveClip {
-        path: "liveness/videos/real.webm",
-        neutral: &[0..20, 141..170, 237..249, 333..350],
-        segments: &[
-            (Action::TurnLeft, 24..49),
-            (Action::TurnLeft, 75..97),
-            (Action::TurnRight, 48..76),
-            (Action::TurnRight, 192..238),
-            (Action::TurnRight, 270..316),
-        ],
-    },
-    LiveClip {
-        path: "blink/winks_d7.mp4",
-        neutral: &[8..21, 130..177],
-        segments: &[
-            (Action::Blink, 60..93),
-            (Action::Blink, 92..128),
-            (Action::Blink, 36..58),
-        ],
-    },
-    LiveClip {
-        path: "attacks/person_l_live.mp4",
-        neutral: &[],
-        segments: &[],
-    },
-    LiveClip {
-        path: "blink/talking_head_aoc.mp4",
-        neutral: &[],
-        segments: &[],
-    },
-    LiveClip {
-        path: "blink/talking_head_kh.mp4",
-        neutral: &[],
-        segments: &[],
-    },
-    LiveClip {
-        path: "blink/selfie_blinks.mp4",
-        neutral: &[],
-        segments: &[],
-    },
-    LiveClip {
-        path: "blink/vlog_blinks.mp4",
-        neutral: &[],
-        segments: &[],
-    },
-    LiveClip {
-        path: "headturn/no_turn_d8.mp4",
-        neutral: &[],
-        segments: &[],
-    },
-    LiveClip {
-        path: "headturn/no_turn_expressions_d6.mp4",
-        neutral: &[],
-        segments: &[],
-    },
-    LiveClip {
-        path: "headturn/interview_turns_320x240.avi",
-        neutral: &[],
-        segments: &[],
-    },
-];
-
-const REPLAYS: &[&str] = &[
-    "liveness/videos/fake.webm",
-    "attacks/person_l_phone_replay.mp4",
-    "attacks/phone_photos_replay.mp4",
-];
 
 /// The result of one presentation.
 #[derive(Debug, Clone, Copy)]
