@@ -64,7 +64,7 @@ pub use capture::{
     StreamEnd,
 };
 pub use config::{
-    CredentialMode, DEFAULT_LIVENESS_THRESHOLD, DEFAULT_UNKNOWN_RETRY, EngineConfig,
+    CredentialMode, DEFAULT_LIVENESS_THRESHOLD, DEFAULT_UNKNOWN_RETRY, EngineConfig, FpirRule,
     UNKNOWN_RETRY_RANGE,
 };
 pub use credential::Credential;

@@ -2,7 +2,7 @@
 //!
 //! It owns the model manifest (hashes, shapes, preprocessing, calibrated thresholds), the ONNX
 //! Runtime environment with one global thread pool, and the stages that turn a [`Frame`] into
-//! face templates: UltraFace detection with NMS, 68-point landmarks reduced to five, the 4-DoF
+//! face templates: UltraFace detection with NMS (CenterFace as the fallback for photos), 68-point landmarks reduced to five, the 4-DoF
 //! similarity alignment to the ArcFace template, the 512-d embedder, passive liveness, quality
 //! (size, blur, exposure, rough pose) and an IoU tracker, composed in [`Pipeline`]. Models are
 //! checked once when loaded; the per-frame path reuses its buffers.
@@ -13,6 +13,7 @@
 //! [`Frame`]: facegate_types::Frame
 
 pub mod align;
+pub mod centerface;
 pub mod detector;
 pub mod embedder;
 mod error;
@@ -20,6 +21,7 @@ pub mod eval;
 pub mod landmarks;
 pub mod liveness;
 pub mod manifest;
+pub mod photo;
 pub mod pipeline;
 pub mod plausible;
 pub mod preprocess;
@@ -33,7 +35,10 @@ pub use error::VisionError;
 pub use landmarks::LandmarkLocator;
 pub use liveness::LivenessDetector;
 pub use manifest::{CalibrationPoint, Manifest, ModelSpec, Role};
-pub use pipeline::{AnalyseOptions, FaceAnalysis, Pipeline, StageTimings, VisionConfig};
+pub use photo::PhotoPass;
+pub use pipeline::{
+    AnalyseOptions, FaceAnalysis, PhotoAnalysis, Pipeline, StageTimings, VisionConfig,
+};
 pub use plausible::{FaceGeometryLimits, Implausible, whole_face};
 pub use quality::{QualityConfig, QualityIssue, QualityReport};
 pub use runtime::{DISABLE_TELEMETRY_VAR, MAX_INTRA_THREADS, RuntimeConfig};
