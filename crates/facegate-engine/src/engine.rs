@@ -814,7 +814,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                     let attempt = Attempt::from_identification(
                         ident.best().map(|h| (&h.subject, h.score)),
                         ident.second_identity_score,
-                        self.config.threshold,
+                        self.config.identification_threshold(gallery.len()),
                         self.config.margin,
                     );
                     Some((attempt, Some(ident)))

@@ -63,7 +63,9 @@ pub use capture::{
     CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
     StreamEnd,
 };
-pub use config::{CredentialMode, DEFAULT_UNKNOWN_RETRY, EngineConfig, UNKNOWN_RETRY_RANGE};
+pub use config::{
+    CredentialMode, DEFAULT_UNKNOWN_RETRY, EngineConfig, FpirRule, UNKNOWN_RETRY_RANGE,
+};
 pub use credential::Credential;
 pub use decision::{
     Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, PromptEvent,

@@ -306,7 +306,16 @@ pub struct RawMatching {
     /// Consecutive frames that must agree before a decision.
     #[serde(default = "default_frames")]
     pub frames_to_agree: u32,
+    /// Identification (1:N): the target false-positive identification rate per attempt; the
+    /// threshold then follows the gallery size (`matching::fpir_threshold`). Unset: 1:N uses
+    /// the `fmr` threshold as 1:1 does.
+    #[serde(default)]
+    pub fpir: Option<f64>,
 }
+
+/// The largest `fpir` accepted: one stranger in ten identified as someone is no operating
+/// point for a gate.
+pub const MAX_FPIR: f64 = 0.1;
 
 fn default_margin() -> f32 {
     0.05
@@ -363,6 +372,8 @@ fmr = 1e-4
 # cosine_override = 0.45            # expert only: raw cosine threshold, wins over fmr
 margin = 0.05
 frames_to_agree = 2
+# fpir = 1e-3                       # 1:N: false-positive identifications per attempt; the
+#                                   # threshold then follows the gallery size (fmr stays for 1:1)
 "#;
 
 impl RawPolicyConfig {
@@ -418,6 +429,7 @@ impl RawPolicyConfig {
                 cosine_override: None,
                 margin: 0.05,
                 frames_to_agree: 2,
+                fpir: None,
             },
         }
     }
@@ -787,6 +799,7 @@ impl FilingPolicy {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatchingPolicy {
     point: OperatingPoint,
+    fpir: Option<f64>,
     fmr: Option<f64>,
     cosine_override: Option<f32>,
     margin: f32,
@@ -848,6 +861,17 @@ impl MatchingPolicy {
                 ),
             });
         }
+        if let Some(fpir) = raw.fpir
+            && !(fpir.is_finite() && fpir > 0.0 && fpir <= MAX_FPIR)
+        {
+            return Err(PolicyError::InvalidOperatingPoint {
+                reason: format!(
+                    "fpir = {fpir} must be a false-positive identification rate in \
+                     (0, {MAX_FPIR:e}], such as 1e-3 (one stranger in 1,000 attempts \
+                     identified as someone)"
+                ),
+            });
+        }
         if raw.frames_to_agree == 0 || raw.frames_to_agree > MAX_FRAMES_TO_AGREE {
             return Err(PolicyError::InvalidOperatingPoint {
                 reason: format!(
@@ -858,6 +882,7 @@ impl MatchingPolicy {
         }
         Ok(Self {
             point,
+            fpir: raw.fpir,
             fmr: raw.fmr,
             cosine_override: raw.cosine_override,
             margin: raw.margin,
@@ -867,6 +892,13 @@ impl MatchingPolicy {
 
     pub fn fmr(&self) -> Option<f64> {
         self.fmr
+    }
+    /// The 1:N target, when set (a cosine override wins over it too).
+    pub fn fpir(&self) -> Option<f64> {
+        match self.point {
+            OperatingPoint::CosineOverride(_) => None,
+            OperatingPoint::Fmr(_) => self.fpir,
+        }
     }
     pub fn cosine_override(&self) -> Option<f32> {
         self.cosine_override
@@ -1363,6 +1395,18 @@ mod tests {
                 frames_to_agree: 31,
                 ..example().matching
             },
+            RawMatching {
+                fpir: Some(0.0),
+                ..example().matching
+            },
+            RawMatching {
+                fpir: Some(0.5),
+                ..example().matching
+            },
+            RawMatching {
+                fpir: Some(f64::NAN),
+                ..example().matching
+            },
         ];
         for m in bad {
             let mut raw = example();
@@ -1380,6 +1424,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(m.operating_point(), OperatingPoint::CosineOverride(0.4));
+        let m = MatchingPolicy::from_raw(RawMatching {
+            fpir: Some(1e-3),
+            ..example().matching
+        })
+        .unwrap();
+        assert_eq!(m.fpir(), Some(1e-3));
+        assert_eq!(m.fmr(), Some(1e-4), "fmr stays for 1:1");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use credential::{
 pub use error::PolicyError;
 pub use filing::{ART15_FILING_THRESHOLD, FilingStatus};
 pub use matching::{
-    IdentifyOutcome, UnknownReason, VerifyOutcome, identification_outcome, resolve_threshold,
-    verification_outcome,
+    FpirThreshold, IdentifyOutcome, UnknownReason, VerifyOutcome, check_calibration, fmr_for_fpir,
+    fpir_threshold, identification_outcome, resolve_threshold, verification_outcome,
 };
 pub use report::{PiaChange, PiaFingerprint, PiaReport, StateSummary, filing_report, pia_report};

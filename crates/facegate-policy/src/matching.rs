@@ -8,34 +8,24 @@ use crate::config::{MatchingPolicy, OperatingPoint};
 /// the difference between `1e-4` and `0.0001` written in two files, nothing more.
 const FMR_RELATIVE_TOLERANCE: f64 = 1e-9;
 
-/// The cosine threshold for the configured operating point.
-///
-/// `calibration` is the model's `(fmr, cosine)` table from `models/manifest.toml`. The expert
-/// `cosine_override` wins when set (with a warning, since it bypasses calibration); otherwise the
-/// configured FMR must be an exact entry of the table. An FMR that is not calibrated is refused
-/// with the list of the ones that are: interpolating between calibration points would claim an
-/// error rate nobody measured.
-pub fn resolve_threshold(
-    calibration: &[(f64, f32)],
-    matching: &MatchingPolicy,
-) -> Result<f32, PolicyError> {
+/// Refuses a calibration table that cannot have been measured on one model: a false-match rate
+/// outside (0, 1) or NaN, a cosine threshold outside (0, 1) or NaN (at or below 0 a stranger who
+/// merely points the same way matches; at or above 1 nobody does), or thresholds that do not
+/// rise as the rate falls. Runs wherever a table is used ([`resolve_threshold`],
+/// [`fpir_threshold`]), so `facegate validate` and start-up refuse such a manifest.
+pub fn check_calibration(calibration: &[(f64, f32)]) -> Result<(), PolicyError> {
     for &(fmr, cosine) in calibration {
         if !(fmr.is_finite() && fmr > 0.0 && fmr < 1.0) {
             return Err(PolicyError::InvalidCalibration {
                 reason: format!("false-match rate {fmr} is not in (0, 1)"),
             });
         }
-        // A threshold at or below 0 accepts faces that merely point the same way as a stranger's
-        // (a cosine of -0.9 identifies everybody); at or above 1 nobody. Neither is a
-        // calibration.
         if !(cosine.is_finite() && cosine > 0.0 && cosine < 1.0) {
             return Err(PolicyError::InvalidCalibration {
                 reason: format!("cosine threshold {cosine} for fmr {fmr:e} is not in (0, 1)"),
             });
         }
     }
-    // A stricter operating point (a lower false-match rate) needs a higher threshold: a table in
-    // which the threshold does not rise as the rate falls was not measured on one model.
     let mut by_rate: Vec<(f64, f32)> = calibration.to_vec();
     by_rate.sort_by(|a, b| b.0.total_cmp(&a.0));
     for pair in by_rate.windows(2) {
@@ -49,6 +39,83 @@ pub fn resolve_threshold(
             });
         }
     }
+    Ok(())
+}
+
+/// The 1:N threshold for a target false-positive identification rate per attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FpirThreshold {
+    /// The cosine threshold applied to the best score.
+    pub cosine: f32,
+    /// The calibrated per-comparison false-match rate it belongs to.
+    pub fmr: f64,
+    /// The per-comparison rate the target needs at this gallery size.
+    pub needed_fmr: f64,
+    /// False when even the strictest calibrated point is looser than `needed_fmr` (the gallery
+    /// outgrew the calibration): `cosine` is then that strictest point's.
+    pub met: bool,
+}
+
+/// The per-comparison false-match rate at which a stranger compared with `gallery_size`
+/// templates is falsely identified with probability `fpir`: `1 - (1 - fpir)^(1/N)` (about
+/// `fpir / N`), treating the comparisons as independent.
+pub fn fmr_for_fpir(fpir: f64, gallery_size: usize) -> f64 {
+    let n = gallery_size.max(1) as f64;
+    -((-fpir).ln_1p() / n).exp_m1()
+}
+
+/// The identification threshold for `fpir` at `gallery_size` templates: the calibrated point
+/// with the largest false-match rate that is at most [`fmr_for_fpir`] (the next stricter point
+/// when the rate falls between two; no interpolation, so the promise holds at the measured
+/// points). The table is checked first ([`check_calibration`]).
+pub fn fpir_threshold(
+    calibration: &[(f64, f32)],
+    fpir: f64,
+    gallery_size: usize,
+) -> Result<FpirThreshold, PolicyError> {
+    check_calibration(calibration)?;
+    if !(fpir.is_finite() && fpir > 0.0 && fpir < 1.0) {
+        return Err(PolicyError::InvalidOperatingPoint {
+            reason: format!("fpir = {fpir} is not a rate in (0, 1)"),
+        });
+    }
+    let needed = fmr_for_fpir(fpir, gallery_size);
+    let eligible = calibration
+        .iter()
+        .filter(|(fmr, _)| *fmr <= needed * (1.0 + FMR_RELATIVE_TOLERANCE))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let strictest = calibration.iter().min_by(|a, b| a.0.total_cmp(&b.0));
+    match (eligible, strictest) {
+        (Some(&(fmr, cosine)), _) => Ok(FpirThreshold {
+            cosine,
+            fmr,
+            needed_fmr: needed,
+            met: true,
+        }),
+        (None, Some(&(fmr, cosine))) => Ok(FpirThreshold {
+            cosine,
+            fmr,
+            needed_fmr: needed,
+            met: false,
+        }),
+        (None, None) => Err(PolicyError::InvalidCalibration {
+            reason: "the model has no calibration table, so no fpir can be met".to_owned(),
+        }),
+    }
+}
+
+/// The cosine threshold for the configured operating point.
+///
+/// `calibration` is the model's `(fmr, cosine)` table from `models/manifest.toml`. The expert
+/// `cosine_override` wins when set (with a warning, since it bypasses calibration); otherwise the
+/// configured FMR must be an exact entry of the table. An FMR that is not calibrated is refused
+/// with the list of the ones that are: interpolating between calibration points would claim an
+/// error rate nobody measured.
+pub fn resolve_threshold(
+    calibration: &[(f64, f32)],
+    matching: &MatchingPolicy,
+) -> Result<f32, PolicyError> {
+    check_calibration(calibration)?;
     match matching.operating_point() {
         OperatingPoint::CosineOverride(cosine) => {
             tracing::warn!(
@@ -162,6 +229,7 @@ mod tests {
             cosine_override,
             margin: 0.05,
             frames_to_agree: 2,
+            fpir: None,
         })
         .unwrap()
     }
@@ -233,6 +301,49 @@ mod tests {
                 PolicyError::InvalidCalibration { .. }
             ));
         }
+    }
+
+    const DEEP: [(f64, f32); 6] = [
+        (1e-2, 0.24),
+        (1e-3, 0.33),
+        (1e-4, 0.41),
+        (1e-5, 0.47),
+        (1e-6, 0.53),
+        (1e-7, 0.58),
+    ];
+
+    #[test]
+    fn fpir_follows_the_gallery_size() {
+        // FMR = 1 - (1 - FPIR)^(1/N): about FPIR / N.
+        assert!((fmr_for_fpir(1e-3, 1) - 1e-3).abs() < 1e-15);
+        assert!((fmr_for_fpir(1e-3, 1000) / 1e-6 - 1.0).abs() < 1e-3);
+        assert_eq!(fmr_for_fpir(1e-3, 0), fmr_for_fpir(1e-3, 1));
+        let at = |n| fpir_threshold(&DEEP, 1e-3, n).unwrap();
+        // One template: FMR 1e-3 exactly.
+        assert_eq!((at(1).fmr, at(1).cosine), (1e-3, 0.33));
+        // 100 templates need 1e-5; 200 need 5e-6, so the stricter 1e-6 is taken.
+        assert_eq!(at(100).cosine, 0.47);
+        assert_eq!(at(200).cosine, 0.53);
+        assert_eq!(at(10_000).cosine, 0.58);
+        assert!(at(10_000).met);
+        // Beyond the calibration: the strictest point, flagged.
+        let far = at(100_000);
+        assert!(!far.met && far.cosine == 0.58 && far.needed_fmr < 1e-7);
+        // The threshold never falls as the gallery grows.
+        let mut last = 0.0;
+        for n in [1, 2, 10, 99, 100, 101, 1000, 5000, 20_000, 1_000_000] {
+            let c = at(n).cosine;
+            assert!(c >= last, "{n}: {c} < {last}");
+            last = c;
+        }
+        assert!(fpir_threshold(&DEEP, 0.0, 10).is_err());
+        assert!(fpir_threshold(&DEEP, f64::NAN, 10).is_err());
+        assert!(fpir_threshold(&[], 1e-3, 10).is_err());
+        // An implausible table is refused here too.
+        assert!(matches!(
+            fpir_threshold(&[(1e-3, 0.5), (1e-4, 0.4)], 1e-3, 10).unwrap_err(),
+            PolicyError::InvalidCalibration { .. }
+        ));
     }
 
     #[test]

@@ -109,6 +109,11 @@ impl UltraFace {
     pub fn session(&self) -> &ModelSession {
         &self.session
     }
+
+    /// Width over height of the model input (the whole frame is resized to it).
+    pub fn input_aspect(&self) -> f32 {
+        self.input_w as f32 / self.input_h as f32
+    }
 }
 
 impl FaceDetector for UltraFace {

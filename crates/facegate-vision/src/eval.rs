@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use facegate_types::BBox;
+use facegate_types::{BBox, Frame};
 
 use crate::VisionError;
 
@@ -238,6 +238,176 @@ pub fn tar_at_far(scores: &[(f32, bool)], far: f64) -> (f64, f32) {
     (tar, t)
 }
 
+/// Width and height of the ID-photo protocol's crop: the centre of a 250x250 LFW image cut so
+/// that the face fills it (forehead and chin cut), as a site's staff photos often are.
+pub const TIGHT_CROP: (u32, u32) = (84, 100);
+
+/// The contrast gain of the ID-photo protocol (about the crop's mean grey, clipped to 0..=255).
+pub const TIGHT_CROP_GAIN: f32 = 1.8;
+
+/// The ID-photo protocol's version of an LFW image: the centre [`TIGHT_CROP`], grey
+/// (BT.601 weights), contrast stretched by [`TIGHT_CROP_GAIN`] about its mean with clipping
+/// (hard light). `None` when the frame is smaller than the crop.
+pub fn tight_grey_crop(frame: &Frame) -> Option<Frame> {
+    let (cw, ch) = TIGHT_CROP;
+    if frame.width() < cw || frame.height() < ch {
+        return None;
+    }
+    let (x0, y0) = ((frame.width() - cw) / 2, (frame.height() - ch) / 2);
+    let mut grey = Vec::with_capacity((cw * ch) as usize);
+    for y in y0..y0 + ch {
+        let row = &frame.row(y)[x0 as usize * 3..(x0 + cw) as usize * 3];
+        grey.extend(
+            row.chunks_exact(3).map(|p| {
+                0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])
+            }),
+        );
+    }
+    let mean = grey.iter().sum::<f32>() / grey.len() as f32;
+    let data: Vec<u8> = grey
+        .iter()
+        .flat_map(|g| {
+            let v = ((g - mean) * TIGHT_CROP_GAIN + mean)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+            [v, v, v]
+        })
+        .collect();
+    Frame::from_rgb8(cw, ch, data).ok()
+}
+
+/// The score given to a pair with an image in which no face was found: it is an error at
+/// every threshold (a same pair scores below any cosine, a different pair above any), so an
+/// evaluation counts it against the pipeline instead of scoring a guessed box.
+pub fn unscorable(same: bool) -> f32 {
+    if same { -2.0 } else { 2.0 }
+}
+
+/// One LFW image: its identity (the folder name) and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LfwImage {
+    pub identity: String,
+    pub path: PathBuf,
+}
+
+/// Every `.jpg` under `images/<Name>/`, sorted by identity and file name.
+pub fn lfw_images(images: &Path) -> Result<Vec<LfwImage>, VisionError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VisionError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(images)
+        .map_err(io(images))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let identity = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("jpg")))
+            .collect();
+        files.sort();
+        out.extend(files.into_iter().map(|path| LfwImage {
+            identity: identity.clone(),
+            path,
+        }));
+    }
+    Ok(out)
+}
+
+/// The open-set split of LFW: the first image of every identity (sorted by name) is the pool of
+/// enrolled photos and strangers' probes; every other image, except those named in `exclude`
+/// (the images the tests use), is the calibration set. The two never share an image, so the
+/// galleries measured with the first never saw the impostor scores calibrated on the second.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LfwSplit {
+    /// Indices into the image list: the first image of each identity.
+    pub firsts: Vec<usize>,
+    /// Indices of the calibration images.
+    pub calibration: Vec<usize>,
+    /// Images left out because `exclude` names them.
+    pub excluded: usize,
+}
+
+pub fn lfw_split(images: &[LfwImage], exclude: &std::collections::HashSet<PathBuf>) -> LfwSplit {
+    let mut split = LfwSplit::default();
+    for (i, img) in images.iter().enumerate() {
+        let first = i == 0 || images[i - 1].identity != img.identity;
+        if first {
+            split.firsts.push(i);
+        } else if exclude.contains(&img.path) {
+            split.excluded += 1;
+        } else {
+            split.calibration.push(i);
+        }
+    }
+    split
+}
+
+/// The false-match rates `facegate eval calibrate` measures: 1, 2 and 5 per decade from 1e-2
+/// down to 1e-7.
+pub const CALIBRATION_FMRS: [f64; 16] = [
+    1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 5e-7, 2e-7, 1e-7,
+];
+
+/// One measured operating point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationRow {
+    pub fmr: f64,
+    pub cosine: f32,
+    /// Impostor pairs scoring strictly above `cosine`.
+    pub above: u64,
+    /// All impostor pairs.
+    pub pairs: u64,
+    /// One-sided 95 % upper bound of the true false-match rate given `above` of `pairs`.
+    pub fmr_upper95: f64,
+}
+
+/// The one-sided 95 % upper confidence bound of a rate after `k` events in `n` trials (Poisson,
+/// with the Wilson-Hilferty approximation of the chi-square quantile: within 1 % of the exact
+/// bound from k = 0 on).
+pub fn upper95(k: u64, n: u64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let nu = 2.0 * k as f64 + 2.0;
+    let a = 2.0 / (9.0 * nu);
+    let chi2 = nu * (1.0 - a + 1.644_853_6 * a.sqrt()).powi(3);
+    (chi2 / 2.0 / n as f64).min(1.0)
+}
+
+/// Thresholds at each of `fmrs` from the impostor scores above some floor (`top`, any order)
+/// out of `total` impostor pairs, as [`threshold_at_fmr`] picks them. `None` when `top` holds
+/// too few scores for the loosest rate (the floor was too high).
+pub fn calibrate_from_top(
+    mut top: Vec<f32>,
+    total: u64,
+    fmrs: &[f64],
+) -> Option<Vec<CalibrationRow>> {
+    top.sort_by(|a, b| b.total_cmp(a));
+    let mut rows = Vec::with_capacity(fmrs.len());
+    for &fmr in fmrs {
+        let allowed = (fmr * total as f64).floor() as usize;
+        let cosine = *top.get(allowed)?;
+        let above = top.iter().take_while(|s| **s > cosine).count() as u64;
+        rows.push(CalibrationRow {
+            fmr,
+            cosine,
+            above,
+            pairs: total,
+            fmr_upper95: upper95(above, total),
+        });
+    }
+    Some(rows)
+}
+
 /// One WIDER FACE ground-truth box with its subset membership.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WiderBox {
@@ -432,6 +602,85 @@ mod tests {
         let (tar, t) = tar_at_far(&s, 0.001);
         assert!((t - 0.499).abs() < 1e-6, "{t}"); // one impostor (0.4995) above it: FMR 1e-3
         assert_eq!(tar, 0.5);
+    }
+
+    #[test]
+    fn the_tight_crop_is_the_grey_centre_with_harsh_contrast() {
+        // A 250x250 frame whose red channel is the column and green the row.
+        let mut data = Vec::with_capacity(250 * 250 * 3);
+        for y in 0..250u32 {
+            for x in 0..250u32 {
+                data.extend([x as u8, y as u8, 100]);
+            }
+        }
+        let f = Frame::from_rgb8(250, 250, data).unwrap();
+        let c = tight_grey_crop(&f).unwrap();
+        assert_eq!((c.width(), c.height()), TIGHT_CROP);
+        let px = |x: u32, y: u32| &c.row(y)[x as usize * 3..x as usize * 3 + 3];
+        assert!(px(10, 20).iter().all(|v| *v == px(10, 20)[0]), "grey");
+        // Grey of the crop's first pixel (frame 83, 75) and the crop's mean, stretched by 1.8.
+        let g = |x: f32, y: f32| 0.299 * x + 0.587 * y + 0.114 * 100.0;
+        let mean = g(83.0 + 41.5, 75.0 + 49.5);
+        let want = ((g(83.0, 75.0) - mean) * TIGHT_CROP_GAIN + mean).round();
+        assert!(
+            (f32::from(px(0, 0)[0]) - want).abs() <= 1.0,
+            "{:?} vs {want}",
+            px(0, 0)
+        );
+        assert!(
+            tight_grey_crop(&Frame::from_rgb8(80, 80, vec![0; 80 * 80 * 3]).unwrap()).is_none()
+        );
+        // Unscorable pairs are wrong at any threshold.
+        for t in [-1.0, 0.0, 0.4, 1.0] {
+            assert_eq!(
+                accuracy_at(&[(unscorable(true), true), (unscorable(false), false)], t),
+                0.0
+            );
+        }
+    }
+
+    #[test]
+    fn calibration_from_the_top_scores_matches_the_full_sort() {
+        let all: Vec<f32> = (0..100_000)
+            .map(|i| ((i * 7919) % 100_000) as f32 / 1e5)
+            .collect();
+        let fmrs = [1e-2, 1e-3, 1e-4];
+        let top: Vec<f32> = all.iter().copied().filter(|s| *s > 0.9).collect();
+        let rows = calibrate_from_top(top, all.len() as u64, &fmrs).unwrap();
+        for r in &rows {
+            assert_eq!(Some(r.cosine), threshold_at_fmr(&all, r.fmr));
+            assert!(r.above as f64 <= r.fmr * all.len() as f64);
+            assert!(r.fmr_upper95 > r.above as f64 / 1e5);
+        }
+        // A floor above the loosest threshold cannot calibrate it.
+        let top: Vec<f32> = all.iter().copied().filter(|s| *s > 0.995).collect();
+        assert!(calibrate_from_top(top, all.len() as u64, &fmrs).is_none());
+        // Known Poisson bounds: k = 0 -> 3.00 / n, k = 2 -> 6.30 / n, k = 10 -> 17.0 / n.
+        for (k, b) in [(0, 2.996), (2, 6.296), (10, 16.96)] {
+            let got = upper95(k, 1_000_000) * 1e6;
+            assert!((got - b).abs() / b < 0.01, "k {k}: {got} vs {b}");
+        }
+    }
+
+    #[test]
+    fn the_lfw_split_keeps_first_images_apart_from_calibration() {
+        let img = |id: &str, n: u32| LfwImage {
+            identity: id.into(),
+            path: PathBuf::from(format!("/{id}/{id}_{n:04}.jpg")),
+        };
+        let images = vec![
+            img("A", 1),
+            img("A", 2),
+            img("A", 3),
+            img("B", 1),
+            img("C", 1),
+            img("C", 2),
+        ];
+        let exclude = [PathBuf::from("/A/A_0003.jpg")].into_iter().collect();
+        let s = lfw_split(&images, &exclude);
+        assert_eq!(s.firsts, vec![0, 3, 4]);
+        assert_eq!(s.calibration, vec![1, 5]);
+        assert_eq!(s.excluded, 1);
     }
 
     #[test]

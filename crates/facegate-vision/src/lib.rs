@@ -2,7 +2,7 @@
 //!
 //! It owns the model manifest (hashes, shapes, preprocessing, calibrated thresholds), the ONNX
 //! Runtime environment with one global thread pool, and the stages that turn a [`Frame`] into
-//! face templates: UltraFace detection with NMS, 68-point landmarks reduced to five, the 4-DoF
+//! face templates: UltraFace detection with NMS (CenterFace as the fallback for photos), 68-point landmarks reduced to five, the 4-DoF
 //! similarity alignment to the ArcFace template, the 512-d embedder, passive liveness, quality
 //! (size, blur, exposure, rough pose) and an IoU tracker, composed in [`Pipeline`]. Models are
 //! checked once when loaded; the per-frame path reuses its buffers.
@@ -13,6 +13,7 @@
 //! [`Frame`]: facegate_types::Frame
 
 pub mod align;
+pub mod centerface;
 pub mod challenge;
 pub mod cues;
 pub mod detector;
@@ -23,6 +24,7 @@ pub mod footage;
 pub mod landmarks;
 pub mod liveness;
 pub mod manifest;
+pub mod photo;
 pub mod pipeline;
 pub mod plausible;
 pub mod preprocess;
@@ -40,8 +42,9 @@ pub use liveness::{
     ChallengeMode, LiveStatus, LivenessConfig, LivenessDetector, LivenessSession, SpoofReason,
 };
 pub use manifest::{CalibrationPoint, Manifest, ModelSpec, Role};
+pub use photo::PhotoPass;
 pub use pipeline::{
-    AnalyseOptions, FaceAnalysis, Pipeline, PreparedFace, StageTimings, VisionConfig,
+    AnalyseOptions, FaceAnalysis, PhotoAnalysis, Pipeline, PreparedFace, StageTimings, VisionConfig,
 };
 pub use plausible::{FaceGeometryLimits, Implausible, whole_face};
 pub use quality::{QualityConfig, QualityIssue, QualityReport};

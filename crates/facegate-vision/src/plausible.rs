@@ -38,6 +38,10 @@ pub enum Implausible {
     /// The landmarks move when the landmark model sees the box's surroundings too: the box holds
     /// part of a face (the model draws a whole face into whatever box it is given).
     Fragment,
+    /// A face found only once the photo had a margin, which the second detector does not find
+    /// with the same eyes, nose and mouth (a part of a face on a grey margin looks like a tight
+    /// ID photo to one model; two independent models agree on a real one).
+    DetectorsDisagree,
 }
 
 impl Implausible {
@@ -56,6 +60,9 @@ impl Implausible {
             Self::Asymmetric => "eyes, nose and mouth are not arranged like a face",
             Self::Fragment => {
                 "the box holds part of a face only (the landmarks move when the surroundings are seen)"
+            }
+            Self::DetectorsDisagree => {
+                "the face fills the photo and the second detector does not confirm it (part of a face?)"
             }
         }
     }

@@ -266,6 +266,7 @@ fn enrollment_sample(
     path: &Path,
     max_pixels: u64,
     choice: FaceChoice,
+    id_photo: bool,
 ) -> Result<Embedding> {
     use facegate_vision::AnalyseOptions;
     let frame = super::read_image(path, max_pixels)?;
@@ -275,12 +276,25 @@ fn enrollment_sample(
         liveness: false,
         max_faces: 64,
     };
-    pipeline
-        .analyse(&frame, opts, &mut faces)
-        .with_context(|| format!("{}: analysing the faces", path.display()))?;
+    // An ID photo: with a margin and the fallback detector when the face fills the picture;
+    // the faces' coordinates are in `photo.frame`. Otherwise the photo as it is, as before.
+    let photo = if id_photo {
+        pipeline.analyse_photo(&frame, opts, &mut faces)
+    } else {
+        pipeline.analyse_direct(&frame, opts, &mut faces)
+    }
+    .with_context(|| format!("{}: analysing the faces", path.display()))?;
     let n = faces.len();
     let face = match (choice, n) {
-        (_, 0) => bail!("{}: no face found; take another photo", path.display()),
+        (_, 0) => bail!(
+            "{}: no face found; take another photo{}",
+            path.display(),
+            if id_photo {
+                ""
+            } else {
+                " (for an ID photo whose face fills the picture, --id-photo)"
+            }
+        ),
         (FaceChoice::Only, 1) => faces.swap_remove(0),
         (FaceChoice::Only, _) => bail!(
             "{}: {n} faces found; enroll one person per photo, or pick one with --face N \
@@ -320,7 +334,7 @@ fn enrollment_sample(
         );
     }
     if let Err(why) = pipeline
-        .check_whole_face(&frame, &face, &FaceGeometryLimits::default())
+        .check_photo_face(&photo, &face, &FaceGeometryLimits::default())
         .with_context(|| format!("{}: checking the face", path.display()))?
     {
         bail!(
@@ -382,6 +396,7 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
                     path,
                     loaded.config.max_pixels,
                     choice,
+                    args.id_photo,
                 )?);
             }
             v
@@ -739,13 +754,13 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode> {
 }
 
 pub fn identify(cli: &Cli, args: &IdentifyArgs) -> Result<ExitCode> {
-    let (loaded, mut store, e, threshold) = probe(cli, &args.image)?;
+    let (loaded, mut store, e, _) = probe(cli, &args.image)?;
     let margin = loaded.config.policy.matching().margin();
-    let result =
-        store
-            .gallery()
-            .context("gallery not loaded")?
-            .identify(&e, 5, SearchMode::Auto)?;
+    let gallery = store.gallery().context("gallery not loaded")?;
+    let threshold = loaded
+        .config
+        .identification_threshold(&loaded.manifest, gallery.len())?;
+    let result = gallery.identify(&e, 5, SearchMode::Auto)?;
     let best = result.hits.first().cloned();
     let outcome = best
         .as_ref()

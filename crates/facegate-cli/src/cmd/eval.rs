@@ -1,7 +1,7 @@
 //! `facegate eval`: accuracy on labelled data (LFW, WIDER FACE, deepface pairs) and threshold
 //! calibration. Data stays where it is (`../shared/eval` by default); nothing is copied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,10 +9,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use facegate_types::{BBox, Embedding, Frame};
 use facegate_vision::eval::{self as metrics, Pair};
-use facegate_vision::{AnalyseOptions, Detection, Pipeline, StageTimings};
+use facegate_vision::{AnalyseOptions, PhotoPass, Pipeline, StageTimings};
 use serde_json::json;
 
-use crate::cli::{CalibrateArgs, Cli, EvalCommand, LfwArgs, PairsArgs, WiderArgs};
+use crate::cli::{
+    CalibrateArgs, Cli, EvalCommand, FpirArgs, LfwArgs, PairsArgs, TightCrop, WiderArgs,
+};
+use crate::config::Config;
 use crate::output::progress;
 
 pub fn run(cli: &Cli, cmd: &EvalCommand) -> Result<ExitCode> {
@@ -22,6 +25,7 @@ pub fn run(cli: &Cli, cmd: &EvalCommand) -> Result<ExitCode> {
         EvalCommand::Pairs(a) => pairs(cli, a),
         EvalCommand::Calibrate(a) => calibrate(cli, a),
         EvalCommand::Liveness(a) => super::liveness_eval::run(cli, a),
+        EvalCommand::Fpir(a) => fpir(cli, a),
     }
 }
 
@@ -35,32 +39,70 @@ fn require(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The face an LFW-style image is about: the detection nearest the centre among the large ones;
-/// when the detector finds none, a centred box (LFW crops are centred on the face).
-fn embed_centre_face(pipeline: &mut Pipeline, frame: &Frame) -> Result<(Embedding, bool)> {
-    let (cx, cy) = (frame.width() as f32 / 2.0, frame.height() as f32 / 2.0);
-    let dets = pipeline.detect(frame)?.to_vec();
-    let largest = dets.iter().map(|d| d.bbox.area()).fold(0.0f32, f32::max);
-    let pick = dets
+/// How the images of an evaluation were looked at.
+#[derive(Debug, Clone, Copy, Default)]
+struct Looks {
+    /// The ID-photo protocol (`eval::tight_grey_crop`) instead of the image.
+    tight_crop: bool,
+    /// The detector alone, no margin and no fallback.
+    direct_only: bool,
+}
+
+/// How many images each look found their face in, and how many had none.
+#[derive(Debug, Clone, Copy, Default)]
+struct LookCounts {
+    direct: usize,
+    margin: usize,
+    fallback: usize,
+    no_face: usize,
+}
+
+/// The face an LFW-style image is about, found as a photo is ([`Pipeline::analyse_photo`]):
+/// the detection nearest the centre among the large ones. `None` when no face is found; there
+/// is no guessed box.
+fn embed_centre_face(
+    pipeline: &mut Pipeline,
+    frame: &Frame,
+    looks: Looks,
+) -> Result<Option<(Embedding, PhotoPass)>> {
+    let tight;
+    let frame = if looks.tight_crop {
+        tight = metrics::tight_grey_crop(frame).context("image smaller than the tight crop")?;
+        &tight
+    } else {
+        frame
+    };
+    let look = AnalyseOptions {
+        embed: false,
+        liveness: false,
+        max_faces: 16,
+    };
+    let mut faces = Vec::new();
+    let (photo, pass) = if looks.direct_only {
+        pipeline.analyse(frame, look, &mut faces)?;
+        (std::borrow::Cow::Borrowed(frame), PhotoPass::Direct)
+    } else {
+        let p = pipeline.analyse_photo(frame, look, &mut faces)?;
+        (p.frame, p.pass)
+    };
+    // The photo sits centred on its margin, so the centre is the photo's either way.
+    let (cx, cy) = (photo.width() as f32 / 2.0, photo.height() as f32 / 2.0);
+    let largest = faces
         .iter()
-        .filter(|d| d.bbox.area() >= 0.3 * largest)
+        .map(|f| f.detection.bbox.area())
+        .fold(0.0f32, f32::max);
+    let pick = faces
+        .iter()
+        .filter(|f| f.detection.bbox.area() >= 0.3 * largest)
         .min_by(|a, b| {
-            let da = (a.bbox.center().x - cx).powi(2) + (a.bbox.center().y - cy).powi(2);
-            let db = (b.bbox.center().x - cx).powi(2) + (b.bbox.center().y - cy).powi(2);
-            da.total_cmp(&db)
+            let d = |f: &facegate_vision::FaceAnalysis| {
+                let c = f.detection.bbox.center();
+                (c.x - cx).powi(2) + (c.y - cy).powi(2)
+            };
+            d(a).total_cmp(&d(b))
         });
-    let (det, fallback) = match pick {
-        Some(d) => (*d, false),
-        None => {
-            let (w, h) = (frame.width() as f32, frame.height() as f32);
-            (
-                Detection {
-                    bbox: BBox::new(0.3 * w, 0.28 * h, 0.7 * w, 0.76 * h),
-                    score: 0.0,
-                },
-                true,
-            )
-        }
+    let Some(face) = pick else {
+        return Ok(None);
     };
     let mut t = StageTimings::default();
     let opts = AnalyseOptions {
@@ -68,55 +110,76 @@ fn embed_centre_face(pipeline: &mut Pipeline, frame: &Frame) -> Result<(Embeddin
         liveness: false,
         max_faces: 1,
     };
-    let face = pipeline.analyse_face(frame, det, opts, &mut t)?;
-    Ok((face.embedding.context("no embedding")?, fallback))
+    let face = pipeline.analyse_face(&photo, face.detection, opts, &mut t)?;
+    Ok(Some((face.embedding.context("no embedding")?, pass)))
 }
 
-/// Embeds every distinct image of `pairs` once. Returns the embeddings and how many images
-/// needed the centred fallback box; unreadable images are an error naming the file.
+/// Embeds every image once. An image without a face has `None`; unreadable images are an error
+/// naming the file.
 fn embed_all(
     pipeline: &mut Pipeline,
     images: &[PathBuf],
     max_pixels: u64,
-) -> Result<(HashMap<PathBuf, Embedding>, usize)> {
+    looks: Looks,
+) -> Result<(HashMap<PathBuf, Option<Embedding>>, LookCounts)> {
     let bar = progress(images.len() as u64, "embedding");
     let mut out = HashMap::with_capacity(images.len());
-    let mut fallbacks = 0;
+    let mut counts = LookCounts::default();
     for path in images {
         let frame = super::read_image(path, max_pixels)?;
-        let (e, fb) = embed_centre_face(pipeline, &frame)
+        let e = embed_centre_face(pipeline, &frame, looks)
             .with_context(|| format!("embedding {}", path.display()))?;
-        fallbacks += usize::from(fb);
-        out.insert(path.clone(), e);
+        match &e {
+            None => counts.no_face += 1,
+            Some((_, PhotoPass::Direct)) => counts.direct += 1,
+            Some((_, PhotoPass::Margin)) => counts.margin += 1,
+            Some((_, PhotoPass::Fallback)) => counts.fallback += 1,
+        }
+        out.insert(path.clone(), e.map(|(e, _)| e));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok((out, fallbacks))
+    Ok((out, counts))
 }
 
 fn distinct_images(pairs: &[Pair]) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = pairs
-        .iter()
-        .flat_map(|p| [p.a.clone(), p.b.clone()])
-        .collect();
+    distinct(pairs.iter().flat_map(|p| [p.a.clone(), p.b.clone()]))
+}
+
+fn distinct(paths: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = paths.collect();
     v.sort();
     v.dedup();
     v
 }
 
-fn score_pairs(pairs: &[Pair], emb: &HashMap<PathBuf, Embedding>) -> Result<Vec<(f32, bool)>> {
-    pairs
+/// The pairs' scores, and how many pairs had an image without a face (scored as errors,
+/// [`metrics::unscorable`]).
+fn score_pairs(
+    pairs: &[Pair],
+    emb: &HashMap<PathBuf, Option<Embedding>>,
+    emb_b: &HashMap<PathBuf, Option<Embedding>>,
+) -> Result<(Vec<(f32, bool)>, usize)> {
+    let mut unscored = 0;
+    let scores = pairs
         .iter()
         .map(|p| {
             let a = emb
                 .get(&p.a)
                 .with_context(|| format!("no embedding for {}", p.a.display()))?;
-            let b = emb
+            let b = emb_b
                 .get(&p.b)
                 .with_context(|| format!("no embedding for {}", p.b.display()))?;
-            Ok((a.cosine(b), p.same))
+            Ok(match (a, b) {
+                (Some(a), Some(b)) => (a.cosine(b), p.same),
+                _ => {
+                    unscored += 1;
+                    (metrics::unscorable(p.same), p.same)
+                }
+            })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((scores, unscored))
 }
 
 fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
@@ -142,13 +205,49 @@ fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
         }
     })?;
     let flip = loaded.config.vision.flip_tta;
+    let looks = Looks {
+        tight_crop: args.tight_crop.is_some(),
+        direct_only: args.direct_only,
+    };
     let start = Instant::now();
-    let (emb, fallbacks) = embed_all(
-        &mut loaded.pipeline,
-        &distinct_images(&all),
-        loaded.config.max_pixels,
-    )?;
-    let scores = score_pairs(&all, &emb)?;
+    let (scores, unscored, counts, images) = if args.tight_crop == Some(TightCrop::First) {
+        // The first image of each pair as an ID photo, the second as it is.
+        let firsts: Vec<PathBuf> = distinct(all.iter().map(|p| p.a.clone()));
+        let seconds: Vec<PathBuf> = distinct(all.iter().map(|p| p.b.clone()));
+        let (ea, counts) = embed_all(
+            &mut loaded.pipeline,
+            &firsts,
+            loaded.config.max_pixels,
+            looks,
+        )?;
+        let plain = Looks {
+            tight_crop: false,
+            ..looks
+        };
+        let (eb, counts_b) = embed_all(
+            &mut loaded.pipeline,
+            &seconds,
+            loaded.config.max_pixels,
+            plain,
+        )?;
+        let (scores, unscored) = score_pairs(&all, &ea, &eb)?;
+        let counts = LookCounts {
+            direct: counts.direct + counts_b.direct,
+            margin: counts.margin + counts_b.margin,
+            fallback: counts.fallback + counts_b.fallback,
+            no_face: counts.no_face + counts_b.no_face,
+        };
+        (scores, unscored, counts, firsts.len() + seconds.len())
+    } else {
+        let (emb, counts) = embed_all(
+            &mut loaded.pipeline,
+            &distinct_images(&all),
+            loaded.config.max_pixels,
+            looks,
+        )?;
+        let (scores, unscored) = score_pairs(&all, &emb, &emb)?;
+        (scores, unscored, counts, emb.len())
+    };
     let folds: Vec<usize> = all.iter().map(|p| p.fold).collect();
     let k = metrics::kfold(&scores, &folds);
     let (tar2, t2) = metrics::tar_at_far(&scores, 1e-2);
@@ -158,7 +257,10 @@ fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
         println!(
             "{}",
             json!({
-                "pairs": all.len(), "images": emb.len(), "detector_fallbacks": fallbacks, "flip_tta": flip,
+                "pairs": all.len(), "images": images, "images_without_face": counts.no_face,
+                "pairs_with_an_image_without_face": unscored, "found_direct": counts.direct,
+                "found_with_margin": counts.margin, "found_by_fallback_detector": counts.fallback,
+                "tight_crop": args.tight_crop.map(|t| format!("{t:?}").to_lowercase()), "direct_only": looks.direct_only, "flip_tta": flip,
                 "accuracy": k.accuracy_mean, "accuracy_std": k.accuracy_std, "fold_accuracy": k.fold_accuracy,
                 "fold_thresholds": k.thresholds, "tar_at_far_1e-2": tar2, "threshold_at_far_1e-2": t2,
                 "tar_at_far_1e-3": tar3, "threshold_at_far_1e-3": t3, "seconds": secs,
@@ -167,12 +269,31 @@ fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "{}: {} pairs, {} images ({} without a detection, centred box used), flip TTA {}",
+            "{}: {} pairs, {} images{}, flip TTA {}",
             args.pairs.display(),
             all.len(),
-            emb.len(),
-            fallbacks,
+            images,
+            match args.tight_crop {
+                Some(TightCrop::Both) => " (tight grey crops)",
+                Some(TightCrop::First) => " (the first of each pair a tight grey crop)",
+                None => "",
+            },
             if flip { "on" } else { "off" }
+        );
+        println!(
+            "faces found in {} images: {} as they are, {} with a margin, {} by the fallback \
+             detector{}; no face in {} images, so {} pairs count as errors",
+            images - counts.no_face,
+            counts.direct,
+            counts.margin,
+            counts.fallback,
+            if looks.direct_only {
+                " (--direct-only)"
+            } else {
+                ""
+            },
+            counts.no_face,
+            unscored
         );
         println!(
             "accuracy {:.2}% +- {:.2} ({} folds, threshold chosen on the other folds)",
@@ -298,56 +419,271 @@ fn wider(cli: &Cli, args: &WiderArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn calibrate(cli: &Cli, args: &CalibrateArgs) -> Result<ExitCode> {
-    require(&args.pairs, "LFW pair list")?;
-    let images = args
-        .images
-        .clone()
-        .unwrap_or_else(|| args.pairs.with_file_name("images"));
-    let pairs = metrics::parse_lfw_pairs(&args.pairs, &images)?;
-    let mut loaded = super::load(cli, |v| v.liveness = false)?;
-    let list = distinct_images(&pairs);
-    let (emb, _) = embed_all(&mut loaded.pipeline, &list, loaded.config.max_pixels)?;
-    // Impostor scores: the list's different pairs plus every pair of its images whose identities
-    // (LFW folder names) differ.
-    let identity = |p: &Path| p.parent().and_then(|d| d.file_name()).map(|s| s.to_owned());
-    let items: Vec<(&PathBuf, &Embedding)> = list
-        .iter()
-        .filter_map(|p| emb.get(p).map(|e| (p, e)))
-        .collect();
-    let mut impostor = Vec::with_capacity(items.len() * items.len() / 2);
+/// The images the tests use (View 1 DevTest, and the few photos the CLI tests name), left out
+/// of the calibration set so that no test scores a pair the thresholds were fitted on.
+fn test_images(lfw: &Path, images: &Path) -> Result<HashSet<PathBuf>> {
+    let mut out: HashSet<PathBuf> = HashSet::new();
+    let devtest = lfw.join("pairsDevTest.txt");
+    require(&devtest, "LFW View 1 DevTest pair list")?;
+    for p in metrics::parse_lfw_pairs(&devtest, images)? {
+        out.insert(p.a);
+        out.insert(p.b);
+    }
+    for (name, n) in [
+        ("George_W_Bush", 1..=6),
+        ("Colin_Powell", 1..=1),
+        ("Aaron_Peirsol", 1..=1),
+    ] {
+        for i in n {
+            out.insert(images.join(name).join(format!("{name}_{i:04}.jpg")));
+        }
+    }
+    Ok(out)
+}
+
+/// Impostor scores above `floor` of every cross-identity pair of `items` (identity, template),
+/// and how many pairs there were in all.
+fn impostor_scores(items: &[(&str, &Embedding)], floor: f32) -> (Vec<f32>, u64) {
+    let mut top = Vec::new();
+    let mut total = 0u64;
     for i in 0..items.len() {
         for j in i + 1..items.len() {
-            if identity(items[i].0) != identity(items[j].0) {
-                impostor.push(items[i].1.cosine(items[j].1));
+            if items[i].0 != items[j].0 {
+                total += 1;
+                let s = items[i].1.cosine(items[j].1);
+                if s > floor {
+                    top.push(s);
+                }
             }
         }
     }
-    let mut points = Vec::new();
-    for fmr in [1e-2, 1e-3, 1e-4] {
-        let t = metrics::threshold_at_fmr(&impostor, fmr).context("no impostor pairs")?;
-        points.push((fmr, t));
-    }
+    (top, total)
+}
+
+fn calibrate(cli: &Cli, args: &CalibrateArgs) -> Result<ExitCode> {
+    let mut loaded = super::load(cli, |v| v.liveness = false)?;
+    // The images: the LFW split's calibration set (every image but each person's first and the
+    // tests' images), or those of one pair list.
+    let (list, what) = if args.split {
+        let lfw = args.lfw.clone();
+        let images = args.images.clone().unwrap_or_else(|| lfw.join("images"));
+        require(&images, "LFW images")?;
+        let all = metrics::lfw_images(&images)?;
+        let split = metrics::lfw_split(&all, &test_images(&lfw, &images)?);
+        let list: Vec<PathBuf> = split
+            .calibration
+            .iter()
+            .map(|&i| all[i].path.clone())
+            .collect();
+        let what = format!(
+            "the LFW split: all {} images but each person's first ({}) and {} the tests use",
+            all.len(),
+            split.firsts.len(),
+            split.excluded
+        );
+        (list, what)
+    } else {
+        require(&args.pairs, "LFW pair list")?;
+        let images = args
+            .images
+            .clone()
+            .unwrap_or_else(|| args.pairs.with_file_name("images"));
+        let pairs = metrics::parse_lfw_pairs(&args.pairs, &images)?;
+        (
+            distinct_images(&pairs),
+            format!("the images of {}", args.pairs.display()),
+        )
+    };
+    let (emb, counts) = embed_all(
+        &mut loaded.pipeline,
+        &list,
+        loaded.config.max_pixels,
+        Looks::default(),
+    )?;
+    let identity = |p: &Path| {
+        p.parent()
+            .and_then(|d| d.file_name())
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let names: Vec<String> = list.iter().map(|p| identity(p)).collect();
+    let items: Vec<(&str, &Embedding)> = list
+        .iter()
+        .zip(&names)
+        .filter_map(|(p, n)| emb.get(p).and_then(Option::as_ref).map(|e| (n.as_str(), e)))
+        .collect();
+    // Only the top of the impostor distribution matters; FMR 1e-2 is far above this floor.
+    let (top, total) = impostor_scores(&items, 0.1);
+    let rows = metrics::calibrate_from_top(top, total, &metrics::CALIBRATION_FMRS)
+        .context("too few impostor pairs above the score floor 0.1 for FMR 1e-2")?;
     let flip = loaded.config.vision.flip_tta;
     if args.json {
         println!(
             "{}",
-            json!({ "images": items.len(), "impostor_pairs": impostor.len(), "flip_tta": flip,
-            "points": points.iter().map(|(f, c)| json!({ "fmr": f, "cosine": c })).collect::<Vec<_>>() })
+            json!({ "images": items.len(), "images_without_face": counts.no_face, "impostor_pairs": total, "flip_tta": flip,
+            "points": rows.iter().map(|r| json!({ "fmr": r.fmr, "cosine": r.cosine, "impostors_above": r.above, "fmr_upper95": r.fmr_upper95 })).collect::<Vec<_>>() })
         );
     } else {
         println!(
-            "{} images, {} impostor pairs (all cross-identity pairs of {}), flip TTA {}",
+            "{} images ({} without a face left out), {total} impostor pairs: all cross-identity pairs of {what}; flip TTA {}",
             items.len(),
-            impostor.len(),
-            args.pairs.display(),
+            counts.no_face,
             if flip { "on" } else { "off" }
         );
-        let body: Vec<String> = points
-            .iter()
-            .map(|(f, c)| format!("{{ fmr = {f:e}, cosine = {c:.4} }}"))
-            .collect();
-        println!("calibration = [{}]", body.join(", "));
+        println!("calibration_pairs = {total}");
+        println!("calibration = [");
+        for r in &rows {
+            println!(
+                "    {{ fmr = {:e}, cosine = {:.4}, impostors_above = {} }},  # 95% upper bound of the FMR: {:.2e}",
+                r.fmr, r.cosine, r.above, r.fmr_upper95
+            );
+        }
+        println!("]");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Open-set identification on LFW: galleries of N people (one photo each, the first of the
+/// person), strangers (everybody else's first photo) searched against them at the threshold the
+/// policy derives for each FPIR target and N, through the product's gallery and decision rule.
+fn fpir(cli: &Cli, args: &FpirArgs) -> Result<ExitCode> {
+    use facegate_policy::{IdentifyOutcome, fpir_threshold, identification_outcome};
+    use facegate_store::{Gallery, SearchMode};
+    use facegate_types::{SubjectId, TemplateId};
+    let images = args.lfw.join("images");
+    require(&images, "LFW images")?;
+    let mut loaded = super::load(cli, |v| v.liveness = false)?;
+    let calibration = Config::calibration(&loaded.manifest);
+    facegate_policy::check_calibration(&calibration)?;
+    let margin = loaded.config.policy.matching().margin();
+    let all = metrics::lfw_images(&images)?;
+    let split = metrics::lfw_split(&all, &HashSet::new());
+    // Each person's first photo, and the second for the mated searches (FNIR).
+    let mut second: HashMap<usize, usize> = HashMap::new();
+    for (k, &f) in split.firsts.iter().enumerate() {
+        if all
+            .get(f + 1)
+            .is_some_and(|n| n.identity == all[f].identity)
+        {
+            second.insert(k, f + 1);
+        }
+    }
+    let mut list: Vec<PathBuf> = split.firsts.iter().map(|&i| all[i].path.clone()).collect();
+    list.extend(second.values().map(|&i| all[i].path.clone()));
+    let (emb, counts) = embed_all(
+        &mut loaded.pipeline,
+        &list,
+        loaded.config.max_pixels,
+        Looks::default(),
+    )?;
+    let people = split.firsts.len();
+    let first = |k: usize| emb.get(&all[split.firsts[k]].path).and_then(Option::as_ref);
+    let mut rows = Vec::new();
+    for &n in &args.sizes {
+        anyhow::ensure!(
+            n >= 1 && n < people,
+            "gallery size {n} must leave strangers among the {people} people of LFW"
+        );
+        for &target in &args.fpir {
+            let t = fpir_threshold(&calibration, target, n)?;
+            let (mut probes, mut false_pos, mut mated, mut missed) = (0u64, 0u64, 0u64, 0u64);
+            for seed in 0..args.seeds {
+                let mut order: Vec<usize> = (0..people).collect();
+                shuffle(&mut order, 0x9e37_79b9_7f4a_7c15 ^ (seed as u64 + 1));
+                let mut gallery = Gallery::new(
+                    loaded.pipeline.model_id(),
+                    loaded.pipeline.embedding_dim(),
+                    n,
+                );
+                for (row, &k) in order[..n].iter().enumerate() {
+                    if let Some(e) = first(k) {
+                        gallery.insert(
+                            &SubjectId::new(format!("p{k}"))?,
+                            TemplateId(row as u64 + 1),
+                            e,
+                        )?;
+                    }
+                }
+                let decide = |probe: &Embedding| -> Result<Option<String>> {
+                    let r = gallery.identify(probe, 3, SearchMode::Exact)?;
+                    Ok(r.best().and_then(|b| {
+                        (identification_outcome(b.score, r.second_identity_score, t.cosine, margin)
+                            == IdentifyOutcome::Match)
+                            .then(|| b.subject.to_string())
+                    }))
+                };
+                for &k in &order[n..] {
+                    if let Some(e) = first(k) {
+                        probes += 1;
+                        false_pos += u64::from(decide(e)?.is_some());
+                    }
+                }
+                for &k in &order[..n] {
+                    let Some(e) = second
+                        .get(&k)
+                        .and_then(|&i| emb.get(&all[i].path))
+                        .and_then(Option::as_ref)
+                    else {
+                        continue;
+                    };
+                    if first(k).is_none() {
+                        continue;
+                    }
+                    mated += 1;
+                    missed += u64::from(decide(e)?.as_deref() != Some(format!("p{k}").as_str()));
+                }
+            }
+            rows.push((n, target, t, probes, false_pos, mated, missed));
+        }
+    }
+    if args.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(n, target, t, probes, fp, mated, missed)| {
+                json!({ "gallery": n, "fpir_target": target, "threshold": t.cosine, "calibrated_fmr": t.fmr,
+                    "needed_fmr": t.needed_fmr, "met": t.met, "stranger_searches": probes, "false_positives": fp,
+                    "fpir": *fp as f64 / (*probes).max(1) as f64, "fpir_upper95": metrics::upper95(*fp, *probes),
+                    "mated_searches": mated, "fnir": *missed as f64 / (*mated).max(1) as f64 })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({ "people": people, "images_without_face": counts.no_face, "seeds": args.seeds, "margin": margin, "rows": v })
+        );
+    } else {
+        println!(
+            "LFW: {people} people; gallery = N people's first photos, strangers = everybody else's first photo; \
+             {} seeds; margin {margin}; {} photos without a face",
+            args.seeds, counts.no_face
+        );
+        println!(
+            "| N | target FPIR | threshold (calibrated FMR) | stranger searches | false positives | FPIR (95% upper) | FNIR (mated searches) |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for (n, target, t, probes, fp, mated, missed) in &rows {
+            println!(
+                "| {n} | {target:e} | {:.4} ({:e}{}) | {probes} | {fp} | {:.2e} ({:.2e}) | {:.2}% ({mated}) |",
+                t.cosine,
+                t.fmr,
+                if t.met { "" } else { ", target not met" },
+                *fp as f64 / (*probes).max(1) as f64,
+                metrics::upper95(*fp, *probes),
+                100.0 * *missed as f64 / (*mated).max(1) as f64
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fixed-seed Fisher-Yates shuffle (xorshift64*), so the galleries repeat run to run.
+fn shuffle(v: &mut [usize], seed: u64) {
+    let mut x = seed.max(1);
+    for i in (1..v.len()).rev() {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        v.swap(i, (r % (i as u64 + 1)) as usize);
+    }
 }

@@ -134,6 +134,14 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     let threshold = loaded.config.threshold(&loaded.manifest)?;
     let store = super::admin::open_store(cli, &config)?;
     let mut ec = EngineConfig::new(&config.policy, threshold);
+    ec.fpir = config
+        .policy
+        .matching()
+        .fpir()
+        .map(|fpir| facegate_engine::FpirRule {
+            fpir,
+            calibration: Config::calibration(&loaded.manifest),
+        });
     ec.liveness = config.liveness.clone();
     ec.unknown_retry = std::time::Duration::from_millis(config.service.unknown_retry_ms);
     ec.embedding_dim = loaded.pipeline.embedding_dim();
