@@ -10,6 +10,7 @@
 //! exponential back-off (capped); any other source ends the stream at its end and reports a
 //! fatal error to the engine.
 
+use facegate_types::ErrorChain;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -305,7 +306,7 @@ fn capture_loop(
         let mut source = match opener() {
             Ok(s) => s,
             Err(e) if config.reopen => {
-                if fail(e.to_string(), &mut backoff) {
+                if fail(ErrorChain(&e).to_string(), &mut backoff) {
                     continue 'open;
                 }
                 break 'open;
@@ -360,10 +361,10 @@ fn capture_loop(
                 }
                 Err(e) if e.is_frame_error() => {
                     let n = stats.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(error = %e, bad_frames = n, "frame dropped");
+                    tracing::warn!(error = %ErrorChain(&e), bad_frames = n, "frame dropped");
                 }
                 Err(e) if config.reopen => {
-                    if fail(e.to_string(), &mut backoff) {
+                    if fail(ErrorChain(&e).to_string(), &mut backoff) {
                         continue 'open;
                     }
                     break 'open;

@@ -1,5 +1,6 @@
 //! The gate loop.
 
+use facegate_types::ErrorChain;
 use std::borrow::BorrowMut;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -441,7 +442,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             if last_sweep.elapsed() >= self.config.sweep_interval {
                 last_sweep = Instant::now();
                 if let Err(e) = self.sweep() {
-                    tracing::error!(error = %e, "retention sweep failed; retrying next period");
+                    tracing::error!(error = %ErrorChain(&e), "retention sweep failed; retrying next period");
                 }
             }
             if self.stop.load(Ordering::SeqCst) {
@@ -508,7 +509,9 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                         raised.push(("audit_chain_broken", b.to_string(), Some(d)));
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "audit chain could not be verified"),
+                Err(e) => {
+                    tracing::error!(error = %ErrorChain(&e), "audit chain could not be verified")
+                }
             }
         }
         if let Some(behind) = self.store.clock_behind() {
@@ -537,7 +540,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 raised.push((name, status.describe(stored), None));
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "filing status could not be read"),
+            Err(e) => tracing::error!(error = %ErrorChain(&e), "filing status could not be read"),
         }
         for (alert, detail, record) in raised {
             self.summary.alerts += 1;
@@ -548,7 +551,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 }
                 let ev = AuditEvent::new(AuditKind::Alert, "facegate", "raised").details(details);
                 if let Err(e) = self.store.record(ev) {
-                    tracing::error!(error = %e, "could not record an alert");
+                    tracing::error!(error = %ErrorChain(&e), "could not record an alert");
                 }
             }
             let now = self.clock.now();
@@ -561,7 +564,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             for sink in &mut self.sinks {
                 if let Err(e) = sink.alert(&event) {
                     self.summary.sink_errors += 1;
-                    tracing::warn!(error = %e, "event sink failed");
+                    tracing::warn!(error = %ErrorChain(&e), "event sink failed");
                 }
             }
         }
@@ -594,7 +597,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             Ok(d) => detections.extend(d.iter().take(self.config.max_faces).copied()),
             Err(e) => {
                 self.summary.vision_errors += 1;
-                tracing::warn!(error = %e, seq = frame.sequence, "detection failed; frame skipped");
+                tracing::warn!(error = %ErrorChain(&e), seq = frame.sequence, "detection failed; frame skipped");
                 self.detections = detections;
                 return;
             }
@@ -707,7 +710,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             Ok(a) => a,
             Err(e) => {
                 self.summary.vision_errors += 1;
-                tracing::warn!(error = %e, "face analysis failed; attempt skipped");
+                tracing::warn!(error = %ErrorChain(&e), "face analysis failed; attempt skipped");
                 return None;
             }
         };
@@ -734,7 +737,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             Ok(a) => a,
             Err(e) => {
                 self.summary.vision_errors += 1;
-                tracing::warn!(error = %e, "embedding failed; attempt skipped");
+                tracing::warn!(error = %ErrorChain(&e), "embedding failed; attempt skipped");
                 return None;
             }
         };
@@ -758,7 +761,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                     None,
                 )),
                 Err(e) => {
-                    tracing::warn!(error = %e, "verification failed");
+                    tracing::warn!(error = %ErrorChain(&e), "verification failed");
                     None
                 }
             }
@@ -774,7 +777,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                     Some((attempt, Some(ident)))
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "identification failed");
+                    tracing::warn!(error = %ErrorChain(&e), "identification failed");
                     None
                 }
             }
@@ -928,7 +931,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             Ok(ConsentStatus::WithdrawnInRecord) => denied("consent_withdrawn"),
             Ok(_) => denied("no_live_consent"),
             Err(e) => {
-                tracing::error!(subject = %subject, error = %e, "consent lookup failed");
+                tracing::error!(subject = %subject, error = %ErrorChain(&e), "consent lookup failed");
                 (Outcome::Retry, Some("store_error".into()))
             }
         }
@@ -940,7 +943,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         let t = Instant::now();
         if let Err(e) = self.store.record(d.audit.clone()) {
             self.summary.audit_errors += 1;
-            tracing::error!(error = %e, "audit record failed");
+            tracing::error!(error = %ErrorChain(&e), "audit record failed");
             if d.outcome == Outcome::Granted {
                 d.outcome = Outcome::Retry;
                 d.reason = Some("audit_failed".into());
@@ -1007,7 +1010,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         for sink in &mut self.sinks {
             if let Err(e) = sink.emit(event) {
                 self.summary.sink_errors += 1;
-                tracing::warn!(error = %e, "event sink failed");
+                tracing::warn!(error = %ErrorChain(&e), "event sink failed");
             }
         }
     }
@@ -1096,7 +1099,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         let check = match self.store.check_credential(kind, value) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "credential register lookup failed");
+                tracing::error!(error = %ErrorChain(&e), "credential register lookup failed");
                 let audit = record(Outcome::Retry, None, Some("store_error"));
                 return self.finish(
                     base(Outcome::Retry, None, Some("store_error".into()), audit),
@@ -1150,7 +1153,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 }
                 Ok(_) => None,
                 Err(e) => {
-                    tracing::error!(subject = %holder, error = %e, "consent lookup failed");
+                    tracing::error!(subject = %holder, error = %ErrorChain(&e), "consent lookup failed");
                     let audit = record(Outcome::Retry, Some(&holder), Some("store_error"));
                     return self.finish(
                         base(
@@ -1262,7 +1265,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         }
         if let Err(e) = self.store.record(ev) {
             self.summary.audit_errors += 1;
-            tracing::error!(error = %e, "audit record failed");
+            tracing::error!(error = %ErrorChain(&e), "audit record failed");
         }
     }
 

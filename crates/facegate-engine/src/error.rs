@@ -13,7 +13,7 @@ pub enum EngineError {
     Config { field: &'static str, reason: String },
 
     /// The frame source could not be opened and is not retried (a replayed file).
-    #[error("capture: {0}")]
+    #[error(transparent)]
     Capture(#[from] facegate_capture::CaptureError),
 
     /// The capture thread ended abnormally.
@@ -21,11 +21,11 @@ pub enum EngineError {
     CaptureThread { reason: String },
 
     /// A vision stage failed at start-up (a per-frame failure is counted, not returned).
-    #[error("vision: {0}")]
+    #[error(transparent)]
     Vision(#[from] facegate_vision::VisionError),
 
     /// The store failed (start-up, gallery load, sweep).
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] facegate_store::StoreError),
 
     /// A credential directory file that cannot be read or parsed.
@@ -41,7 +41,7 @@ pub enum EngineError {
     },
 
     /// A Unix socket could not be bound or set up.
-    #[error("event socket {}: {source}", path.display())]
+    #[error("event socket {}", path.display())]
     Socket {
         path: PathBuf,
         #[source]
@@ -53,7 +53,7 @@ pub enum EngineError {
     Gate { output: String, reason: String },
 
     /// An event sink could not write.
-    #[error("event sink {sink}: {source}")]
+    #[error("event sink {sink}")]
     Sink {
         sink: &'static str,
         #[source]

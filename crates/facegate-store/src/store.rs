@@ -1,6 +1,7 @@
 //! [`Store`]: the database, the consent ledger, enrollment, withdrawal, deletion, retention,
 //! master key rotation and the audit trail, with the gallery kept in step.
 
+use facegate_types::ErrorChain;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -568,7 +569,7 @@ impl Store {
         self.last_audit_at = self.last_audit_at.max(now.0);
         if let Err(e) = self.sync_head() {
             // The commit stands; verification will report the head file as behind or missing.
-            tracing::error!(error = %e, "could not record the audit head beside the database");
+            tracing::error!(error = %ErrorChain(&e), "could not record the audit head beside the database");
         }
         Ok(out)
     }
@@ -734,9 +735,9 @@ impl Store {
                 if !self.read_only {
                     let ev = AuditEvent::new(kind, &consent.record().operator, "refused")
                         .subject(&subject)
-                        .details(json!({ "reason": e.to_string() }));
+                        .details(json!({ "reason": ErrorChain(&e).to_string() }));
                     if let Err(a) = self.record(ev) {
-                        tracing::warn!(subject = %subject, error = %a, "could not record a refused enrollment");
+                        tracing::warn!(subject = %subject, error = %ErrorChain(&a), "could not record a refused enrollment");
                     }
                 }
                 Err(e)
@@ -798,9 +799,9 @@ impl Store {
             if !store.read_only {
                 let ev = AuditEvent::new(AuditKind::Enroll, &operator, "refused")
                     .subject(&subject)
-                    .details(json!({ "reason": e.to_string() }));
+                    .details(json!({ "reason": ErrorChain(&e).to_string() }));
                 if let Err(a) = store.record(ev) {
-                    tracing::warn!(subject = %subject, error = %a, "could not record a refused enrollment");
+                    tracing::warn!(subject = %subject, error = %ErrorChain(&a), "could not record a refused enrollment");
                 }
             }
             Err(e)
@@ -826,7 +827,7 @@ impl Store {
         {
             let load = self.load_gallery(model_id, fused.dim())?;
             for f in &load.failures {
-                tracing::warn!(failure = %f, "a template could not be opened for the duplicate search");
+                tracing::warn!(failure = %ErrorChain(f), "a template could not be opened for the duplicate search");
             }
         }
         let mut duplicate: Option<(SubjectId, f32)> = None;
@@ -1106,7 +1107,7 @@ impl Store {
         report.copies_sealed = match self.rotate_epoch(operator, "subject removed") {
             Ok(_) => true,
             Err(e) => {
-                tracing::error!(subject = %subject, error = %e, "epoch rotation after a removal failed; older copies of the database still hold this subject's key");
+                tracing::error!(subject = %subject, error = %ErrorChain(&e), "epoch rotation after a removal failed; older copies of the database still hold this subject's key");
                 false
             }
         };
@@ -1241,7 +1242,7 @@ impl Store {
             if report.keys_destroyed > 0
                 && let Err(e) = self.rotate_epoch("retention-sweeper", "expired subjects removed")
             {
-                tracing::error!(error = %e, "epoch rotation after the sweep failed");
+                tracing::error!(error = %ErrorChain(&e), "epoch rotation after the sweep failed");
             }
             self.checkpoint();
         }
@@ -1335,7 +1336,7 @@ impl Store {
             }
         }
         for f in &load.failures {
-            tracing::error!(error = %f, "template not loaded into the gallery");
+            tracing::error!(error = %ErrorChain(f), "template not loaded into the gallery");
         }
         if !load.failures.is_empty() && !self.read_only {
             // Bounded: the first few failures and a count, whatever the gallery's size.
@@ -2099,7 +2100,7 @@ fn try_checkpoint(conn: &Connection) -> bool {
         Ok((0, log, done)) => log == done || log <= 0,
         Ok(_) => false,
         Err(e) => {
-            tracing::debug!(error = %e, "WAL checkpoint did not run");
+            tracing::debug!(error = %ErrorChain(&e), "WAL checkpoint did not run");
             false
         }
     }

@@ -2,6 +2,7 @@
 //! Every write goes through a policy-checked consent and is recorded in the audit chain by the
 //! store; verify and identify are recorded here, since only here the decision is known.
 
+use facegate_types::ErrorChain;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -413,7 +414,10 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
             eprintln!("facegate: warning: {}", status.describe(stored));
         }
         Ok(_) => {}
-        Err(e) => eprintln!("facegate: warning: the filing status could not be read: {e}"),
+        Err(e) => eprintln!(
+            "facegate: warning: the filing status could not be read: {}",
+            ErrorChain(&e)
+        ),
     }
     drop(store);
     // A running service matches against its own gallery: have it reload.
@@ -677,7 +681,7 @@ fn probe(cli: &Cli, image: &Path) -> Result<(super::Loaded, Store, Embedding, f3
     let mut store = open_store(cli, &loaded.config)?;
     let report = store.load_gallery(loaded.pipeline.model_id(), loaded.pipeline.embedding_dim())?;
     for f in &report.failures {
-        eprintln!("facegate: warning: {f}");
+        eprintln!("facegate: warning: {}", ErrorChain(f));
     }
     let frame = super::read_image(image, loaded.config.max_pixels)?;
     let e = super::embed_largest(&mut loaded.pipeline, &frame, &image.display().to_string())?;

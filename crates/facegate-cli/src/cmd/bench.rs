@@ -1,6 +1,7 @@
 //! `facegate bench pipeline PATH`: per-stage p50/p95, faces per second, and the raw model
 //! inference time beside the pipeline time (the difference is the pipeline's own overhead).
 
+use facegate_types::ErrorChain;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -108,7 +109,7 @@ fn pipeline(cli: &Cli, args: &PipelineBenchArgs) -> Result<ExitCode> {
             Ok(None) => break,
             Err(e) if e.is_frame_error() => {
                 frame_errors += 1;
-                tracing::warn!(error = %e, "frame dropped");
+                tracing::warn!(error = %ErrorChain(&e), "frame dropped");
                 continue;
             }
             Err(e) => return Err(e.into()),

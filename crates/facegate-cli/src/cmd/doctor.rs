@@ -1,6 +1,7 @@
 //! `facegate doctor`: everything an integrator checks on a terminal, each with a verdict.
 //! Exit status 1 when anything needs attention (a failed check or a filing alert).
 
+use facegate_types::ErrorChain;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -71,7 +72,7 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                     .join(", "),
             ),
             Ok(_) => add("camera", false, "no V4L2 camera found".into()),
-            Err(e) => add("camera", false, format!("{e}")),
+            Err(e) => add("camera", false, ErrorChain(&e).to_string()),
         }
         match super::admin::open_store(cli, config) {
             Ok(store) => {
@@ -86,14 +87,14 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                 );
                 match store.integrity_check() {
                     Ok(()) => add("database", true, "integrity check passed".into()),
-                    Err(e) => add("database", false, e.to_string()),
+                    Err(e) => add("database", false, ErrorChain(&e).to_string()),
                 }
                 match store.verify_audit() {
                     Ok(v) => match &v.first_break {
                         None => add("audit chain", true, format!("{} records intact", v.records)),
                         Some(b) => add("audit chain", false, format!("BROKEN: {b}")),
                     },
-                    Err(e) => add("audit chain", false, e.to_string()),
+                    Err(e) => add("audit chain", false, ErrorChain(&e).to_string()),
                 }
                 match store.other_purpose_templates() {
                     Ok(list) if list.is_empty() => add(
@@ -119,7 +120,7 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                             ),
                         );
                     }
-                    Err(e) => add("purpose", false, e.to_string()),
+                    Err(e) => add("purpose", false, ErrorChain(&e).to_string()),
                 }
                 match store.clock_behind() {
                     None => add(
@@ -150,7 +151,7 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                             status.describe(c.subjects_with_templates),
                         );
                     }
-                    Err(e) => add("filing (Art. 15)", false, e.to_string()),
+                    Err(e) => add("filing (Art. 15)", false, ErrorChain(&e).to_string()),
                 }
             }
             Err(e) => add("store", false, format!("{e:#}")),

@@ -5,6 +5,7 @@
 //! re-validates the config and hands the new policy to the store (retention, notice); an invalid
 //! new config is refused and the running one kept.
 
+use facegate_types::ErrorChain;
 use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -67,8 +68,8 @@ fn spawn_signals(handle: EngineHandle, cli_config: Option<std::path::PathBuf>) -
                         let policy = new.policy.clone();
                         match handle.with_store(move |s| s.set_policy(&policy, "sighup"), Duration::from_secs(10)) {
                             Ok(Ok(())) => tracing::info!("configuration reloaded: policy applied (matching and capture changes need a restart)"),
-                            Ok(Err(e)) => tracing::error!(error = %e, "reload: the store refused the new policy; keeping the old one"),
-                            Err(e) => tracing::error!(error = %e, "reload: the engine did not take the new policy"),
+                            Ok(Err(e)) => tracing::error!(error = %ErrorChain(&e), "reload: the store refused the new policy; keeping the old one"),
+                            Err(e) => tracing::error!(error = %ErrorChain(&e), "reload: the engine did not take the new policy"),
                         }
                     }
                     Err(e) => tracing::error!(error = format!("{e:#}"), "reload: the new configuration is invalid; keeping the running one"),
@@ -113,7 +114,7 @@ fn spawn_stdin(handle: EngineHandle) -> Result<()> {
             match parse_credential(&line) {
                 Some(c) => {
                     if let Err(e) = handle.submit(c) {
-                        tracing::warn!(error = %e, "credential refused");
+                        tracing::warn!(error = %ErrorChain(&e), "credential refused");
                     }
                 }
                 None => tracing::warn!("unreadable credential line (expected `pin|card|qr VALUE` or `override OPERATOR`)"),
