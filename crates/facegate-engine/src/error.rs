@@ -12,6 +12,11 @@ pub enum EngineError {
     #[error("invalid engine config: {field}: {reason}")]
     Config { field: &'static str, reason: String },
 
+    /// A value of the config file's `[service]` or `[gate]` section outside its bounds; `key`
+    /// is the config key.
+    #[error("{key} {reason}")]
+    Setting { key: &'static str, reason: String },
+
     /// The frame source could not be opened and is not retried (a replayed file).
     #[error(transparent)]
     Capture(#[from] facegate_capture::CaptureError),

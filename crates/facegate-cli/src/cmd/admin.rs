@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use facegate_policy::{
-    ConsentMethod, ConsentRecord, Guardian, GuardianRelation, IdentifyOutcome, VerifyOutcome,
-    identification_outcome, verification_outcome,
+    ConsentRecord, Guardian, IdentifyOutcome, VerifyOutcome, identification_outcome,
+    verification_outcome,
 };
 use facegate_store::{
     AuditEvent, DuplicateOverride, EnrollmentCheck, MasterKey, SearchMode, Store, StoreError,
@@ -73,14 +73,6 @@ pub fn sweep(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn method(s: &str) -> ConsentMethod {
-    match s {
-        "electronic" => ConsentMethod::Electronic,
-        "terminal" => ConsentMethod::Terminal,
-        _ => ConsentMethod::Written,
-    }
-}
-
 fn consent_record(
     config: &Config,
     subject: &SubjectId,
@@ -92,15 +84,11 @@ fn consent_record(
         age_years: a.age,
         purpose: config.policy.purpose(),
         notice_version: config.policy.notice().version(),
-        method: method(&a.method),
+        method: a.method.into(),
         operator: a.operator.clone(),
         guardian: a.guardian_id.as_ref().map(|id| Guardian {
             identity: id.clone(),
-            relation: if a.guardian_relation == "legal_guardian" {
-                GuardianRelation::LegalGuardian
-            } else {
-                GuardianRelation::Parent
-            },
+            relation: a.guardian_relation.into(),
         }),
         granted_at: now,
     }
@@ -484,7 +472,7 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
             let live = store
                 .live_consent(&subject)?
                 .with_context(|| format!("{subject} has no live consent to withdraw"))?;
-            let report = store.withdraw(&live.withdraw(now, operator.clone(), method(m)))?;
+            let report = store.withdraw(&live.withdraw(now, operator.clone(), (*m).into()))?;
             println!(
                 "consent of {subject} withdrawn: {} template(s) deleted, data key {}",
                 report.templates_deleted,
