@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
 use crate::credential::{CredentialKind, LockoutPolicy, RawLockout};
+use crate::retention::{MAX_RETENTION_DAYS, RawRetention, RetentionPolicy};
 
 // ----- enums ---------------------------------------------------------------------------------
 
@@ -233,24 +233,6 @@ impl NoticePending {
     }
 }
 
-/// `[retention]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRetention {
-    /// Days a consent (and the templates under it) lives after it is granted.
-    pub days: u32,
-    /// Optional shorter period for minors (under 18).
-    #[serde(default)]
-    pub minor_days: Option<u32>,
-    /// How often the sweeper deletes expired data (it also runs at start-up).
-    #[serde(default = "default_sweep_minutes")]
-    pub sweep_interval_minutes: u32,
-}
-
-fn default_sweep_minutes() -> u32 {
-    60
-}
-
 /// `[alternatives]`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -425,9 +407,6 @@ impl RawPolicyConfig {
 
 // ----- limits --------------------------------------------------------------------------------
 
-/// Longest retention accepted (10 years). Art. 8 asks for the shortest time needed; anything
-/// longer than this is a typo or a purpose the runtime is not built for.
-pub const MAX_RETENTION_DAYS: u32 = 3650;
 /// Longest free-text field (processor name, contact, site name, signage line).
 pub const MAX_SHORT_TEXT: usize = 512;
 /// Longest notice text per language.
@@ -614,73 +593,6 @@ impl Notice {
     }
     pub fn retention_statement(&self) -> &str {
         &self.retention_statement
-    }
-}
-
-/// `[retention]`, validated: `1 <= minor_days <= days <= MAX_RETENTION_DAYS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetentionPolicy {
-    days: u32,
-    minor_days: Option<u32>,
-    sweep_interval_minutes: u32,
-}
-
-impl RetentionPolicy {
-    pub fn from_raw(raw: RawRetention) -> Result<Self, PolicyError> {
-        if raw.days == 0 || raw.days > MAX_RETENTION_DAYS {
-            return Err(PolicyError::InvalidConfig {
-                field: "[retention].days",
-                reason: format!(
-                    "{} is outside 1..={MAX_RETENTION_DAYS}; keep face data no longer than the \
-                     purpose needs (Art. 8 of the Measures)",
-                    raw.days
-                ),
-            });
-        }
-        if let Some(minor) = raw.minor_days
-            && (minor == 0 || minor > raw.days)
-        {
-            return Err(PolicyError::InvalidConfig {
-                field: "[retention].minor_days",
-                reason: format!(
-                    "{minor} must be between 1 and [retention].days ({}); minors never keep \
-                     data longer than adults",
-                    raw.days
-                ),
-            });
-        }
-        if raw.sweep_interval_minutes == 0 || raw.sweep_interval_minutes > 24 * 60 {
-            return Err(PolicyError::InvalidConfig {
-                field: "[retention].sweep_interval_minutes",
-                reason: format!(
-                    "{} is outside 1..=1440; expired data must be deleted at least daily",
-                    raw.sweep_interval_minutes
-                ),
-            });
-        }
-        Ok(Self {
-            days: raw.days,
-            minor_days: raw.minor_days,
-            sweep_interval_minutes: raw.sweep_interval_minutes,
-        })
-    }
-
-    pub fn days(&self) -> u32 {
-        self.days
-    }
-    pub fn minor_days(&self) -> Option<u32> {
-        self.minor_days
-    }
-    /// The period that applies to a subject of this age at consent time.
-    pub fn days_for_age(&self, age_years: u8) -> u32 {
-        if age_years < crate::consent::MINOR_AGE_YEARS {
-            self.minor_days.unwrap_or(self.days).min(self.days)
-        } else {
-            self.days
-        }
-    }
-    pub fn sweep_interval(&self) -> Duration {
-        Duration::from_secs(u64::from(self.sweep_interval_minutes) * 60)
     }
 }
 
@@ -922,7 +834,7 @@ impl PolicyConfig {
             purpose = config.deployment.purpose.as_str(),
             site_kind = config.deployment.site_kind.as_str(),
             notice_version = config.notice.version,
-            retention_days = config.retention.days,
+            retention_days = config.retention.days(),
             "policy config validated"
         );
         Ok(config)
@@ -969,12 +881,12 @@ impl PolicyConfig {
         h.field("processor_name", &self.deployment.processor_name);
         h.field("processor_contact", &self.deployment.processor_contact);
         h.field("purpose", self.deployment.purpose.as_str());
-        h.field("retention_days", &self.retention.days.to_string());
+        h.field("retention_days", &self.retention.days().to_string());
         h.field(
             "minor_days",
             &self
                 .retention
-                .minor_days
+                .minor_days()
                 .map_or_else(|| "none".to_owned(), |d| d.to_string()),
         );
         h.finish()
@@ -1012,7 +924,7 @@ impl PolicyConfig {
     pub fn purpose_method_fingerprint(&self) -> String {
         let minor = self
             .retention
-            .minor_days
+            .minor_days()
             .map_or_else(|| "none".to_owned(), |d| d.to_string());
         format!(
             "purpose={}; site_kind={}; storage=on_device_encrypted_templates; \
@@ -1021,7 +933,7 @@ impl PolicyConfig {
             self.deployment.purpose,
             self.deployment.site_kind,
             self.deployment.debug_image_capture,
-            self.retention.days,
+            self.retention.days(),
             minor,
             self.alternatives.enabled().join(","),
             self.matching.operating_point(),
@@ -1117,7 +1029,10 @@ mod tests {
             c.alternatives().enabled(),
             ["pin", "card", "operator_override"]
         );
-        assert_eq!(c.retention().sweep_interval(), Duration::from_secs(3600));
+        assert_eq!(
+            c.retention().sweep_interval(),
+            std::time::Duration::from_secs(3600)
+        );
     }
 
     #[test]
