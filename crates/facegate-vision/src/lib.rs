@@ -12,7 +12,9 @@
 //!
 //! [`Frame`]: facegate_types::Frame
 
+pub mod affine;
 pub mod align;
+mod crop;
 pub mod detector;
 pub mod embedder;
 mod error;

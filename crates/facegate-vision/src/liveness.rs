@@ -4,7 +4,7 @@
 use facegate_types::{BBox, Frame};
 
 use crate::VisionError;
-use crate::landmarks::CropModel;
+use crate::crop::CropModel;
 use crate::runtime::ModelSession;
 
 /// Scores how likely a detected face is a live person.
