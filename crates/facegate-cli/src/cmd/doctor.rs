@@ -74,7 +74,7 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
             Ok(_) => add("camera", false, "no V4L2 camera found".into()),
             Err(e) => add("camera", false, ErrorChain(&e).to_string()),
         }
-        match super::admin::open_store(cli, config) {
+        match super::store::open_store(cli, config) {
             Ok(store) => {
                 add(
                     "key",

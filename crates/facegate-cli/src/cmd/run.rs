@@ -112,7 +112,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     let loaded = super::load(cli, |v| v.liveness = true)?;
     let config = &loaded.config;
     let threshold = config.threshold(&loaded.manifest)?;
-    let store = super::admin::open_store(cli, config)?;
+    let store = super::store::open_store(cli, config)?;
     let mut ec = EngineConfig::new(&config.policy, threshold);
     config.service.apply(&mut ec);
     ec.embedding_dim = loaded.pipeline.embedding_dim();
