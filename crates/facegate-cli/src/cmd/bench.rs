@@ -11,7 +11,9 @@ use facegate_vision::{AnalyseOptions, StageTimings};
 use serde_json::json;
 
 use crate::cli::{BenchCommand, Cli, GalleryBenchArgs, PipelineBenchArgs};
-use crate::output::{ms, progress, quantile};
+use facegate_store::quantile;
+
+use crate::output::{ms, progress};
 
 pub fn run(cli: &Cli, cmd: &BenchCommand) -> Result<ExitCode> {
     match cmd {
