@@ -298,7 +298,9 @@ fn default_frames() -> u32 {
     2
 }
 
-/// The example policy sections, valid as they stand; `configs/facegate.toml` starts from them.
+/// The example policy sections, valid as they stand: the one source of the example policy.
+/// [`RawPolicyConfig::example`] parses it, and `configs/facegate.toml` must hold the same
+/// sections with the same values (`the_shipped_config_holds_the_example_policy`).
 pub const EXAMPLE_TOML: &str = r#"[deployment]
 processor_name = "Example Property Management Co., Ltd."
 processor_contact = "privacy@example.com, +86 10 0000 0000, front desk of Building A"
@@ -348,60 +350,12 @@ frames_to_agree = 2
 "#;
 
 impl RawPolicyConfig {
-    /// The same values as [`EXAMPLE_TOML`], for tests in other crates.
+    /// [`EXAMPLE_TOML`] parsed: the one example policy, for tests in other crates
+    /// (`configs/facegate.toml` holds the same sections; a test keeps the two equal).
     pub fn example() -> Self {
-        let mut texts = BTreeMap::new();
-        texts.insert(
-            "en".to_owned(),
-            "This gate uses face recognition for access control. Processor: Example Property \
-             Management Co., Ltd. (privacy@example.com). Only an encrypted face template is kept, \
-             on this device only. Kept for 365 days (180 days under 18). You may withdraw consent \
-             at any time. You can always use a card, a PIN or ask the guard instead."
-                .to_owned(),
-        );
-        Self {
-            deployment: RawDeployment {
-                processor_name: "Example Property Management Co., Ltd.".to_owned(),
-                processor_contact: "privacy@example.com".to_owned(),
-                purpose: Purpose::AccessControl,
-                site_kind: SiteKind::OfficeEntrance,
-                site_name: "Building A, north entrance".to_owned(),
-                mode: Mode::Production,
-                debug_image_capture: false,
-            },
-            notice: RawNotice {
-                version: 1,
-                default_language: Some("en".to_owned()),
-                texts,
-                signage: "Face recognition in use at this gate. Prefer not to? Use your card or \
-                          PIN, or ask the guard."
-                    .to_owned(),
-                retention_statement: "Face templates are deleted 365 days after consent (180 \
-                                      days under 18), or at once when you withdraw."
-                    .to_owned(),
-                pending: NoticePending::Keep,
-            },
-            retention: RawRetention {
-                days: 365,
-                minor_days: Some(180),
-                sweep_interval_minutes: 60,
-            },
-            alternatives: RawAlternatives {
-                pin: true,
-                card: true,
-                qr: false,
-                operator_override: true,
-                credential_days: Some(365),
-            },
-            filing: RawFiling::default(),
-            lockout: RawLockout::default(),
-            matching: RawMatching {
-                fmr: Some(1e-4),
-                cosine_override: None,
-                margin: 0.05,
-                frames_to_agree: 2,
-            },
-        }
+        // A compile-time constant; `example_validates` proves it parses and validates.
+        #[allow(clippy::expect_used)]
+        toml::from_str(EXAMPLE_TOML).expect("EXAMPLE_TOML parses")
     }
 }
 
@@ -1018,6 +972,38 @@ mod tests {
 
     fn example() -> RawPolicyConfig {
         RawPolicyConfig::example()
+    }
+
+    /// The shipped config's policy sections are the example policy, value for value (comments
+    /// and layout may differ). Edit both, or neither.
+    #[test]
+    fn the_shipped_config_holds_the_example_policy() {
+        let shipped: toml::Table =
+            toml::from_str(include_str!("../../../configs/facegate.toml")).unwrap();
+        let example: toml::Table = toml::from_str(EXAMPLE_TOML).unwrap();
+        for (section, values) in &example {
+            assert_eq!(
+                shipped.get(section),
+                Some(values),
+                "[{section}] of configs/facegate.toml differs from EXAMPLE_TOML"
+            );
+        }
+        let policy_sections = [
+            "deployment",
+            "notice",
+            "retention",
+            "alternatives",
+            "lockout",
+            "filing",
+            "matching",
+        ];
+        for section in shipped.keys() {
+            assert!(
+                example.contains_key(section) || !policy_sections.contains(&section.as_str()),
+                "[{section}] is a policy section missing from EXAMPLE_TOML"
+            );
+        }
+        assert_eq!(example.len(), policy_sections.len());
     }
 
     #[test]
