@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    facegate_testkit::workspace(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn facegate(args: &[&str]) -> Output {
@@ -878,15 +878,7 @@ fn live_enrollment_goes_through_the_same_checks() {
         video.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let y4m = dir.path().join("d9.y4m");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&video)
-        .args(["-frames:v", "60", "-pix_fmt", "yuv420p"])
-        .arg(&y4m)
-        .status()
-        .expect("ffmpeg is needed to convert the clip");
-    assert!(status.success());
+    let y4m = facegate_testkit::y4m_clip(&video, 60, &dir.path().join("d9.y4m"));
     let key = dir.path().join("master.key");
     let state = dir.path().join("state");
     let run = |args: &[&str]| {
