@@ -10,14 +10,13 @@
 //! exponential back-off (capped); any other source ends the stream at its end and reports a
 //! fatal error to the engine.
 
-use facegate_types::ErrorChain;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use facegate_capture::{CaptureError, FrameSource};
-use facegate_types::Frame;
+use facegate_types::{ErrorChain, Frame};
 
 /// Opens (and reopens) the frame source.
 pub type SourceOpener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> + Send>;

@@ -1,6 +1,5 @@
 //! The gate loop.
 
-use facegate_types::ErrorChain;
 use std::borrow::BorrowMut;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +13,7 @@ use facegate_policy::{FailureEffect, LockoutState, NoticePending};
 use facegate_store::{
     AuditEvent, AuditKind, ConsentStatus, CredentialCheck, Identification, SearchMode, Store,
 };
-use facegate_types::{Clock, Frame, SubjectId, SystemClock, UnixMillis};
+use facegate_types::{Clock, ErrorChain, Frame, SubjectId, SystemClock, UnixMillis};
 use facegate_vision::{
     AnalyseOptions, Detection, Pipeline, QualityIssue, StageTimings, TrackId, Tracker,
 };

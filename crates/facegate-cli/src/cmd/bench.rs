@@ -1,18 +1,17 @@
 //! `facegate bench pipeline PATH`: per-stage p50/p95, faces per second, and the raw model
 //! inference time beside the pipeline time (the difference is the pipeline's own overhead).
 
-use facegate_types::ErrorChain;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use facegate_capture::{CaptureOptions, SourceSpec};
+use facegate_store::quantile;
+use facegate_types::ErrorChain;
 use facegate_vision::{AnalyseOptions, StageTimings};
 use serde_json::json;
 
 use crate::cli::{BenchCommand, Cli, GalleryBenchArgs, PipelineBenchArgs};
-use facegate_store::quantile;
-
 use crate::output::{ms, progress};
 
 pub fn run(cli: &Cli, cmd: &BenchCommand) -> Result<ExitCode> {

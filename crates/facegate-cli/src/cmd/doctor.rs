@@ -1,11 +1,11 @@
 //! `facegate doctor`: everything an integrator checks on a terminal, each with a verdict.
 //! Exit status 1 when anything needs attention (a failed check or a filing alert).
 
-use facegate_types::ErrorChain;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use facegate_policy::FilingStatus;
+use facegate_types::ErrorChain;
 use serde_json::json;
 
 use crate::cli::{Cli, JsonArg};

@@ -5,7 +5,6 @@
 //! re-validates the config and hands the new policy to the store (retention, notice); an invalid
 //! new config is refused and the running one kept.
 
-use facegate_types::ErrorChain;
 use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use facegate_capture::{CaptureOptions, SourceSpec};
 use facegate_engine::{
     Credential, Engine, EngineConfig, EngineHandle, FramePolicy, JsonLinesSink, SocketBroadcaster,
 };
+use facegate_types::ErrorChain;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 

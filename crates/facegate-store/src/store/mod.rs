@@ -10,7 +10,6 @@ mod removal;
 mod rotation;
 mod trail;
 
-use facegate_types::ErrorChain;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +19,7 @@ use facegate_policy::{
     Consent, ConsentRecord, FilingStatus, PolicyConfig, VerifyOutcome, Withdrawal,
     verification_outcome,
 };
-use facegate_types::{Clock, Embedding, SubjectId, TemplateId, UnixMillis};
+use facegate_types::{Clock, Embedding, ErrorChain, SubjectId, TemplateId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 
