@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# The cargo-deny release deploy/dev.sh installs and runs.
+CARGO_DENY_VERSION=0.20.2
+
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -34,6 +37,13 @@ setup() {
         log "installing Debian packages: ${need[*]}"
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+    # cargo-deny (deny.toml: the single owners of rusqlite, ort and nokhwa, licences, duplicate
+    # versions, sources), built from crates.io at a pinned version when absent (it is not
+    # packaged by Debian). Building it took 20 minutes on 2 busy cores, once per machine.
+    if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+        log "installing cargo-deny $CARGO_DENY_VERSION from crates.io"
+        cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"
     fi
     log "fetching ONNX Runtime, models and samples (checked against models/manifest.toml)"
     python3 deploy/fetch-assets.py
@@ -71,10 +81,21 @@ case "${1:-}" in
             log "WARNING: cargo clippy is not installed: lint check skipped"
         fi
         RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
+        log "cargo deny: single owners of rusqlite/ort/nokhwa, licences, duplicates, sources"
+        # Offline: no advisory database (the build machines reach crates.io only). cargo-deny
+        # reads `cargo metadata` of every platform, so the locked crates are fetched first.
+        cargo fetch --locked --quiet
+        cargo deny --offline --locked check bans licenses sources
         log "running the test suite (release profile, one build shared with the demo)"
         # Every test that needs ../shared/eval, ffmpeg or root fails here when they are missing,
         # instead of printing SKIPPED and passing (facegate-testkit).
         FACEGATE_REQUIRE_EVAL=1 cargo test --release --locked --workspace
+        log "the library crates' tests again with debug assertions and overflow checks (dev profile)"
+        # Release builds never run a debug_assert! or an overflow check. The engine and the
+        # binary are left to the release pass: their tests replay whole clips, which unoptimised
+        # workspace code makes several times slower.
+        FACEGATE_REQUIRE_EVAL=1 cargo test --locked -p facegate-types -p facegate-capture \
+            -p facegate-vision -p facegate-policy -p facegate-store --lib --tests
         log "Debian package: install, upgrade, purge in a throwaway root"
         deploy/debian/test-install.sh
         log "aarch64: cross-build, then detect/compare under qemu-aarch64 against the x86 decisions"

@@ -18,7 +18,7 @@ pub enum CaptureError {
     InvalidSpec { spec: String, reason: String },
 
     /// A file or folder that cannot be opened or listed.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}", path.display())]
     Open {
         path: PathBuf,
         #[source]
@@ -47,7 +47,7 @@ pub enum CaptureError {
     },
 
     /// An I/O error (other than a short read) while reading a stream.
-    #[error("{}: read error at frame {index}: {source}", path.display())]
+    #[error("{}: read error at frame {index}", path.display())]
     Read {
         path: PathBuf,
         index: u64,
@@ -83,7 +83,7 @@ pub enum CaptureError {
 
     // ---- per frame: drop this frame, the next call goes on ---------------------------------
     /// An image that is corrupt, truncated or in an unsupported format.
-    #[error("{}: frame {index}: cannot decode image: {source}", path.display())]
+    #[error("{}: frame {index}: cannot decode image", path.display())]
     Decode {
         path: PathBuf,
         index: u64,

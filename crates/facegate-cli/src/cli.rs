@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -166,16 +166,16 @@ pub struct ConsentArgs {
     #[arg(long)]
     pub age: u8,
     /// How consent was given.
-    #[arg(long, value_parser = ["written", "electronic", "terminal"], default_value = "written")]
-    pub method: String,
+    #[arg(long, value_enum, default_value_t = MethodArg::Written)]
+    pub method: MethodArg,
     /// The operator taking the consent.
     #[arg(long)]
     pub operator: String,
     /// Guardian's identity reference (required under 14).
     #[arg(long)]
     pub guardian_id: Option<String>,
-    #[arg(long, value_parser = ["parent", "legal_guardian"], default_value = "parent")]
-    pub guardian_relation: String,
+    #[arg(long, value_enum, default_value_t = RelationArg::Parent)]
+    pub guardian_relation: RelationArg,
 }
 
 #[derive(Debug, Args)]
@@ -232,8 +232,8 @@ pub enum ConsentCommand {
         subject: String,
         #[arg(long)]
         operator: String,
-        #[arg(long, value_parser = ["written", "electronic", "terminal"], default_value = "terminal")]
-        method: String,
+        #[arg(long, value_enum, default_value_t = MethodArg::Terminal)]
+        method: MethodArg,
     },
     /// People whose live consent was given under an older notice version (Art. 5: tell them
     /// of the change, or ask again); `[notice] pending` says what the gate does meanwhile.
@@ -498,8 +498,8 @@ pub struct GalleryBenchArgs {
     #[arg(long, default_value_t = 512)]
     pub dim: usize,
     /// Search mode: auto (int8 scan + exact re-score for large galleries), exact, quantised.
-    #[arg(long, value_parser = ["auto", "exact", "quantised"], default_value = "auto")]
-    pub mode: String,
+    #[arg(long, value_enum, default_value_t = SearchModeArg::Auto)]
+    pub mode: SearchModeArg,
     #[arg(long)]
     pub json: bool,
 }
@@ -519,4 +519,125 @@ pub struct PipelineBenchArgs {
     pub liveness: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--method`: how consent was given, spelled as the consent record stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum MethodArg {
+    Written,
+    Electronic,
+    Terminal,
+}
+
+impl From<MethodArg> for facegate_policy::ConsentMethod {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Written => Self::Written,
+            MethodArg::Electronic => Self::Electronic,
+            MethodArg::Terminal => Self::Terminal,
+        }
+    }
+}
+
+/// `--guardian-relation`, spelled as the consent record stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum RelationArg {
+    Parent,
+    LegalGuardian,
+}
+
+impl From<RelationArg> for facegate_policy::GuardianRelation {
+    fn from(r: RelationArg) -> Self {
+        match r {
+            RelationArg::Parent => Self::Parent,
+            RelationArg::LegalGuardian => Self::LegalGuardian,
+        }
+    }
+}
+
+/// `bench gallery --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SearchModeArg {
+    /// int8 scan + exact re-score for large galleries, exact for small ones.
+    Auto,
+    /// Every row in f32.
+    Exact,
+    /// The int8 copy, then the best candidates re-scored in f32.
+    Quantised,
+}
+
+impl SearchModeArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Exact => "exact",
+            Self::Quantised => "quantised",
+        }
+    }
+}
+
+impl From<SearchModeArg> for facegate_store::SearchMode {
+    fn from(m: SearchModeArg) -> Self {
+        match m {
+            SearchModeArg::Auto => Self::Auto,
+            SearchModeArg::Exact => Self::Exact,
+            SearchModeArg::Quantised => Self::Quantised,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The command line spells each value as the consent record does (serde of the policy's
+    /// types), so an operator types what `subjects show` prints.
+    #[test]
+    fn argument_values_are_the_record_spellings() {
+        for m in MethodArg::value_variants() {
+            let name = m.to_possible_value().unwrap().get_name().to_string();
+            let stored = serde_json::to_value(facegate_policy::ConsentMethod::from(*m)).unwrap();
+            assert_eq!(stored, serde_json::Value::String(name));
+        }
+        for r in RelationArg::value_variants() {
+            let name = r.to_possible_value().unwrap().get_name().to_string();
+            let stored = serde_json::to_value(facegate_policy::GuardianRelation::from(*r)).unwrap();
+            assert_eq!(stored, serde_json::Value::String(name));
+        }
+        for m in SearchModeArg::value_variants() {
+            assert_eq!(m.to_possible_value().unwrap().get_name(), m.as_str());
+        }
+    }
+
+    #[test]
+    fn an_unknown_value_names_the_allowed_ones() {
+        let err = Cli::try_parse_from([
+            "facegate",
+            "consent",
+            "withdraw",
+            "alice",
+            "--operator",
+            "o",
+            "--method",
+            "fax",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("invalid value 'fax' for '--method <METHOD>'")
+                && err.contains("[possible values: written, electronic, terminal]"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["facegate", "bench", "gallery", "--mode", "fast"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[possible values: auto, exact, quantised]"),
+            "{err}"
+        );
+    }
 }

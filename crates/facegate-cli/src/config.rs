@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use facegate_engine::{GateConfig, ServiceConfig};
 use facegate_policy::{
     PolicyConfig, RawAlternatives, RawDeployment, RawFiling, RawMatching, RawNotice,
     RawPolicyConfig, RawRetention,
@@ -18,9 +19,6 @@ use serde::Deserialize;
 /// The default configuration, compiled in: used when no `--config` is given and
 /// `/etc/facegate/facegate.toml` does not exist.
 pub const DEFAULT_TOML: &str = include_str!("../../../configs/facegate.toml");
-
-/// The highest GPIO line offset accepted (chips have at most a few hundred lines).
-const MAX_GPIO_LINE: u32 = 1023;
 
 /// Where an installed terminal keeps its configuration.
 pub const SYSTEM_CONFIG: &str = "/etc/facegate/facegate.toml";
@@ -114,72 +112,6 @@ impl RawLiveness {
         c.challenge.mirrored = self.mirrored;
         c.validate()?;
         Ok(c)
-    }
-}
-
-/// `[service]`: what `facegate run` watches and where it talks.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServiceConfig {
-    /// The frame source: `camera:0`, `/dev/video0`, a Y4M file, a folder or an image.
-    pub source: String,
-    /// Decision events as JSON lines to every subscriber of this Unix socket (unset: none).
-    pub events_socket: Option<PathBuf>,
-    /// The admin API (JSON lines, SO_PEERCRED roles); unset: none.
-    pub admin_socket: Option<PathBuf>,
-    /// Retired: PINs, cards and QR codes live in the store's register now
-    /// (`facegate credential issue`); a config that still sets it is refused with that advice.
-    pub credentials: Option<PathBuf>,
-    /// Retired: the passive threshold is `[liveness] passive_threshold` now; a config that
-    /// still sets it is refused with that advice.
-    pub liveness_threshold: Option<f32>,
-    /// A face decided `unknown` is tried again after this many milliseconds (and at once when
-    /// the gallery changes).
-    pub unknown_retry_ms: u64,
-    /// A credential alone decides (`alone`), or claims an identity the face verifies 1:1
-    /// (`with_face`).
-    pub credential_mode: String,
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        Self {
-            source: "camera:0".into(),
-            events_socket: None,
-            admin_socket: None,
-            credentials: None,
-            liveness_threshold: None,
-            unknown_retry_ms: facegate_engine::DEFAULT_UNKNOWN_RETRY.as_millis() as u64,
-            credential_mode: "alone".into(),
-        }
-    }
-}
-
-/// `[gate]`: what opens the door.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GateConfig {
-    /// `gpio`, `command` or `dry_run` (logs the pulse only).
-    pub output: String,
-    pub gpio_chip: PathBuf,
-    pub gpio_line: u32,
-    pub active_low: bool,
-    /// How long the relay stays open.
-    pub pulse_ms: u64,
-    /// For `command`: program and arguments; the subject id is in `$FACEGATE_SUBJECT`.
-    pub command: Vec<String>,
-}
-
-impl Default for GateConfig {
-    fn default() -> Self {
-        Self {
-            output: "dry_run".into(),
-            gpio_chip: PathBuf::from("/dev/gpiochip0"),
-            gpio_line: 17,
-            active_low: false,
-            pulse_ms: 800,
-            command: Vec::new(),
-        }
     }
 }
 
@@ -337,52 +269,17 @@ impl Config {
         {
             bail!("config {source}: store.key_credential must be a credential name (no slashes)");
         }
-        if !["gpio", "command", "dry_run"].contains(&raw.gate.output.as_str()) {
-            bail!(
-                "config {source}: gate.output must be gpio, command or dry_run, not {:?}",
-                raw.gate.output
-            );
-        }
-        if raw.gate.output == "command" && raw.gate.command.is_empty() {
-            bail!(
-                "config {source}: gate.output = \"command\" needs gate.command = [\"/path/to/program\", ...]"
-            );
-        }
-        if !(1..=30_000).contains(&raw.gate.pulse_ms) {
-            bail!("config {source}: gate.pulse_ms must lie in 1..=30000");
-        }
-        if raw.service.liveness_threshold.is_some() {
-            bail!(
-                "config {source}: service.liveness_threshold is no longer read: liveness is the \
-                 [liveness] section now (challenge = off | when_in_doubt | always, \
-                 passive_threshold = ...); remove the key"
-            );
-        }
+        // [service] and [gate] belong to the engine, which validates them.
+        raw.service
+            .validate()
+            .with_context(|| format!("config {source}"))?;
+        raw.gate
+            .validate()
+            .with_context(|| format!("config {source}"))?;
         let liveness = raw
             .liveness
             .into_config()
             .map_err(|e| anyhow::anyhow!("config {source}: liveness.{e}"))?;
-        if raw.gate.gpio_line > MAX_GPIO_LINE {
-            bail!("config {source}: gate.gpio_line must lie in 0..={MAX_GPIO_LINE}");
-        }
-        let (lo, hi) = facegate_engine::UNKNOWN_RETRY_RANGE;
-        let (lo, hi) = (lo.as_millis() as u64, hi.as_millis() as u64);
-        if !(lo..=hi).contains(&raw.service.unknown_retry_ms) {
-            bail!(
-                "config {source}: service.unknown_retry_ms = {} must lie in {lo}..={hi}",
-                raw.service.unknown_retry_ms
-            );
-        }
-        if !["alone", "with_face"].contains(&raw.service.credential_mode.as_str()) {
-            bail!("config {source}: service.credential_mode must be alone or with_face");
-        }
-        if raw.service.credentials.is_some() {
-            bail!(
-                "config {source}: service.credentials (a hashed directory file) is no longer read: \
-                 credentials live in the store's register; issue them with `facegate credential issue` \
-                 and remove the key"
-            );
-        }
         let mut service = raw.service;
         service.events_socket = service.events_socket.map(resolve);
         service.admin_socket = service.admin_socket.map(resolve);

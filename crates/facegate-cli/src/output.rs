@@ -33,17 +33,6 @@ pub fn date(t: facegate_types::UnixMillis) -> String {
     t.utc_minutes()
 }
 
-/// The `q`-quantile (0..=1) of `values` by nearest rank; 0 for none.
-pub fn quantile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
@@ -66,14 +55,5 @@ mod tests {
         assert_eq!(date(UnixMillis(0)), "1970-01-01 00:00 UTC");
         assert_eq!(date(UnixMillis(1_795_437_000_000)), "2026-11-23 12:30 UTC");
         assert_eq!(date(UnixMillis(951_782_400_000)), "2000-02-29 00:00 UTC");
-    }
-
-    #[test]
-    fn quantiles_by_nearest_rank() {
-        let v = [5.0, 1.0, 3.0, 2.0, 4.0];
-        assert_eq!(quantile(&v, 0.5), 3.0);
-        assert_eq!(quantile(&v, 0.95), 5.0);
-        assert_eq!(quantile(&v, 0.0), 1.0);
-        assert_eq!(quantile(&[], 0.5), 0.0);
     }
 }

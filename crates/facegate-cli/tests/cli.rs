@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    facegate_testkit::workspace(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn facegate(args: &[&str]) -> Output {
@@ -878,15 +878,7 @@ fn live_enrollment_goes_through_the_same_checks() {
         video.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let y4m = dir.path().join("d9.y4m");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&video)
-        .args(["-frames:v", "60", "-pix_fmt", "yuv420p"])
-        .arg(&y4m)
-        .status()
-        .expect("ffmpeg is needed to convert the clip");
-    assert!(status.success());
+    let y4m = facegate_testkit::y4m_clip(&video, 60, &dir.path().join("d9.y4m"));
     let key = dir.path().join("master.key");
     let state = dir.path().join("state");
     let run = |args: &[&str]| {
@@ -1021,4 +1013,154 @@ fn liveness_evaluation_pins_the_readme_figures() {
     assert!(rate("off", "recorded_live") >= 0.90);
     let off_took = r["off"]["live"]["median_s_to_live"].as_f64().unwrap();
     assert!(off_took <= 1.0, "{off_took}");
+}
+
+/// The whole of what an operator reads for the errors met most (`facegate: error: ` and the
+/// `{:#}` chain): each cause appears once, and nothing else is added or lost.
+mod operator_errors {
+    use super::*;
+
+    fn stderr(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    fn with_store(state: &Path, key: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(["--state-dir", state.to_str().unwrap()])
+            .args(["--key-file", key.to_str().unwrap()])
+            .args(args)
+            .current_dir(workspace())
+            .env_remove("FACEGATE_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    /// `facegate keygen` at `path`, returning the key id it reports.
+    fn keygen(path: &Path) -> String {
+        let out = facegate(&["keygen", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        text.strip_prefix("new master key ")
+            .and_then(|t| t.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no key id in {text:?}"))
+            .to_string()
+    }
+
+    #[test]
+    fn a_missing_config_file() {
+        let out = facegate(&["validate", "--config", "/nonexistent/facegate.toml"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out),
+            "facegate: error: reading config /nonexistent/facegate.toml: No such file or \
+             directory (os error 2)\n"
+        );
+    }
+
+    #[test]
+    fn an_unknown_config_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
+        let line = text.lines().position(|l| l == "[vision]").unwrap() + 2;
+        let cfg = dir.path().join("facegate.toml");
+        std::fs::write(&cfg, text.replacen("[vision]", "[vision]\nsurprise = 1", 1)).unwrap();
+        let out = facegate(&["validate", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let pad = " ".repeat(line.to_string().len());
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "facegate: error: config {}: TOML parse error at line {line}, column 1\n\
+                 {pad} |\n\
+                 {line} | surprise = 1\n\
+                 {pad} | ^^^^^^^^\n\
+                 unknown field `surprise`, expected one of `flip_tta`, `liveness`, \
+                 `detector_threshold`, `quality`\n\n",
+                cfg.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_wrong_master_key_and_a_missing_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k1, k2) = (dir.path().join("k1"), dir.path().join("k2"));
+        let (id1, id2) = (keygen(&k1), keygen(&k2));
+        let state = dir.path().join("state");
+        let out = with_store(&state, &k1, &["subjects", "list"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        let out = with_store(&state, &k2, &["subjects", "list"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "facegate: error: opening the store in {}: wrong master key (expected key id \
+                 {id1}, got {id2}); use the key this database was created or last rotated with\n",
+                state.display()
+            )
+        );
+
+        let marker = std::fs::read_to_string(state.join("store.id")).unwrap();
+        let created: i64 = marker
+            .lines()
+            .find_map(|l| l.strip_prefix("created_at="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        for f in ["facegate.db", "facegate.db-wal", "facegate.db-shm"] {
+            let _ = std::fs::remove_file(state.join(f));
+        }
+        let out = with_store(&state, &k1, &["subjects", "list"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "facegate: error: opening the store in {s}: database {s}/facegate.db is missing \
+                 or empty, but this state directory holds a store created at {at} (master key \
+                 {id1}): refusing to start a new, empty store in its place. Restore the database \
+                 from the latest sealed backup; to really start afresh, move the whole state \
+                 directory away first\n",
+                s = state.display(),
+                at = facegate_types::UnixMillis(created).rfc3339(),
+            )
+        );
+    }
+
+    /// An OS error reaches the operator once, after the path it is about.
+    #[test]
+    fn a_state_directory_that_cannot_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        keygen(&key);
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"").unwrap();
+        let state = file.join("state");
+        let out = with_store(&state, &key, &["subjects", "list"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "facegate: error: opening the store in {s}: {s}: Not a directory (os error 20)\n",
+                s = state.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_model_with_the_wrong_hash() {
+        const DETECTOR: &str = "6c0256ccd3164f844736a401faf936ec2930764a87ae39442180887d0c5c8854";
+        let zeros = "0".repeat(64);
+        let site = site_with_manifest(|m| m.replacen(DETECTOR, &zeros, 1), "");
+        let out = validate_in(site.path());
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "facegate: error: loading the vision pipeline: model detector ({}): sha256 mismatch, expected {zeros}, found \
+                 {DETECTOR}\n",
+                site.path().join("models/weights/fr_detect.onnx").display()
+            )
+        );
+    }
 }

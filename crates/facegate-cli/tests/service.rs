@@ -9,24 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    facegate_testkit::workspace(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn clip(name: &str) -> Option<PathBuf> {
-    let eval = std::env::var_os("FACEGATE_EVAL_DIR")
-        .map_or_else(|| workspace().join("../shared/eval"), PathBuf::from);
-    let p = eval.join("video").join(name);
-    let ffmpeg = Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if p.is_file() && ffmpeg {
-        Some(p)
-    } else {
-        facegate_testkit::skip(&format!("missing {} or ffmpeg", p.display()));
-        None
-    }
+    facegate_testkit::eval_video(env!("CARGO_MANIFEST_DIR"), name)
 }
 
 fn ffmpeg(args: &[&str]) {
@@ -97,17 +84,7 @@ impl Site {
     }
 
     fn y4m(&self, clip: &Path, name: &str, frames: u32) -> PathBuf {
-        let out = self.path(name);
-        ffmpeg(&[
-            "-i",
-            clip.to_str().unwrap(),
-            "-frames:v",
-            &frames.to_string(),
-            "-pix_fmt",
-            "yuv420p",
-            out.to_str().unwrap(),
-        ]);
-        out
+        facegate_testkit::y4m_clip(clip, frames, &self.path(name))
     }
 }
 

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use facegate_capture::{CaptureError, FrameSource};
-use facegate_types::Frame;
+use facegate_types::{ErrorChain, Frame};
 
 /// Opens (and reopens) the frame source.
 pub type SourceOpener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> + Send>;
@@ -305,7 +305,7 @@ fn capture_loop(
         let mut source = match opener() {
             Ok(s) => s,
             Err(e) if config.reopen => {
-                if fail(e.to_string(), &mut backoff) {
+                if fail(ErrorChain(&e).to_string(), &mut backoff) {
                     continue 'open;
                 }
                 break 'open;
@@ -360,10 +360,10 @@ fn capture_loop(
                 }
                 Err(e) if e.is_frame_error() => {
                     let n = stats.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(error = %e, bad_frames = n, "frame dropped");
+                    tracing::warn!(error = %ErrorChain(&e), bad_frames = n, "frame dropped");
                 }
                 Err(e) if config.reopen => {
-                    if fail(e.to_string(), &mut backoff) {
+                    if fail(ErrorChain(&e).to_string(), &mut backoff) {
                         continue 'open;
                     }
                     break 'open;

@@ -13,7 +13,7 @@ use facegate_policy::{FailureEffect, LockoutState, NoticePending};
 use facegate_store::{
     AuditEvent, AuditKind, ConsentStatus, CredentialCheck, Identification, SearchMode, Store,
 };
-use facegate_types::{Clock, Frame, SubjectId, SystemClock, UnixMillis};
+use facegate_types::{Clock, ErrorChain, Frame, SubjectId, SystemClock, UnixMillis};
 use facegate_vision::{
     Action, ChallengeStatus, Detection, LiveStatus, LivenessConfig, LivenessSession, Pipeline,
     PreparedFace, QualityIssue, StageTimings, TrackId, Tracker,
@@ -454,7 +454,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             if last_sweep.elapsed() >= self.config.sweep_interval {
                 last_sweep = Instant::now();
                 if let Err(e) = self.sweep() {
-                    tracing::error!(error = %e, "retention sweep failed; retrying next period");
+                    tracing::error!(error = %ErrorChain(&e), "retention sweep failed; retrying next period");
                 }
             }
             if self.stop.load(Ordering::SeqCst) {
@@ -521,7 +521,9 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                         raised.push(("audit_chain_broken", b.to_string(), Some(d)));
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "audit chain could not be verified"),
+                Err(e) => {
+                    tracing::error!(error = %ErrorChain(&e), "audit chain could not be verified")
+                }
             }
         }
         if let Some(behind) = self.store.clock_behind() {
@@ -550,7 +552,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 raised.push((name, status.describe(stored), None));
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "filing status could not be read"),
+            Err(e) => tracing::error!(error = %ErrorChain(&e), "filing status could not be read"),
         }
         for (alert, detail, record) in raised {
             self.summary.alerts += 1;
@@ -561,7 +563,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 }
                 let ev = AuditEvent::new(AuditKind::Alert, "facegate", "raised").details(details);
                 if let Err(e) = self.store.record(ev) {
-                    tracing::error!(error = %e, "could not record an alert");
+                    tracing::error!(error = %ErrorChain(&e), "could not record an alert");
                 }
             }
             let now = self.clock.now();
@@ -574,7 +576,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             for sink in &mut self.sinks {
                 if let Err(e) = sink.alert(&event) {
                     self.summary.sink_errors += 1;
-                    tracing::warn!(error = %e, "event sink failed");
+                    tracing::warn!(error = %ErrorChain(&e), "event sink failed");
                 }
             }
         }
@@ -607,7 +609,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             Ok(d) => detections.extend(d.iter().take(self.config.max_faces).copied()),
             Err(e) => {
                 self.summary.vision_errors += 1;
-                tracing::warn!(error = %e, seq = frame.sequence, "detection failed; frame skipped");
+                tracing::warn!(error = %ErrorChain(&e), seq = frame.sequence, "detection failed; frame skipped");
                 self.detections = detections;
                 return;
             }
@@ -671,7 +673,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 Ok(f) => f,
                 Err(e) => {
                     self.summary.vision_errors += 1;
-                    tracing::warn!(error = %e, "face analysis failed; frame skipped for this face");
+                    tracing::warn!(error = %ErrorChain(&e), "face analysis failed; frame skipped for this face");
                     continue;
                 }
             };
@@ -686,7 +688,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                     Ok(None) => {}
                     Err(e) => {
                         self.summary.vision_errors += 1;
-                        tracing::warn!(error = %e, "passive liveness failed");
+                        tracing::warn!(error = %ErrorChain(&e), "passive liveness failed");
                     }
                 }
             }
@@ -781,7 +783,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             Ok(e) => e,
             Err(e) => {
                 self.summary.vision_errors += 1;
-                tracing::warn!(error = %e, "embedding failed; attempt skipped");
+                tracing::warn!(error = %ErrorChain(&e), "embedding failed; attempt skipped");
                 return None;
             }
         };
@@ -804,7 +806,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                     None,
                 )),
                 Err(e) => {
-                    tracing::warn!(error = %e, "verification failed");
+                    tracing::warn!(error = %ErrorChain(&e), "verification failed");
                     None
                 }
             }
@@ -820,7 +822,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                     Some((attempt, Some(ident)))
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "identification failed");
+                    tracing::warn!(error = %ErrorChain(&e), "identification failed");
                     None
                 }
             }
@@ -974,7 +976,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             Ok(ConsentStatus::WithdrawnInRecord) => denied("consent_withdrawn"),
             Ok(_) => denied("no_live_consent"),
             Err(e) => {
-                tracing::error!(subject = %subject, error = %e, "consent lookup failed");
+                tracing::error!(subject = %subject, error = %ErrorChain(&e), "consent lookup failed");
                 (Outcome::Retry, Some("store_error".into()))
             }
         }
@@ -986,7 +988,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         let t = Instant::now();
         if let Err(e) = self.store.record(d.audit.clone()) {
             self.summary.audit_errors += 1;
-            tracing::error!(error = %e, "audit record failed");
+            tracing::error!(error = %ErrorChain(&e), "audit record failed");
             if d.outcome == Outcome::Granted {
                 d.outcome = Outcome::Retry;
                 d.reason = Some("audit_failed".into());
@@ -1063,7 +1065,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         for sink in &mut self.sinks {
             if let Err(e) = sink.prompt(&event) {
                 self.summary.sink_errors += 1;
-                tracing::warn!(error = %e, "event sink failed");
+                tracing::warn!(error = %ErrorChain(&e), "event sink failed");
             }
         }
     }
@@ -1082,7 +1084,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         for sink in &mut self.sinks {
             if let Err(e) = sink.emit(event) {
                 self.summary.sink_errors += 1;
-                tracing::warn!(error = %e, "event sink failed");
+                tracing::warn!(error = %ErrorChain(&e), "event sink failed");
             }
         }
     }
@@ -1171,7 +1173,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         let check = match self.store.check_credential(kind, value) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "credential register lookup failed");
+                tracing::error!(error = %ErrorChain(&e), "credential register lookup failed");
                 let audit = record(Outcome::Retry, None, Some("store_error"));
                 return self.finish(
                     base(Outcome::Retry, None, Some("store_error".into()), audit),
@@ -1225,7 +1227,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 }
                 Ok(_) => None,
                 Err(e) => {
-                    tracing::error!(subject = %holder, error = %e, "consent lookup failed");
+                    tracing::error!(subject = %holder, error = %ErrorChain(&e), "consent lookup failed");
                     let audit = record(Outcome::Retry, Some(&holder), Some("store_error"));
                     return self.finish(
                         base(
@@ -1337,7 +1339,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         }
         if let Err(e) = self.store.record(ev) {
             self.summary.audit_errors += 1;
-            tracing::error!(error = %e, "audit record failed");
+            tracing::error!(error = %ErrorChain(&e), "audit record failed");
         }
     }
 

@@ -12,8 +12,13 @@ pub enum EngineError {
     #[error("invalid engine config: {field}: {reason}")]
     Config { field: &'static str, reason: String },
 
+    /// A value of the config file's `[service]` or `[gate]` section outside its bounds; `key`
+    /// is the config key.
+    #[error("{key} {reason}")]
+    Setting { key: &'static str, reason: String },
+
     /// The frame source could not be opened and is not retried (a replayed file).
-    #[error("capture: {0}")]
+    #[error(transparent)]
     Capture(#[from] facegate_capture::CaptureError),
 
     /// The capture thread ended abnormally.
@@ -21,11 +26,11 @@ pub enum EngineError {
     CaptureThread { reason: String },
 
     /// A vision stage failed at start-up (a per-frame failure is counted, not returned).
-    #[error("vision: {0}")]
+    #[error(transparent)]
     Vision(#[from] facegate_vision::VisionError),
 
     /// The store failed (start-up, gallery load, sweep).
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] facegate_store::StoreError),
 
     /// A credential directory file that cannot be read or parsed.
@@ -41,7 +46,7 @@ pub enum EngineError {
     },
 
     /// A Unix socket could not be bound or set up.
-    #[error("event socket {}: {source}", path.display())]
+    #[error("event socket {}", path.display())]
     Socket {
         path: PathBuf,
         #[source]
@@ -53,7 +58,7 @@ pub enum EngineError {
     Gate { output: String, reason: String },
 
     /// An event sink could not write.
-    #[error("event sink {sink}: {source}")]
+    #[error("event sink {sink}")]
     Sink {
         sink: &'static str,
         #[source]

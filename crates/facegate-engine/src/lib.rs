@@ -57,6 +57,7 @@ mod decision;
 mod engine;
 mod error;
 mod gate;
+mod sections;
 mod sink;
 
 pub use capture::{
@@ -75,6 +76,10 @@ pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;
 pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use sections::{
+    CredentialModeKind, GateConfig, GateOutputKind, MAX_GPIO_LINE, PULSE_MS_RANGE, ServiceConfig,
+    WITH_FACE_WINDOW,
+};
 pub use sink::{
     ACCEPTS_PER_EVENT, EventSink, JsonLinesSink, MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_UID,
     MemorySink, PeerCheck, SocketBroadcaster, peer_credentials,

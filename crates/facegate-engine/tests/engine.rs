@@ -23,7 +23,7 @@ use facegate_vision::{
 };
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    facegate_testkit::workspace(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn eval_dir() -> PathBuf {
@@ -136,26 +136,9 @@ fn grey_opener() -> facegate_engine::SourceOpener {
 
 /// `frames` frames of a video from the evaluation set as Y4M in `dir`, or `None` (skipped).
 fn clip(name: &str, frames: u32, dir: &Path) -> Option<PathBuf> {
-    let src = eval_dir().join("video").join(name);
-    if !src.is_file() {
-        facegate_testkit::skip(&format!("evaluation video missing {}", src.display()));
-        return None;
-    }
+    let src = facegate_testkit::eval_video(env!("CARGO_MANIFEST_DIR"), name)?;
     let out = dir.join(name.replace(".mp4", &format!("_{frames}.y4m")));
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&src)
-        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
-        .arg(&out)
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(out),
-        Ok(s) => panic!("ffmpeg failed on {}: {s}", src.display()),
-        Err(e) => {
-            facegate_testkit::skip(&format!("ffmpeg missing ({e})"));
-            None
-        }
-    }
+    Some(facegate_testkit::y4m_clip(&src, frames, &out))
 }
 
 fn outcomes(events: &[DecisionEvent]) -> Vec<String> {
@@ -939,19 +922,7 @@ fn clip_required(name: &str, frames: u32, dir: &Path) -> PathBuf {
         src.display()
     );
     let out = dir.join(name.replace(".mp4", &format!("_{frames}.y4m")));
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&src)
-        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("ffmpeg is needed to convert {}: {e}", src.display()));
-    assert!(
-        status.success(),
-        "ffmpeg failed on {}: {status}",
-        src.display()
-    );
-    out
+    facegate_testkit::y4m_clip(&src, frames, &out)
 }
 
 /// A store holding one other person (an LFW photo), so that the clip's person is `unknown`.

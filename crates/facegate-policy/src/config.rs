@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
 use crate::credential::{CredentialKind, LockoutPolicy, RawLockout};
+use crate::retention::{MAX_RETENTION_DAYS, RawRetention, RetentionPolicy};
 
 // ----- enums ---------------------------------------------------------------------------------
 
@@ -233,24 +233,6 @@ impl NoticePending {
     }
 }
 
-/// `[retention]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRetention {
-    /// Days a consent (and the templates under it) lives after it is granted.
-    pub days: u32,
-    /// Optional shorter period for minors (under 18).
-    #[serde(default)]
-    pub minor_days: Option<u32>,
-    /// How often the sweeper deletes expired data (it also runs at start-up).
-    #[serde(default = "default_sweep_minutes")]
-    pub sweep_interval_minutes: u32,
-}
-
-fn default_sweep_minutes() -> u32 {
-    60
-}
-
 /// `[alternatives]`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -325,7 +307,9 @@ fn default_frames() -> u32 {
     2
 }
 
-/// The example policy sections, valid as they stand; `configs/facegate.toml` starts from them.
+/// The example policy sections, valid as they stand: the one source of the example policy.
+/// [`RawPolicyConfig::example`] parses it, and `configs/facegate.toml` must hold the same
+/// sections with the same values (`the_shipped_config_holds_the_example_policy`).
 pub const EXAMPLE_TOML: &str = r#"[deployment]
 processor_name = "Example Property Management Co., Ltd."
 processor_contact = "privacy@example.com, +86 10 0000 0000, front desk of Building A"
@@ -377,69 +361,17 @@ frames_to_agree = 2
 "#;
 
 impl RawPolicyConfig {
-    /// The same values as [`EXAMPLE_TOML`], for tests in other crates.
+    /// [`EXAMPLE_TOML`] parsed: the one example policy, for tests in other crates
+    /// (`configs/facegate.toml` holds the same sections; a test keeps the two equal).
     pub fn example() -> Self {
-        let mut texts = BTreeMap::new();
-        texts.insert(
-            "en".to_owned(),
-            "This gate uses face recognition for access control. Processor: Example Property \
-             Management Co., Ltd. (privacy@example.com). Only an encrypted face template is kept, \
-             on this device only. Kept for 365 days (180 days under 18). You may withdraw consent \
-             at any time. You can always use a card, a PIN or ask the guard instead."
-                .to_owned(),
-        );
-        Self {
-            deployment: RawDeployment {
-                processor_name: "Example Property Management Co., Ltd.".to_owned(),
-                processor_contact: "privacy@example.com".to_owned(),
-                purpose: Purpose::AccessControl,
-                site_kind: SiteKind::OfficeEntrance,
-                site_name: "Building A, north entrance".to_owned(),
-                mode: Mode::Production,
-                debug_image_capture: false,
-            },
-            notice: RawNotice {
-                version: 1,
-                default_language: Some("en".to_owned()),
-                texts,
-                signage: "Face recognition in use at this gate. Prefer not to? Use your card or \
-                          PIN, or ask the guard."
-                    .to_owned(),
-                retention_statement: "Face templates are deleted 365 days after consent (180 \
-                                      days under 18), or at once when you withdraw."
-                    .to_owned(),
-                pending: NoticePending::Keep,
-            },
-            retention: RawRetention {
-                days: 365,
-                minor_days: Some(180),
-                sweep_interval_minutes: 60,
-            },
-            alternatives: RawAlternatives {
-                pin: true,
-                card: true,
-                qr: false,
-                operator_override: true,
-                credential_days: Some(365),
-            },
-            filing: RawFiling::default(),
-            lockout: RawLockout::default(),
-            matching: RawMatching {
-                fmr: Some(1e-4),
-                cosine_override: None,
-                margin: 0.05,
-                frames_to_agree: 2,
-                fpir: None,
-            },
-        }
+        // A compile-time constant; `example_validates` proves it parses and validates.
+        #[allow(clippy::expect_used)]
+        toml::from_str(EXAMPLE_TOML).expect("EXAMPLE_TOML parses")
     }
 }
 
 // ----- limits --------------------------------------------------------------------------------
 
-/// Longest retention accepted (10 years). Art. 8 asks for the shortest time needed; anything
-/// longer than this is a typo or a purpose the runtime is not built for.
-pub const MAX_RETENTION_DAYS: u32 = 3650;
 /// Longest free-text field (processor name, contact, site name, signage line).
 pub const MAX_SHORT_TEXT: usize = 512;
 /// Longest notice text per language.
@@ -626,73 +558,6 @@ impl Notice {
     }
     pub fn retention_statement(&self) -> &str {
         &self.retention_statement
-    }
-}
-
-/// `[retention]`, validated: `1 <= minor_days <= days <= MAX_RETENTION_DAYS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetentionPolicy {
-    days: u32,
-    minor_days: Option<u32>,
-    sweep_interval_minutes: u32,
-}
-
-impl RetentionPolicy {
-    pub fn from_raw(raw: RawRetention) -> Result<Self, PolicyError> {
-        if raw.days == 0 || raw.days > MAX_RETENTION_DAYS {
-            return Err(PolicyError::InvalidConfig {
-                field: "[retention].days",
-                reason: format!(
-                    "{} is outside 1..={MAX_RETENTION_DAYS}; keep face data no longer than the \
-                     purpose needs (Art. 8 of the Measures)",
-                    raw.days
-                ),
-            });
-        }
-        if let Some(minor) = raw.minor_days
-            && (minor == 0 || minor > raw.days)
-        {
-            return Err(PolicyError::InvalidConfig {
-                field: "[retention].minor_days",
-                reason: format!(
-                    "{minor} must be between 1 and [retention].days ({}); minors never keep \
-                     data longer than adults",
-                    raw.days
-                ),
-            });
-        }
-        if raw.sweep_interval_minutes == 0 || raw.sweep_interval_minutes > 24 * 60 {
-            return Err(PolicyError::InvalidConfig {
-                field: "[retention].sweep_interval_minutes",
-                reason: format!(
-                    "{} is outside 1..=1440; expired data must be deleted at least daily",
-                    raw.sweep_interval_minutes
-                ),
-            });
-        }
-        Ok(Self {
-            days: raw.days,
-            minor_days: raw.minor_days,
-            sweep_interval_minutes: raw.sweep_interval_minutes,
-        })
-    }
-
-    pub fn days(&self) -> u32 {
-        self.days
-    }
-    pub fn minor_days(&self) -> Option<u32> {
-        self.minor_days
-    }
-    /// The period that applies to a subject of this age at consent time.
-    pub fn days_for_age(&self, age_years: u8) -> u32 {
-        if age_years < crate::consent::MINOR_AGE_YEARS {
-            self.minor_days.unwrap_or(self.days).min(self.days)
-        } else {
-            self.days
-        }
-    }
-    pub fn sweep_interval(&self) -> Duration {
-        Duration::from_secs(u64::from(self.sweep_interval_minutes) * 60)
     }
 }
 
@@ -954,7 +819,7 @@ impl PolicyConfig {
             purpose = config.deployment.purpose.as_str(),
             site_kind = config.deployment.site_kind.as_str(),
             notice_version = config.notice.version,
-            retention_days = config.retention.days,
+            retention_days = config.retention.days(),
             "policy config validated"
         );
         Ok(config)
@@ -1001,12 +866,12 @@ impl PolicyConfig {
         h.field("processor_name", &self.deployment.processor_name);
         h.field("processor_contact", &self.deployment.processor_contact);
         h.field("purpose", self.deployment.purpose.as_str());
-        h.field("retention_days", &self.retention.days.to_string());
+        h.field("retention_days", &self.retention.days().to_string());
         h.field(
             "minor_days",
             &self
                 .retention
-                .minor_days
+                .minor_days()
                 .map_or_else(|| "none".to_owned(), |d| d.to_string()),
         );
         h.finish()
@@ -1044,7 +909,7 @@ impl PolicyConfig {
     pub fn purpose_method_fingerprint(&self) -> String {
         let minor = self
             .retention
-            .minor_days
+            .minor_days()
             .map_or_else(|| "none".to_owned(), |d| d.to_string());
         format!(
             "purpose={}; site_kind={}; storage=on_device_encrypted_templates; \
@@ -1053,7 +918,7 @@ impl PolicyConfig {
             self.deployment.purpose,
             self.deployment.site_kind,
             self.deployment.debug_image_capture,
-            self.retention.days,
+            self.retention.days(),
             minor,
             self.alternatives.enabled().join(","),
             self.matching.operating_point(),
@@ -1140,6 +1005,38 @@ mod tests {
         RawPolicyConfig::example()
     }
 
+    /// The shipped config's policy sections are the example policy, value for value (comments
+    /// and layout may differ). Edit both, or neither.
+    #[test]
+    fn the_shipped_config_holds_the_example_policy() {
+        let shipped: toml::Table =
+            toml::from_str(include_str!("../../../configs/facegate.toml")).unwrap();
+        let example: toml::Table = toml::from_str(EXAMPLE_TOML).unwrap();
+        for (section, values) in &example {
+            assert_eq!(
+                shipped.get(section),
+                Some(values),
+                "[{section}] of configs/facegate.toml differs from EXAMPLE_TOML"
+            );
+        }
+        let policy_sections = [
+            "deployment",
+            "notice",
+            "retention",
+            "alternatives",
+            "lockout",
+            "filing",
+            "matching",
+        ];
+        for section in shipped.keys() {
+            assert!(
+                example.contains_key(section) || !policy_sections.contains(&section.as_str()),
+                "[{section}] is a policy section missing from EXAMPLE_TOML"
+            );
+        }
+        assert_eq!(example.len(), policy_sections.len());
+    }
+
     #[test]
     fn example_validates() {
         let c = PolicyConfig::from_raw(example()).unwrap();
@@ -1149,7 +1046,10 @@ mod tests {
             c.alternatives().enabled(),
             ["pin", "card", "operator_override"]
         );
-        assert_eq!(c.retention().sweep_interval(), Duration::from_secs(3600));
+        assert_eq!(
+            c.retention().sweep_interval(),
+            std::time::Duration::from_secs(3600)
+        );
     }
 
     #[test]

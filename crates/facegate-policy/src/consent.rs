@@ -9,8 +9,6 @@ use crate::config::{PolicyConfig, Purpose};
 
 /// Under this age the consent of a parent or legal guardian is required (Art. 7).
 pub const GUARDIAN_CONSENT_AGE_YEARS: u8 = 14;
-/// Under this age `[retention].minor_days` applies (minors in PRC law are under 18).
-pub const MINOR_AGE_YEARS: u8 = 18;
 /// Ages above this are refused as data-entry errors.
 pub const MAX_PLAUSIBLE_AGE_YEARS: u8 = 130;
 /// How far in the future a consent may be dated (terminal clocks drift).
@@ -188,7 +186,7 @@ impl PolicyConfig {
     /// The end of the retention period for a consent granted at `granted_at` to a subject of
     /// `age_years` (minors get `minor_days` when configured).
     pub fn retention_until(&self, granted_at: UnixMillis, age_years: u8) -> UnixMillis {
-        granted_at.plus_days(self.retention.days_for_age(age_years))
+        self.retention.until(granted_at, age_years)
     }
 
     /// Whether the data under `consent` must be deleted now (Art. 8); for the store's sweeper.

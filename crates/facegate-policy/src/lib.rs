@@ -18,18 +18,18 @@ mod error;
 mod filing;
 mod matching;
 mod report;
+mod retention;
 
 pub use config::{
     Alternatives, Deployment, EXAMPLE_TOML, FilingPolicy, MAX_FMR, MAX_FRAMES_TO_AGREE,
-    MAX_NOTICE_TEXT, MAX_RETENTION_DAYS, MAX_SHORT_TEXT, MatchingPolicy, Mode, Notice,
-    NoticeChange, NoticePending, OperatingPoint, PolicyConfig, Purpose, RawAlternatives,
-    RawDeployment, RawFiling, RawMatching, RawNotice, RawPolicyConfig, RawRetention,
-    RetentionPolicy, SiteKind,
+    MAX_NOTICE_TEXT, MAX_SHORT_TEXT, MatchingPolicy, Mode, Notice, NoticeChange, NoticePending,
+    OperatingPoint, PolicyConfig, Purpose, RawAlternatives, RawDeployment, RawFiling, RawMatching,
+    RawNotice, RawPolicyConfig, SiteKind,
 };
 pub use consent::{
     Consent, ConsentMethod, ConsentRecord, GUARDIAN_CONSENT_AGE_YEARS, Guardian, GuardianRelation,
     MAX_CLOCK_SKEW_MS, MAX_GUARDIAN_IDENTITY_LEN, MAX_OPERATOR_LEN, MAX_PLAUSIBLE_AGE_YEARS,
-    MINOR_AGE_YEARS, Withdrawal,
+    Withdrawal,
 };
 pub use credential::{
     CredentialKind, FailureEffect, LockoutPolicy, LockoutState, MAX_CREDENTIAL_LEN, PIN_DIGITS,
@@ -42,3 +42,4 @@ pub use matching::{
     fpir_threshold, identification_outcome, resolve_threshold, verification_outcome,
 };
 pub use report::{PiaChange, PiaFingerprint, PiaReport, StateSummary, filing_report, pia_report};
+pub use retention::{MAX_RETENTION_DAYS, MINOR_AGE_YEARS, RawRetention, RetentionPolicy};

@@ -8,8 +8,9 @@ use facegate_types::UnixMillis;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Fnv1a, PolicyConfig, Purpose, SiteKind};
-use crate::consent::{GUARDIAN_CONSENT_AGE_YEARS, MINOR_AGE_YEARS};
+use crate::consent::GUARDIAN_CONSENT_AGE_YEARS;
 use crate::filing::{ART15_FILING_THRESHOLD, FilingStatus};
+use crate::retention::MINOR_AGE_YEARS;
 
 /// What the store and engine know about the data held, gathered by the binary for a report.
 /// Counts, times and ids only.

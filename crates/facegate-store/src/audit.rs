@@ -391,26 +391,31 @@ fn to32(b: &[u8]) -> [u8; 32] {
     out
 }
 
-fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+/// Appends `field` after its length as a big-endian **u64**. Frozen on disk: every stored
+/// record's MAC covers bytes laid out this way (the template AAD in `seal.rs` uses a u32 length
+/// instead; the two must never be swapped). Pinned by `golden_audit_canonical_form_and_macs`.
+fn push_u64_len_field(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(&(field.len() as u64).to_be_bytes());
     out.extend_from_slice(field);
 }
 
+/// The bytes a record's MAC covers: tag, time (i64 BE), kind, subject (0, or 1 and the id),
+/// operator, outcome, details, each string u64-length-prefixed. Frozen on disk.
 fn canonical(r: &AuditRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + r.details.len());
-    push_field(&mut out, CANON_TAG);
+    push_u64_len_field(&mut out, CANON_TAG);
     out.extend_from_slice(&r.at.0.to_be_bytes());
-    push_field(&mut out, r.kind.as_bytes());
+    push_u64_len_field(&mut out, r.kind.as_bytes());
     match &r.subject {
         Some(s) => {
             out.push(1);
-            push_field(&mut out, s.as_bytes());
+            push_u64_len_field(&mut out, s.as_bytes());
         }
         None => out.push(0),
     }
-    push_field(&mut out, r.operator.as_bytes());
-    push_field(&mut out, r.outcome.as_bytes());
-    push_field(&mut out, r.details.as_bytes());
+    push_u64_len_field(&mut out, r.operator.as_bytes());
+    push_u64_len_field(&mut out, r.outcome.as_bytes());
+    push_u64_len_field(&mut out, r.details.as_bytes());
     out
 }
 
@@ -986,6 +991,48 @@ mod tests {
     fn check(c: &Connection, k: &AuditKey) -> AuditVerification {
         verify(c, Path::new(":memory:"), k, OutsideHead::NotKept).unwrap()
     }
+
+    /// Two records of a chain with a fixed key: their canonical bytes and MACs. The expected
+    /// values were computed apart from this code (Python's `struct` and `hmac`, from the layout
+    /// documented at `canonical`), so a change of field order, length width, tag or MAC input
+    /// breaks the verification of every stored chain and fails here first.
+    #[test]
+    fn golden_audit_canonical_form_and_macs() {
+        let key = AuditKey::new(&zeroize::Zeroizing::new([9u8; 32]));
+        let first = AuditRecord {
+            seq: 1,
+            at: UnixMillis(1_700_000_000_123),
+            kind: "verify".into(),
+            subject: Some("emp-1".into()),
+            operator: "gate-1".into(),
+            outcome: "match".into(),
+            details: r#"{"score":0.7123}"#.into(),
+        };
+        let second = AuditRecord {
+            seq: 2,
+            at: UnixMillis(1_700_000_000_456),
+            kind: "alert".into(),
+            subject: None,
+            operator: "facegate".into(),
+            outcome: "raised".into(),
+            details: "{}".into(),
+        };
+        assert_eq!(hex::encode(canonical(&first)), GOLDEN_CANON_1);
+        assert_eq!(hex::encode(canonical(&second)), GOLDEN_CANON_2);
+        let m1 = key.chain(&GENESIS_MAC, &canonical(&first));
+        assert_eq!(hex::encode(m1), GOLDEN_MAC_1);
+        let m2 = key.chain(&m1, &canonical(&second));
+        assert_eq!(hex::encode(m2), GOLDEN_MAC_2);
+        assert!(key.verify_chain(&m1, &canonical(&second), &m2));
+        // The sequence number is not in the MAC input (the chain links order the records).
+        let renumbered = AuditRecord { seq: 9, ..first };
+        assert_eq!(hex::encode(canonical(&renumbered)), GOLDEN_CANON_1);
+    }
+
+    const GOLDEN_CANON_1: &str = "000000000000001166616365676174652d61756469742f76310000018bcfe5687b0000000000000006766572696679010000000000000005656d702d310000000000000006676174652d3100000000000000056d6174636800000000000000107b2273636f7265223a302e373132337d";
+    const GOLDEN_CANON_2: &str = "000000000000001166616365676174652d61756469742f76310000018bcfe569c80000000000000005616c6572740000000000000000086661636567617465000000000000000672616973656400000000000000027b7d";
+    const GOLDEN_MAC_1: &str = "35c30985cb4f58cec07c55a2c721a48c832ff22f7c0f3f0c36ae301516e9303d";
+    const GOLDEN_MAC_2: &str = "3c67b6be3e1b199d73a78ee4ed515468dd4b6907999cd92f5087c50fa002dbc0";
 
     #[test]
     fn decision_records_hold_ids_and_scores_only() {

@@ -12,7 +12,7 @@ use rusqlite::ErrorCode;
 pub enum StoreError {
     // ----- files and the database ----------------------------------------------------------
     /// A file could not be read, written or created.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -20,7 +20,7 @@ pub enum StoreError {
     },
 
     /// SQLite reported an error that is none of the specific cases below.
-    #[error("database {} ({op}): {source}", file.display())]
+    #[error("database {} ({op})", file.display())]
     Database {
         file: PathBuf,
         op: &'static str,
@@ -79,7 +79,7 @@ pub enum StoreError {
     },
 
     /// A migration step failed; the database stays at the previous version.
-    #[error("database {}: migration to schema version {version} failed: {source}", file.display())]
+    #[error("database {}: migration to schema version {version} failed", file.display())]
     Migration {
         file: PathBuf,
         version: u32,
@@ -181,7 +181,7 @@ pub enum StoreError {
     },
 
     /// The enrollment samples are unusable.
-    #[error("enrollment of subject {subject}: {source}")]
+    #[error("enrollment of subject {subject}")]
     Embedding {
         subject: SubjectId,
         #[source]
@@ -261,7 +261,7 @@ pub enum StoreError {
     },
 
     /// The policy refused a stored consent.
-    #[error("stored consent of subject {subject}: {source}")]
+    #[error("stored consent of subject {subject}")]
     Policy {
         subject: SubjectId,
         #[source]
@@ -269,7 +269,7 @@ pub enum StoreError {
     },
 
     /// A stored consent record does not parse.
-    #[error("stored consent of subject {subject} does not parse: {source}")]
+    #[error("stored consent of subject {subject} does not parse")]
     ConsentRecord {
         subject: SubjectId,
         #[source]
@@ -349,7 +349,7 @@ pub enum StoreError {
     },
 
     /// Audit details could not be encoded.
-    #[error("audit record `{kind}`: details do not encode: {source}")]
+    #[error("audit record `{kind}`: details do not encode")]
     AuditDetails {
         kind: &'static str,
         #[source]

@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::Instant;
 
 use facegate_types::{Embedding, SubjectId, TemplateId};
 use zeroize::Zeroize;
@@ -86,14 +85,6 @@ impl Identification {
     pub fn margin(&self) -> Option<f32> {
         Some(self.best()?.score - self.second_identity_score?)
     }
-}
-
-/// Median and 95th percentile of per-query latency, from [`bench_queries`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QueryTimings {
-    pub queries: usize,
-    pub median_ms: f64,
-    pub p95_ms: f64,
 }
 
 /// The in-memory gallery. See the module docs.
@@ -192,7 +183,7 @@ impl Gallery {
         Ok(())
     }
 
-    fn push_row(&mut self, subject: SubjectId, template: TemplateId, values: &[f32]) {
+    pub(crate) fn push_row(&mut self, subject: SubjectId, template: TemplateId, values: &[f32]) {
         let (q, inv) = quantise_row(values);
         self.exact.push(values);
         self.quant.push(&q);
@@ -250,7 +241,7 @@ impl Gallery {
         }
     }
 
-    fn row(&self, r: usize) -> &[f32] {
+    pub(crate) fn row(&self, r: usize) -> &[f32] {
         &self.exact.as_slice()[r * self.dim..(r + 1) * self.dim]
     }
 
@@ -380,64 +371,6 @@ impl Gallery {
             a.offer(score, r);
         }
         a.into_vec()
-    }
-
-    /// A gallery of `n` random unit vectors (one template per synthetic subject
-    /// `syn-0000001`, ...), for benchmarks. Deterministic in `seed`.
-    pub fn synthetic(n: usize, dim: usize, seed: u64) -> Self {
-        let mut g = Self::new("synthetic", dim, n);
-        let mut rng = XorShift::new(seed);
-        let mut v = vec![0.0f32; dim];
-        for i in 0..n {
-            rng.unit_vector(&mut v);
-            let subject = match SubjectId::new(format!("syn-{:07}", i + 1)) {
-                Ok(s) => s,
-                Err(_) => continue,
-            };
-            g.push_row(subject, TemplateId(i as u64 + 1), &v);
-        }
-        v.zeroize();
-        g
-    }
-
-    /// A probe near row `row`: that row plus uniform noise of amplitude `noise` per component,
-    /// renormalised. For benchmarks and tests.
-    pub fn synthetic_probe(&self, row: usize, noise: f32, seed: u64) -> Option<Embedding> {
-        if row >= self.rows.len() {
-            return None;
-        }
-        let mut rng = XorShift::new(seed);
-        let v: Vec<f32> = self
-            .row(row)
-            .iter()
-            .map(|x| x + noise * rng.uniform())
-            .collect();
-        Embedding::from_raw(v).ok()
-    }
-}
-
-/// Runs each query once through [`Gallery::identify`] (`k = 5`) and reports median and p95
-/// latency in milliseconds.
-pub fn bench_queries(gallery: &Gallery, queries: &[Embedding], mode: SearchMode) -> QueryTimings {
-    let mut ms: Vec<f64> = Vec::with_capacity(queries.len());
-    for q in queries {
-        let t = Instant::now();
-        let r = gallery.identify(q, 5, mode);
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-        std::hint::black_box(r.ok());
-    }
-    ms.sort_by(f64::total_cmp);
-    let pick = |f: f64| -> f64 {
-        if ms.is_empty() {
-            return 0.0;
-        }
-        let i = ((ms.len() - 1) as f64 * f).round() as usize;
-        ms[i.min(ms.len() - 1)]
-    };
-    QueryTimings {
-        queries: ms.len(),
-        median_ms: pick(0.5),
-        p95_ms: pick(0.95),
     }
 }
 
@@ -659,47 +592,11 @@ fn unlock<T>(buf: &[T]) {
     }
 }
 
-/// xorshift64* for synthetic data (not for anything secret).
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn unit_vector(&mut self, v: &mut [f32]) {
-        loop {
-            // Sum of three uniforms: close enough to Gaussian for direction sampling.
-            for x in v.iter_mut() {
-                *x = self.uniform() + self.uniform() + self.uniform();
-            }
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if norm > 1e-6 {
-                v.iter_mut().for_each(|x| *x /= norm);
-                return;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::bench::XorShift;
 
     fn emb(v: &[f32]) -> Embedding {
         Embedding::from_raw(v.to_vec()).unwrap()

@@ -30,6 +30,7 @@
 //! - Errors, logs and audit records carry ids, counts, scores and reasons, never template values.
 
 pub mod audit;
+mod bench;
 mod credentials;
 mod error;
 mod files;
@@ -44,9 +45,10 @@ pub use audit::{
     AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, ChainedRecord,
     PruneReport,
 };
+pub use bench::{QueryTimings, bench_queries, quantile};
 pub use credentials::{CredentialCheck, CredentialId, CredentialInfo, MAX_LABEL_LEN};
 pub use error::StoreError;
-pub use gallery::{Gallery, Hit, Identification, QueryTimings, RowRef, SearchMode, bench_queries};
+pub use gallery::{Gallery, Hit, Identification, RowRef, SearchMode};
 pub use keys::{KeyId, KeySource, MasterKey, generate_key_file};
 pub use ledger::ConsentStatus;
 pub use store::{

@@ -284,25 +284,30 @@ fn to_nonce(nonce: &[u8]) -> Result<Nonce, SealError> {
     Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Open)
 }
 
-fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+/// Appends `field` after its length as a big-endian **u32**. Frozen on disk: the AAD of every
+/// wrapped key and sealed template is laid out this way (the audit MAC input in `audit.rs` uses
+/// a u64 length instead; the two must never be swapped). Pinned by the golden tests below.
+fn push_u32_len_field(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(&(field.len() as u32).to_be_bytes());
     out.extend_from_slice(field);
 }
 
 fn subject_key_aad(subject: &SubjectId) -> Vec<u8> {
     let mut aad = Vec::with_capacity(64);
-    push_field(&mut aad, AAD_SUBJECT_KEY);
-    push_field(&mut aad, subject.as_str().as_bytes());
+    push_u32_len_field(&mut aad, AAD_SUBJECT_KEY);
+    push_u32_len_field(&mut aad, subject.as_str().as_bytes());
     aad
 }
 
+/// A template's AAD: tag, seal version (u32 BE), template id (u64 BE), subject id, model id,
+/// the strings u32-length-prefixed. Frozen on disk.
 fn template_aad(b: TemplateBinding<'_>) -> Vec<u8> {
     let mut aad = Vec::with_capacity(128);
-    push_field(&mut aad, AAD_TEMPLATE);
+    push_u32_len_field(&mut aad, AAD_TEMPLATE);
     aad.extend_from_slice(&b.seal_version.to_be_bytes());
     aad.extend_from_slice(&b.template.0.to_be_bytes());
-    push_field(&mut aad, b.subject.as_str().as_bytes());
-    push_field(&mut aad, b.model_id.as_bytes());
+    push_u32_len_field(&mut aad, b.subject.as_str().as_bytes());
+    push_u32_len_field(&mut aad, b.model_id.as_bytes());
     aad
 }
 
@@ -385,6 +390,37 @@ mod tests {
     const GOLDEN_LEGACY_WRAP: &str = "b3ac9d091f673872198f5749eaf882d9762d06d3bda7dbf06897d9988b85a68753f5110f3c857c6078cdb1833f742a2f";
     const GOLDEN_EPOCH_WRAP: &str = "2ba6a8439b39d8f5124e85104cab1c7ffb9b23391ef72da32f237cfdfe396819e2e85605acc2fd2ae8fa40d72d892a71";
     const GOLDEN_EPOCH_ID: &str = "8c0cc17a04942cc4";
+
+    /// The AAD of a template and the sealed bytes under a fixed data key and nonce. The
+    /// expected values were computed apart from this code (Python's `struct` and the
+    /// `cryptography` package's AES-GCM, from the layout documented at `template_aad`), so a
+    /// change of the AAD layout, a length width or the plaintext encoding makes every stored
+    /// template unreadable and fails here first; the golden row must also still open.
+    #[test]
+    fn golden_template_aad_and_seal_pin_the_on_disk_format() {
+        let alice = SubjectId::new("alice").unwrap();
+        let b = binding(7, &alice, "arcface-r100:v1");
+        assert_eq!(hex::encode(template_aad(b)), GOLDEN_TEMPLATE_AAD);
+        let key = Zeroizing::new([0x11u8; 32]);
+        let mut buf: Vec<u8> = [0.6f32, 0.8, 0.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        data_key_cipher(&key)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key([7u8; NONCE_LEN]),
+                Aad::from(template_aad(b)),
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(hex::encode(&buf), GOLDEN_SEALED_TEMPLATE);
+        let stored = hex::decode(GOLDEN_SEALED_TEMPLATE).unwrap();
+        let back = open_template(&key, b, &[7u8; NONCE_LEN], &stored).unwrap();
+        assert_eq!(back.as_slice(), &[0.6f32, 0.8, 0.0]);
+    }
+
+    const GOLDEN_TEMPLATE_AAD: &str = "0000001766616365676174652d73746f72652f74656d706c61746500000001000000000000000700000005616c6963650000000f617263666163652d723130303a7631";
+    const GOLDEN_SEALED_TEMPLATE: &str = "4aa315873e751b1ebaa1d851d330690db19a3d277d5d8eb6a10d7640";
 
     #[test]
     fn template_round_trip_and_binding() {

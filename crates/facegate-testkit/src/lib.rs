@@ -61,6 +61,43 @@ pub fn have_ffmpeg() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// An evaluation video (`video/<name>` under [`eval_dir`]) that can be converted: `Some(path)`
+/// when the file and ffmpeg are there, else [`skip`] naming what is missing and `None`.
+#[track_caller]
+pub fn eval_video(manifest_dir: &str, name: &str) -> Option<PathBuf> {
+    let path = eval_dir(manifest_dir).join("video").join(name);
+    if !path.is_file() {
+        skip(&format!("evaluation video missing at {}", path.display()));
+        return None;
+    }
+    if !have_ffmpeg() {
+        skip(&format!("ffmpeg is needed to convert {}", path.display()));
+        return None;
+    }
+    Some(path)
+}
+
+/// The first `frames` frames of `video` as a 4:2:0 Y4M stream at `out` (ffmpeg), the one way
+/// every test turns an evaluation clip into a replayable source. Panics naming the clip when
+/// ffmpeg cannot run or fails: by then the caller has checked that both are there.
+#[track_caller]
+pub fn y4m_clip(video: &Path, frames: u32, out: &Path) -> PathBuf {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
+        .arg(video)
+        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("ffmpeg is needed to convert {}: {e}", video.display()));
+    assert!(
+        output.status.success(),
+        "ffmpeg failed on {}: {}",
+        video.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out.to_path_buf()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +112,25 @@ mod tests {
             assert_eq!(require_path(missing, "x"), None);
         }
         assert!(require_path(PathBuf::from("/"), "root").is_some());
+    }
+
+    #[test]
+    fn a_clip_that_ffmpeg_cannot_read_is_a_failure_naming_it() {
+        if !have_ffmpeg() {
+            return skip("ffmpeg missing");
+        }
+        let dir = std::env::temp_dir().join(format!("facegate-testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("not-a-video.mp4");
+        std::fs::write(&bad, b"not a video").unwrap();
+        let out = dir.join("out.y4m");
+        let r = std::panic::catch_unwind(|| y4m_clip(&bad, 1, &out));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let msg = r.unwrap_err();
+        let msg = msg.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.starts_with("ffmpeg failed on ") && msg.contains("not-a-video.mp4"),
+            "{msg}"
+        );
     }
 }

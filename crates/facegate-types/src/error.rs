@@ -29,3 +29,55 @@ pub enum TypesError {
     #[error("invalid subject id: {reason} (use 1 to 64 characters from A-Z a-z 0-9 . _ : -)")]
     SubjectId { reason: &'static str },
 }
+
+/// Displays an error and every error in its `source()` chain, separated by `": "`, as anyhow's
+/// `{:#}` does: the one way a library error reaches a log line or a reply with its causes.
+///
+/// Every error enum of facegate follows one convention so that each cause is printed once:
+/// a variant is either `#[error(transparent)]`, or its message does not interpolate the source
+/// it marks `#[source]`/`#[from]` (the chain adds it). Use it as
+/// `tracing::warn!(error = %ErrorChain(&e), ...)`.
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer {n}")]
+    struct Outer {
+        n: u32,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn the_chain_prints_each_cause_once_in_order() {
+        let e = Outer {
+            n: 7,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(ErrorChain(&e).to_string(), "outer 7: gone");
+        let plain = TypesError::SubjectId { reason: "empty" };
+        assert_eq!(ErrorChain(&plain).to_string(), plain.to_string());
+    }
+}

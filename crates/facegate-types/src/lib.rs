@@ -16,7 +16,7 @@ mod ids;
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis, UtcTime};
 pub use embedding::Embedding;
-pub use error::TypesError;
+pub use error::{ErrorChain, TypesError};
 pub use frame::Frame;
 pub use geometry::{BBox, Landmarks5, Point};
 pub use ids::{SubjectId, TemplateId};

@@ -37,7 +37,7 @@ pub enum VisionError {
         "ONNX Runtime library not found: set ORT_DYLIB_PATH or the config's runtime.onnxruntime, or run deploy/dev.sh setup (looked in: {looked})"
     )]
     RuntimeMissing { looked: String },
-    #[error("{stage}: ONNX Runtime failed: {source}")]
+    #[error("{stage}: ONNX Runtime failed")]
     Ort {
         stage: &'static str,
         #[source]
@@ -52,9 +52,9 @@ pub enum VisionError {
     },
     #[error("{stage}: {reason}")]
     Input { stage: &'static str, reason: String },
-    #[error("embedding: {0}")]
+    #[error(transparent)]
     Embedding(#[from] facegate_types::TypesError),
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -12,9 +12,11 @@
 //!
 //! [`Frame`]: facegate_types::Frame
 
+pub mod affine;
 pub mod align;
 pub mod centerface;
 pub mod challenge;
+mod crop;
 pub mod cues;
 pub mod detector;
 pub mod embedder;

@@ -16,7 +16,7 @@ use crate::challenge::{
 use crate::cues::{FaceSample, MotionLimits, MotionReport, analyse_motion};
 
 use crate::VisionError;
-use crate::landmarks::CropModel;
+use crate::crop::CropModel;
 use crate::runtime::ModelSession;
 
 /// Scores how likely a detected face is a live person.

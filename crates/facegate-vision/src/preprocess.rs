@@ -7,7 +7,7 @@
 
 use facegate_types::Frame;
 
-use crate::align::Affine;
+use crate::affine::Affine;
 use crate::manifest::Colour;
 
 /// An integer region of a frame, in pixels. Always non-empty and inside the frame once built by

@@ -13,7 +13,7 @@ use facegate_vision::{
 };
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    facegate_testkit::workspace(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn manifest() -> Manifest {

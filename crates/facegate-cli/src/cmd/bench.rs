@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use facegate_capture::{CaptureOptions, SourceSpec};
+use facegate_store::quantile;
+use facegate_types::ErrorChain;
 use facegate_vision::{AnalyseOptions, StageTimings};
 use serde_json::json;
 
 use crate::cli::{BenchCommand, Cli, GalleryBenchArgs, PipelineBenchArgs};
-use crate::output::{ms, progress, quantile};
+use crate::output::{ms, progress};
 
 pub fn run(cli: &Cli, cmd: &BenchCommand) -> Result<ExitCode> {
     match cmd {
@@ -53,11 +55,7 @@ fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
         bytes >> 20,
         MAX_BENCH_BYTES >> 20
     );
-    let mode = match args.mode.as_str() {
-        "exact" => SearchMode::Exact,
-        "quantised" => SearchMode::Quantised,
-        _ => SearchMode::Auto,
-    };
+    let mode = SearchMode::from(args.mode);
     let build = Instant::now();
     let gallery = Gallery::synthetic(args.size, args.dim, 0x5eed);
     let build_s = build.elapsed().as_secs_f64();
@@ -68,12 +66,17 @@ fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
     if args.json {
         println!(
             "{}",
-            json!({ "size": args.size, "dim": args.dim, "queries": t.queries, "mode": args.mode, "median_ms": t.median_ms, "p95_ms": t.p95_ms, "build_s": build_s })
+            json!({ "size": args.size, "dim": args.dim, "queries": t.queries, "mode": args.mode.as_str(), "median_ms": t.median_ms, "p95_ms": t.p95_ms, "build_s": build_s })
         );
     } else {
         println!(
             "1:N over {} templates of {} dimensions ({} mode), {} queries: median {:.3} ms, p95 {:.3} ms (gallery built in {build_s:.1} s)",
-            args.size, args.dim, args.mode, t.queries, t.median_ms, t.p95_ms
+            args.size,
+            args.dim,
+            args.mode.as_str(),
+            t.queries,
+            t.median_ms,
+            t.p95_ms
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -108,7 +111,7 @@ fn pipeline(cli: &Cli, args: &PipelineBenchArgs) -> Result<ExitCode> {
             Ok(None) => break,
             Err(e) if e.is_frame_error() => {
                 frame_errors += 1;
-                tracing::warn!(error = %e, "frame dropped");
+                tracing::warn!(error = %ErrorChain(&e), "frame dropped");
                 continue;
             }
             Err(e) => return Err(e.into()),

@@ -19,7 +19,7 @@ const GENERATED_PIN_DIGITS: usize = 6;
 
 pub fn run(cli: &Cli, cmd: &CredentialCommand) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
-    let mut store = super::admin::open_store(cli, &config)?;
+    let mut store = super::store::open_store(cli, &config)?;
     match cmd {
         CredentialCommand::Issue {
             holder,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use facegate_policy::FilingStatus;
+use facegate_types::ErrorChain;
 use serde_json::json;
 
 use crate::cli::{Cli, JsonArg};
@@ -71,9 +72,9 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                     .join(", "),
             ),
             Ok(_) => add("camera", false, "no V4L2 camera found".into()),
-            Err(e) => add("camera", false, format!("{e}")),
+            Err(e) => add("camera", false, ErrorChain(&e).to_string()),
         }
-        match super::admin::open_store(cli, config) {
+        match super::store::open_store(cli, config) {
             Ok(store) => {
                 add(
                     "key",
@@ -86,14 +87,14 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                 );
                 match store.integrity_check() {
                     Ok(()) => add("database", true, "integrity check passed".into()),
-                    Err(e) => add("database", false, e.to_string()),
+                    Err(e) => add("database", false, ErrorChain(&e).to_string()),
                 }
                 match store.verify_audit() {
                     Ok(v) => match &v.first_break {
                         None => add("audit chain", true, format!("{} records intact", v.records)),
                         Some(b) => add("audit chain", false, format!("BROKEN: {b}")),
                     },
-                    Err(e) => add("audit chain", false, e.to_string()),
+                    Err(e) => add("audit chain", false, ErrorChain(&e).to_string()),
                 }
                 match store.other_purpose_templates() {
                     Ok(list) if list.is_empty() => add(
@@ -119,7 +120,7 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                             ),
                         );
                     }
-                    Err(e) => add("purpose", false, e.to_string()),
+                    Err(e) => add("purpose", false, ErrorChain(&e).to_string()),
                 }
                 match store.clock_behind() {
                     None => add(
@@ -150,7 +151,7 @@ pub fn run(cli: &Cli, args: &JsonArg) -> Result<ExitCode> {
                             status.describe(c.subjects_with_templates),
                         );
                     }
-                    Err(e) => add("filing (Art. 15)", false, e.to_string()),
+                    Err(e) => add("filing (Art. 15)", false, ErrorChain(&e).to_string()),
                 }
             }
             Err(e) => add("store", false, format!("{e:#}")),

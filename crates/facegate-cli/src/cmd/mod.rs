@@ -1,17 +1,23 @@
 //! One module per subcommand.
 
-pub mod admin;
 pub mod bench;
+pub mod cameras;
 pub mod compare;
+pub mod consent;
 pub mod credential;
 pub mod demo;
 pub mod detect;
 pub mod doctor;
+pub mod enroll;
 pub mod eval;
+pub mod keys;
 pub mod liveness_eval;
 pub mod records;
 pub mod run;
+pub mod store;
+pub mod subjects;
 pub mod validate;
+pub mod verify;
 
 use std::path::Path;
 

@@ -10,7 +10,7 @@ use facegate_store::{AuditEvent, AuditKind, Store};
 use facegate_types::{Clock, SystemClock};
 use serde_json::json;
 
-use super::admin::open_store;
+use super::store::open_store;
 use crate::cli::{AuditCommand, Cli, ReportCommand};
 use crate::config::Config;
 

@@ -12,35 +12,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use facegate_capture::{CaptureOptions, SourceSpec};
 use facegate_engine::{
-    CommandGate, Credential, CredentialMode, DryRun, Engine, EngineConfig, EngineHandle,
-    FramePolicy, GateOutput, GpioGate, JsonLinesSink, SocketBroadcaster,
+    Credential, Engine, EngineConfig, EngineHandle, FramePolicy, JsonLinesSink, SocketBroadcaster,
 };
+use facegate_types::ErrorChain;
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::cli::{Cli, RunArgs};
-use crate::config::{Config, GateConfig};
-
-fn gate_output(g: &GateConfig) -> Result<Box<dyn GateOutput>> {
-    let pulse = Duration::from_millis(g.pulse_ms);
-    Ok(match g.output.as_str() {
-        "gpio" => Box::new(GpioGate::open(
-            &g.gpio_chip,
-            g.gpio_line,
-            g.active_low,
-            pulse,
-        )?),
-        "command" => {
-            let (program, args) = g.command.split_first().context("gate.command is empty")?;
-            Box::new(CommandGate::new(
-                program,
-                args.to_vec(),
-                pulse.max(Duration::from_secs(5)),
-            ))
-        }
-        _ => Box::new(DryRun::new()),
-    })
-}
+use crate::config::Config;
 
 /// `pin 1234`, `card 0xA1B2`, `qr PAYLOAD`, `override OPERATOR`.
 fn parse_credential(line: &str) -> Option<Credential> {
@@ -67,8 +46,8 @@ fn spawn_signals(handle: EngineHandle, cli_config: Option<std::path::PathBuf>) -
                         let policy = new.policy.clone();
                         match handle.with_store(move |s| s.set_policy(&policy, "sighup"), Duration::from_secs(10)) {
                             Ok(Ok(())) => tracing::info!("configuration reloaded: policy applied (matching and capture changes need a restart)"),
-                            Ok(Err(e)) => tracing::error!(error = %e, "reload: the store refused the new policy; keeping the old one"),
-                            Err(e) => tracing::error!(error = %e, "reload: the engine did not take the new policy"),
+                            Ok(Err(e)) => tracing::error!(error = %ErrorChain(&e), "reload: the store refused the new policy; keeping the old one"),
+                            Err(e) => tracing::error!(error = %ErrorChain(&e), "reload: the engine did not take the new policy"),
                         }
                     }
                     Err(e) => tracing::error!(error = format!("{e:#}"), "reload: the new configuration is invalid; keeping the running one"),
@@ -113,7 +92,7 @@ fn spawn_stdin(handle: EngineHandle) -> Result<()> {
             match parse_credential(&line) {
                 Some(c) => {
                     if let Err(e) = handle.submit(c) {
-                        tracing::warn!(error = %e, "credential refused");
+                        tracing::warn!(error = %ErrorChain(&e), "credential refused");
                     }
                 }
                 None => tracing::warn!("unreadable credential line (expected `pin|card|qr VALUE` or `override OPERATOR`)"),
@@ -124,15 +103,16 @@ fn spawn_stdin(handle: EngineHandle) -> Result<()> {
 }
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref())?;
     if !facegate_policy::egress::status().is_active() {
         bail!(
             "the egress guard is not active (seccomp refused?): refusing to process faces with network access (Art. 8)"
         );
     }
+    // The config is read and validated once, here; SIGHUP reads it again on purpose.
     let loaded = super::load(cli, |v| v.liveness = true)?;
-    let threshold = loaded.config.threshold(&loaded.manifest)?;
-    let store = super::admin::open_store(cli, &config)?;
+    let config = &loaded.config;
+    let threshold = config.threshold(&loaded.manifest)?;
+    let store = super::store::open_store(cli, config)?;
     let mut ec = EngineConfig::new(&config.policy, threshold);
     ec.fpir = config
         .policy
@@ -143,13 +123,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
             calibration: Config::calibration(&loaded.manifest),
         });
     ec.liveness = config.liveness.clone();
-    ec.unknown_retry = std::time::Duration::from_millis(config.service.unknown_retry_ms);
+    config.service.apply(&mut ec);
     ec.embedding_dim = loaded.pipeline.embedding_dim();
-    if config.service.credential_mode == "with_face" {
-        ec.credential_mode = CredentialMode::WithFace {
-            window: Duration::from_secs(10),
-        };
-    }
     let source = args
         .source
         .clone()
@@ -161,11 +136,11 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         ec.capture.pace = args.realtime;
     }
     let opts = CaptureOptions::default().with_max_pixels(config.max_pixels);
-    let pipeline = loaded.pipeline;
-    let mut engine = Engine::new(ec, pipeline, store)?
+    let gate = config.gate.open()?;
+    let mut engine = Engine::new(ec, loaded.pipeline, store)?
         .with_source(&spec, &opts)
         .with_sink(Box::new(JsonLinesSink::stdout()))
-        .with_gate(gate_output(&config.gate)?);
+        .with_gate(gate);
     if let Some(path) = &config.service.events_socket {
         engine = engine.with_sink(Box::new(
             SocketBroadcaster::bind(path)?

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use facegate_capture::{CameraDevice, SourceSpec};
+use facegate_engine::GateOutputKind;
 
 use crate::cli::Cli;
 use crate::config::Config;
@@ -62,9 +63,9 @@ fn check_service(config: &Config, cli: &Cli) -> Result<()> {
             }
         }
     }
-    match config.gate.output.as_str() {
-        "gpio" => char_device(&config.gate.gpio_chip, "gate.gpio_chip", config)?,
-        "command" => {
+    match config.gate.output {
+        GateOutputKind::Gpio => char_device(&config.gate.gpio_chip, "gate.gpio_chip", config)?,
+        GateOutputKind::Command => {
             let Some(program) = config.gate.command.first() else {
                 bail!("config {}: gate.command is empty", config.source);
             };
@@ -72,7 +73,7 @@ fn check_service(config: &Config, cli: &Cli) -> Result<()> {
                 anyhow::anyhow!("config {}: gate.command {program:?} {why}", config.source)
             })?;
         }
-        _ => {}
+        GateOutputKind::DryRun => {}
     }
     // The key must be reachable the way `run` will look for it.
     match config.key_source(cli.key_file.as_deref())? {
