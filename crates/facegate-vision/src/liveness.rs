@@ -277,7 +277,8 @@ impl LivenessSession {
             || self.motion.depth_pairs == 0;
         let challenge = match self.config.mode {
             ChallengeMode::Always => true,
-            ChallengeMode::WhenInDoubt => doubt || self.run.is_some(),
+            // Doubt is judged once the face has been watched long enough to show depth.
+            ChallengeMode::WhenInDoubt => self.run.is_some() || (watched && doubt),
             ChallengeMode::Off => false,
         };
         if challenge {
@@ -329,5 +330,112 @@ mod tests {
         assert!((p - 1.0).abs() < 1e-6);
         let total: f32 = (0..3).map(|i| softmax_at(&[1.0, 2.0, 3.0], i)).sum();
         assert!((total - 1.0).abs() < 1e-6);
+    }
+
+    use crate::cues::Landmarks68;
+    use facegate_types::Point;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    /// A rough 3-D head turned by `yaw` radians in a 64x64 frame whose grey level is `grey`.
+    fn head(ms: u64, yaw: f32, grey: u8) -> FaceSample {
+        let mut p = [Point::new(0.0, 0.0); 68];
+        for (i, q) in p.iter_mut().enumerate() {
+            let a = i as f32 * 0.37;
+            let (x, y) = (a.cos() * (20.0 + (i % 7) as f32 * 2.0), a.sin() * 25.0);
+            let z = match i {
+                27..=35 => 18.0,
+                0..=16 => -15.0,
+                _ => (i % 5) as f32 * 2.0,
+            };
+            let (c, sn) = (yaw.cos(), yaw.sin());
+            let (xr, zr) = (c * x + sn * z, -sn * x + c * z);
+            let f = 300.0 / (300.0 + zr);
+            *q = Point::new(32.0 + xr * f, 32.0 + y * f);
+        }
+        let frame = Frame::from_rgb8(64, 64, vec![grey; 64 * 64 * 3])
+            .unwrap()
+            .with_time(Duration::from_millis(ms), ms / 33);
+        FaceSample::new(&frame, BBox::new(4.0, 4.0, 60.0, 60.0), Landmarks68(p))
+    }
+
+    /// Feeds `n` frames at 30 fps: `yaw(i)` and `grey(i)` per frame, `passive` at every other.
+    fn feed(
+        mode: ChallengeMode,
+        n: u64,
+        passive: f32,
+        yaw: impl Fn(u64) -> f32,
+        grey: impl Fn(u64) -> u8,
+    ) -> (LiveStatus, LivenessSession) {
+        let config = LivenessConfig {
+            mode,
+            ..LivenessConfig::default()
+        };
+        let mut s = LivenessSession::new(config);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut last = LiveStatus::Observing;
+        for i in 0..n {
+            let sample = head(i * 33, yaw(i), grey(i));
+            if i % 2 == 0 {
+                s.passive_score(sample.at, passive);
+            }
+            last = s.push(sample, &mut rng);
+            if matches!(last, LiveStatus::Live | LiveStatus::Spoof(_)) {
+                break;
+            }
+        }
+        (last, s)
+    }
+
+    fn turning(i: u64) -> f32 {
+        0.4 * (i as f32 * 0.15).sin()
+    }
+
+    fn flicker(i: u64) -> u8 {
+        100 + (i % 7) as u8 * 9
+    }
+
+    #[test]
+    fn the_same_picture_frame_after_frame_is_frozen_whatever_the_passive_model_says() {
+        for mode in [
+            ChallengeMode::Off,
+            ChallengeMode::WhenInDoubt,
+            ChallengeMode::Always,
+        ] {
+            let (status, _) = feed(mode, 60, 0.99, |_| 0.0, |_| 120);
+            assert_eq!(status, LiveStatus::Spoof(SpoofReason::Frozen), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn with_the_challenge_off_the_passive_median_decides_a_moving_head() {
+        let (status, s) = feed(ChallengeMode::Off, 90, 0.9, turning, flicker);
+        assert_eq!(status, LiveStatus::Live);
+        assert!(s.challenge().is_none());
+        assert!(s.motion().depth_pairs > 0, "{:?}", s.motion());
+        let (status, _) = feed(ChallengeMode::Off, 90, 0.001, turning, flicker);
+        assert_eq!(status, LiveStatus::Spoof(SpoofReason::Passive));
+    }
+
+    #[test]
+    fn when_in_doubt_the_challenge_runs_only_for_doubtful_faces() {
+        // A high passive score and motion with depth: no challenge.
+        let (status, s) = feed(ChallengeMode::WhenInDoubt, 90, 0.9, turning, flicker);
+        assert_eq!(status, LiveStatus::Live);
+        assert!(s.challenge().is_none());
+        // A low passive score: the challenge is drawn, and a head that ignores it is not live.
+        let (status, s) = feed(ChallengeMode::WhenInDoubt, 300, 0.01, turning, flicker);
+        assert!(s.challenge().is_some());
+        assert_ne!(status, LiveStatus::Live);
+    }
+
+    #[test]
+    fn always_means_no_face_is_live_without_answering_the_challenge() {
+        let (status, s) = feed(ChallengeMode::Always, 450, 0.99, turning, flicker);
+        assert!(s.challenge().is_some());
+        assert!(
+            matches!(status, LiveStatus::Spoof(SpoofReason::Challenge(_))),
+            "{status:?}"
+        );
     }
 }
