@@ -83,6 +83,35 @@ impl Site {
         c
     }
 
+    /// Enrolls `subject` from the first frame of `clip` (a photo, with a recorded consent).
+    fn enroll_first_frame(&self, clip: &Path, subject: &str) {
+        let f0 = self.path("frame0.png");
+        ffmpeg(&[
+            "-i",
+            clip.to_str().unwrap(),
+            "-frames:v",
+            "1",
+            f0.to_str().unwrap(),
+        ]);
+        let out = self
+            .cmd(&[
+                "enroll",
+                subject,
+                f0.to_str().unwrap(),
+                "--age",
+                "30",
+                "--operator",
+                "op",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn y4m(&self, clip: &Path, name: &str, frames: u32) -> PathBuf {
         facegate_testkit::y4m_clip(clip, frames, &self.path(name))
     }
@@ -101,31 +130,7 @@ fn replayed_video_grants_the_enrolled_person_and_nobody_else() {
         return;
     };
     let site = Site::new();
-    let f0 = site.path("frame0.png");
-    ffmpeg(&[
-        "-i",
-        d9.to_str().unwrap(),
-        "-frames:v",
-        "1",
-        f0.to_str().unwrap(),
-    ]);
-    let out = site
-        .cmd(&[
-            "enroll",
-            "emp-9",
-            f0.to_str().unwrap(),
-            "--age",
-            "30",
-            "--operator",
-            "op",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    site.enroll_first_frame(&d9, "emp-9");
 
     // The enrolled person walks up; a guard also opens the gate once by override (Art. 10).
     let same = site.y4m(&d9, "d9.y4m", 60);
@@ -967,31 +972,7 @@ fn with_the_challenge_on_a_recording_gets_prompts_on_stdout_and_no_grant() {
         return;
     };
     let site = Site::with_challenge(true);
-    let f0 = site.path("frame0.png");
-    ffmpeg(&[
-        "-i",
-        d9.to_str().unwrap(),
-        "-frames:v",
-        "1",
-        f0.to_str().unwrap(),
-    ]);
-    let out = site
-        .cmd(&[
-            "enroll",
-            "emp-9",
-            f0.to_str().unwrap(),
-            "--age",
-            "30",
-            "--operator",
-            "op",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    site.enroll_first_frame(&d9, "emp-9");
     // 8 s of the enrolled person's own footage: the terminal is told what to ask for, the
     // recording does not do it, nobody is let in.
     let clip = site.y4m(&d9, "d9_240.y4m", 240);

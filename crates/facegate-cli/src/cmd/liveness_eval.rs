@@ -596,6 +596,47 @@ fn verdict(status: Option<LiveStatus>, at: Duration) -> Option<Presented> {
     }
 }
 
+/// With `FACEGATE_EVAL_TRACE` set, the status transitions of one presentation (never a
+/// landmark or a value derived from one), printed when a presentation ends unexpectedly.
+struct Trace {
+    on: bool,
+    last: Option<String>,
+    lines: Vec<String>,
+}
+
+impl Trace {
+    fn new() -> Self {
+        Self {
+            on: std::env::var_os("FACEGATE_EVAL_TRACE").is_some(),
+            last: None,
+            lines: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, at: Duration, frame: usize, status: Option<LiveStatus>) {
+        if !self.on {
+            return;
+        }
+        let now = format!("{status:?}");
+        if self.last.as_deref() != Some(now.as_str()) {
+            self.lines.push(format!(
+                "{:>6.2} s  frame {frame:>4}  {now}",
+                at.as_secs_f64()
+            ));
+            self.last = Some(now);
+        }
+    }
+
+    fn print(&self, what: &str, name: &str) {
+        if self.on {
+            eprintln!("{what}: {name}");
+            for l in &self.lines {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 /// Footage played as it is from a random start, looped, until a verdict or the time limit.
 fn play(config: &LivenessConfig, f: &Footage, rng: &mut StdRng, looped: bool) -> Presented {
     let mut s = LivenessSession::new(config.clone());
@@ -605,31 +646,17 @@ fn play(config: &LivenessConfig, f: &Footage, rng: &mut StdRng, looped: bool) ->
     let mut at = Duration::ZERO;
     let mut fed = 0;
     let mut i = 0;
-    let trace = std::env::var_os("FACEGATE_EVAL_TRACE").is_some();
-    let mut log: Vec<String> = Vec::new();
+    let mut trace = Trace::new();
     while at < PRESENTATION {
         if i >= n && !looped {
             break;
         }
         let o = &f.frames[(start + i) % n];
         let status = feed(&mut s, o, at, &mut fed, rng);
-        if trace {
-            // Status transitions only (never a landmark or a value derived from one).
-            let now = format!("{status:?}");
-            if log.last().is_none_or(|l| !l.ends_with(now.as_str())) {
-                log.push(format!(
-                    "{:>6.2} s  frame {:>4}  {now}",
-                    at.as_secs_f64(),
-                    (start + i) % n
-                ));
-            }
-        }
+        trace.record(at, (start + i) % n, status);
         if let Some(p) = verdict(status, at) {
-            if trace && p.live {
-                eprintln!("accepted: {}", f.name);
-                for l in &log {
-                    eprintln!("{l}");
-                }
+            if p.live {
+                trace.print("accepted", &f.name);
             }
             return p;
         }
@@ -661,26 +688,14 @@ fn respond(config: &LivenessConfig, f: &Footage, rng: &mut StdRng) -> Presented 
     let mut answered: Option<usize> = None;
     let mut pending: Option<(Duration, Range<usize>)> = None;
     let mut acting = false;
-    let trace = std::env::var_os("FACEGATE_EVAL_TRACE").is_some();
-    let mut last: Option<String> = None;
-    let mut log: Vec<String> = Vec::new();
+    let mut trace = Trace::new();
     while at < PRESENTATION {
         let status = feed(&mut s, &f.frames[i], at, &mut fed, rng);
-        if trace {
-            // Status transitions only (never a landmark or a value derived from one).
-            let now = format!("{status:?}");
-            if last.as_deref() != Some(now.as_str()) {
-                log.push(format!("{:>6.2} s  frame {i:>4}  {now}", at.as_secs_f64()));
-                last = Some(now);
-            }
-            if matches!(status, Some(LiveStatus::Spoof(_))) {
-                eprintln!("refused live: {}", f.name);
-                for l in &log {
-                    eprintln!("{l}");
-                }
-            }
-        }
+        trace.record(at, i, status);
         if let Some(p) = verdict(status, at) {
+            if !p.live {
+                trace.print("refused live", &f.name);
+            }
             return p;
         }
         if let Some(LiveStatus::Prompt(ChallengeStatus::Prompt {
