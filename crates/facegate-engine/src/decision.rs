@@ -280,6 +280,18 @@ pub enum Verdict {
     PoorQuality { issues: Vec<&'static str> },
 }
 
+impl From<Attempt> for Verdict {
+    /// The verdict of one attempt taken alone (a single image; the loop needs agreement).
+    fn from(attempt: Attempt) -> Self {
+        match attempt {
+            Attempt::Match { subject, score } => Self::Identified { subject, score },
+            Attempt::NoMatch { reason, best } => Self::Unknown { reason, best },
+            Attempt::Spoof { live, reason } => Self::Spoof { live, reason },
+            Attempt::Quality(issues) => Self::PoorQuality { issues },
+        }
+    }
+}
+
 /// The multi-frame agreement rule: a verdict needs `needed` *consecutive* attempts of the same
 /// kind (and, for a match, the same subject). Any different attempt restarts the count from it,
 /// so two different identities in a row never produce a decision: never a guess.
@@ -334,9 +346,7 @@ impl Agreement {
                 subject,
                 score: self.min_score,
             },
-            Attempt::NoMatch { reason, best } => Verdict::Unknown { reason, best },
-            Attempt::Spoof { live, reason } => Verdict::Spoof { live, reason },
-            Attempt::Quality(issues) => Verdict::PoorQuality { issues },
+            other => Verdict::from(other),
         };
         self.count_after_verdict();
         Some(verdict)

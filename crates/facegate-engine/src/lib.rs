@@ -50,24 +50,21 @@
 //!
 //! [`LivenessSession`]: facegate_vision::LivenessSession
 
-mod capture;
 mod config;
-mod credential;
+mod decide;
 mod decision;
 mod engine;
 mod error;
+mod feed;
 mod gate;
+mod presented;
 mod sections;
 mod sink;
 
-pub use capture::{
-    CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
-    StreamEnd,
-};
 pub use config::{
     CredentialMode, DEFAULT_UNKNOWN_RETRY, EngineConfig, FpirRule, UNKNOWN_RETRY_RANGE,
 };
-pub use credential::Credential;
+pub use decide::{Against, Decider, Decision, DecisionDetail, Matched, Origin};
 pub use decision::{
     Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, PromptEvent,
     StageLatency, Verdict, rfc3339,
@@ -75,7 +72,12 @@ pub use decision::{
 pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;
 pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
+pub use feed::{
+    CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
+    StreamEnd,
+};
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use presented::Credential;
 pub use sections::{
     CredentialModeKind, GateConfig, GateOutputKind, MAX_GPIO_LINE, PULSE_MS_RANGE, ServiceConfig,
     WITH_FACE_WINDOW,

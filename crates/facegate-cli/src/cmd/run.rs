@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use facegate_capture::{CaptureOptions, SourceSpec};
 use facegate_engine::{
-    Credential, Engine, EngineConfig, EngineHandle, FramePolicy, JsonLinesSink, SocketBroadcaster,
+    Credential, Engine, EngineHandle, FramePolicy, JsonLinesSink, SocketBroadcaster,
 };
 use facegate_types::ErrorChain;
 use sd_notify::NotifyState;
@@ -111,20 +111,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     // The config is read and validated once, here; SIGHUP reads it again on purpose.
     let loaded = super::load(cli, |v| v.liveness = true)?;
     let config = &loaded.config;
-    let threshold = config.threshold(&loaded.manifest)?;
     let store = super::store::open_store(cli, config)?;
-    let mut ec = EngineConfig::new(&config.policy, threshold);
-    ec.fpir = config
-        .policy
-        .matching()
-        .fpir()
-        .map(|fpir| facegate_engine::FpirRule {
-            fpir,
-            calibration: Config::calibration(&loaded.manifest),
-        });
-    ec.liveness = config.liveness.clone();
-    config.service.apply(&mut ec);
-    ec.embedding_dim = loaded.pipeline.embedding_dim();
+    let mut ec = config.engine_config(&loaded.manifest, loaded.pipeline.embedding_dim())?;
     let source = args
         .source
         .clone()
