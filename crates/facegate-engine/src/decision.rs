@@ -180,6 +180,31 @@ impl PromptEvent {
     }
 }
 
+/// What the terminal is doing apart from deciding (an enrollment at the terminal's own camera):
+/// the words for its screen, as a count-down and progress. No subject id, no face data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusEvent {
+    pub time: String,
+    pub unix_ms: i64,
+    /// `enrollment`.
+    pub activity: &'static str,
+    /// `countdown`, `prompt`, `waiting`, `sample`, `done`, `failed`.
+    pub status: &'static str,
+    /// The words to show (English).
+    pub text: String,
+    /// Progress: samples taken so far (the count-down's number while counting down), of how
+    /// many.
+    pub step: usize,
+    pub steps: usize,
+}
+
+impl StatusEvent {
+    /// The status as one JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
 /// The result of one attempt on a track (one frame that passed detection and was analysed).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {

@@ -125,6 +125,13 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     }
     let opts = CaptureOptions::default().with_max_pixels(config.max_pixels);
     let gate = config.gate.open()?;
+    let enrollment = crate::cmd::enroll::ServiceEnrollment {
+        threshold: ec.threshold,
+        max_pixels: config.max_pixels,
+        liveness: config.liveness.clone(),
+        source: source.clone(),
+        model_id: loaded.pipeline.model_id().to_owned(),
+    };
     let mut engine = Engine::new(ec, loaded.pipeline, store)?
         .with_source(&spec, &opts)
         .with_sink(Box::new(JsonLinesSink::stdout()))
@@ -137,7 +144,11 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     }
     let handle = engine.handle();
     if let Some(path) = &config.service.admin_socket {
-        crate::adminsock::serve(path, handle.clone())?;
+        let site = crate::adminsock::Site {
+            handle: handle.clone(),
+            enroll: enrollment,
+        };
+        crate::adminsock::serve(path, site)?;
     }
     spawn_signals(handle.clone(), cli.config.clone())?;
     spawn_watchdog(handle.clone())?;

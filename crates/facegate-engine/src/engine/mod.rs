@@ -5,6 +5,9 @@
 mod alternatives;
 mod faces;
 mod record;
+mod terminal;
+
+pub use terminal::{FrameJob, FrameTurn};
 
 use std::borrow::BorrowMut;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +43,7 @@ pub struct EngineHandle {
     stop: Arc<AtomicBool>,
     credentials: SyncSender<Credential>,
     jobs: SyncSender<StoreJob>,
+    frame_jobs: SyncSender<FrameJob>,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -51,7 +55,9 @@ impl std::fmt::Debug for EngineHandle {
 }
 
 /// Work on the store that the loop runs between frames (admin commands while the service runs).
-type StoreJob = Box<dyn FnOnce(&mut Store) + Send>;
+/// Admin work between frames: on the store, or on the pipeline and the store (a photo enrolled
+/// while the service runs is analysed by the service's own models).
+type StoreJob = Box<dyn FnOnce(&mut Store, &mut Pipeline) + Send>;
 
 /// Store jobs waiting for the loop at most.
 const STORE_JOBS: usize = 8;
@@ -91,9 +97,49 @@ impl EngineHandle {
         timeout: Duration,
     ) -> Result<R, EngineError> {
         let (tx, rx) = sync_channel(1);
-        let boxed: StoreJob = Box::new(move |store| {
+        let boxed: StoreJob = Box::new(move |store, _| {
             let _ = tx.send(job(store));
         });
+        self.queue_job(boxed, rx, timeout)
+    }
+
+    /// Runs `job` on the engine's pipeline and store between two frames (an enrollment from
+    /// photos while the service runs) and returns its result; as [`EngineHandle::with_store`].
+    pub fn with_pipeline<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Pipeline, &mut Store) -> R + Send + 'static,
+        timeout: Duration,
+    ) -> Result<R, EngineError> {
+        let (tx, rx) = sync_channel(1);
+        let boxed: StoreJob = Box::new(move |store, pipeline| {
+            let _ = tx.send(job(pipeline, store));
+        });
+        self.queue_job(boxed, rx, timeout)
+    }
+
+    /// Hands the camera's frames to `job` until it is done (a live enrollment at the
+    /// terminal): while it runs the face path pauses, so nobody is identified or let in, and
+    /// what it says goes to every sink as a [`crate::StatusEvent`]. The job reports its own
+    /// result (through a channel it holds); it is dropped unfinished when the engine stops or
+    /// the stream ends. Refused while another one is waiting or running.
+    pub fn with_frames(&self, job: FrameJob) -> Result<(), EngineError> {
+        self.frame_jobs
+            .try_send(job)
+            .map_err(|e| EngineError::Rejected {
+                what: "frame job",
+                reason: match e {
+                    TrySendError::Full(_) => "another enrollment is running at this terminal",
+                    TrySendError::Disconnected(_) => "engine stopped",
+                },
+            })
+    }
+
+    fn queue_job<R>(
+        &self,
+        boxed: StoreJob,
+        rx: Receiver<R>,
+        timeout: Duration,
+    ) -> Result<R, EngineError> {
         self.jobs
             .try_send(boxed)
             .map_err(|e| EngineError::Rejected {
@@ -221,6 +267,10 @@ pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     cred_rx: Receiver<Credential>,
     job_tx: SyncSender<StoreJob>,
     job_rx: Receiver<StoreJob>,
+    frame_tx: SyncSender<FrameJob>,
+    frame_rx: Receiver<FrameJob>,
+    /// The frame job running now (the face path is paused while it runs).
+    frame_job: Option<FrameJob>,
     tracker: Tracker,
     tracks: HashMap<TrackId, TrackState>,
     claim: Option<Claim>,
@@ -280,6 +330,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         }
         let (cred_tx, cred_rx) = sync_channel(config.credential_queue);
         let (job_tx, job_rx) = sync_channel(STORE_JOBS);
+        let (frame_tx, frame_rx) = sync_channel(1);
         let tracker = Tracker::new(config.tracker_min_iou, config.tracker_max_missed);
         let decider = Decider::new(&config);
         Ok(Self {
@@ -295,6 +346,9 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             cred_rx,
             job_tx,
             job_rx,
+            frame_tx,
+            frame_rx,
+            frame_job: None,
             tracker,
             tracks: HashMap::new(),
             claim: None,
@@ -353,6 +407,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             stop: self.stop.clone(),
             credentials: self.cred_tx.clone(),
             jobs: self.job_tx.clone(),
+            frame_jobs: self.frame_tx.clone(),
         }
     }
 
@@ -420,7 +475,9 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             }
             match capture.mailbox.recv_timeout(POLL) {
                 Received::Frame(frame, arrived) => {
-                    self.process_frame(&frame, arrived, gate.as_ref());
+                    if !self.frame_job_turn(&frame) {
+                        self.process_frame(&frame, arrived, gate.as_ref());
+                    }
                     capture.mailbox.give_back(frame);
                 }
                 Received::Timeout => {}
@@ -430,6 +487,9 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             }
         };
         capture.stop();
+        // An enrollment still taking frames ends unfinished (its caller is told so).
+        self.frame_job = None;
+        while self.frame_rx.try_recv().is_ok() {}
         // Credentials and store jobs already queued are still handled.
         self.run_store_jobs();
         self.drain_credentials(gate.as_ref());
@@ -460,7 +520,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
 
     fn run_store_jobs(&mut self) {
         while let Ok(job) = self.job_rx.try_recv() {
-            job(&mut self.store);
+            job(&mut self.store, self.pipeline.borrow_mut());
         }
     }
 
