@@ -90,12 +90,15 @@ case "${1:-}" in
         # Every test that needs ../shared/eval, ffmpeg or root fails here when they are missing,
         # instead of printing SKIPPED and passing (facegate-testkit).
         FACEGATE_REQUIRE_EVAL=1 cargo test --release --locked --workspace
-        log "the library crates' tests again with debug assertions and overflow checks (dev profile)"
-        # Release builds never run a debug_assert! or an overflow check. The engine and the
-        # binary are left to the release pass: their tests replay whole clips, which unoptimised
-        # workspace code makes several times slower.
+        log "the tests again with debug assertions and overflow checks (dev profile)"
+        # Release builds never run a debug_assert! or an overflow check. Every library crate
+        # (the engine's clip replays included: the dev profile builds workspace code at
+        # opt-level 1) and the binary's unit tests; the binary's process-level tests (whole
+        # evaluations, services on replayed clips) are left to the release pass.
         FACEGATE_REQUIRE_EVAL=1 cargo test --locked -p facegate-types -p facegate-capture \
-            -p facegate-vision -p facegate-policy -p facegate-store --lib --tests
+            -p facegate-vision -p facegate-policy -p facegate-store -p facegate-engine \
+            --lib --tests
+        FACEGATE_REQUIRE_EVAL=1 cargo test --locked -p facegate --bins
         log "Debian package: install, upgrade, purge in a throwaway root"
         deploy/debian/test-install.sh
         log "aarch64: cross-build, then detect/compare under qemu-aarch64 against the x86 decisions"
