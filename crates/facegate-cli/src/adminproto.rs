@@ -104,6 +104,97 @@ fn default_samples() -> u8 {
     3
 }
 
+/// One answer of the service, as the server writes it and the commands read it: the fields of
+/// the variant beside `"reply": "<variant>"` and `"ok": true` (a refusal is
+/// `{"ok": false, "error": "..."}`, see [`Reply::refusal`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Status {
+        subjects: u64,
+        templates: u64,
+        live_consents: u64,
+        gallery_model: Option<String>,
+        gallery_templates: Option<u64>,
+        /// The source the service reads (its camera).
+        source: String,
+    },
+    Subjects {
+        subjects: Vec<SubjectEntry>,
+    },
+    /// A credential or override queued for the decision path.
+    Queued {
+        queued: bool,
+    },
+    Reloaded {
+        loaded: u64,
+        failed: u64,
+    },
+    /// A withdrawal or deletion done.
+    Removed {
+        templates_deleted: u64,
+        copies_sealed: bool,
+        residue_cleared: bool,
+    },
+    Notice {
+        version: u32,
+        fingerprint: String,
+        language: String,
+        text: String,
+        signage: String,
+        retention: String,
+        processor: String,
+        contact: String,
+    },
+    AuditVerified {
+        records: u64,
+        intact: bool,
+        first_break: Option<String>,
+    },
+    Enrolled {
+        subject: String,
+        template: i64,
+        samples: u64,
+        expires_at: i64,
+    },
+}
+
+/// One subject in a [`Reply::Subjects`] list (times in ms since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectEntry {
+    pub subject: String,
+    pub templates: u64,
+    pub consent_expires_at: Option<i64>,
+    pub withdrawn_at: Option<i64>,
+}
+
+impl Reply {
+    /// The answer line's JSON: the reply's fields, its name and `"ok": true`.
+    pub fn to_answer(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}));
+        if let Some(o) = v.as_object_mut() {
+            o.insert("ok".into(), true.into());
+        }
+        v
+    }
+
+    /// The answer line of a refusal.
+    pub fn refusal(error: impl Into<String>) -> serde_json::Value {
+        serde_json::json!({ "ok": false, "error": error.into() })
+    }
+
+    /// Reads an answer line: the reply, or the service's refusal as the error.
+    pub fn from_answer(v: serde_json::Value) -> Result<Self, String> {
+        if v["ok"] != true {
+            return Err(format!(
+                "the service refused: {}",
+                v["error"].as_str().unwrap_or("unknown error")
+            ));
+        }
+        serde_json::from_value(v).map_err(|e| format!("the service's answer: {e}"))
+    }
+}
+
 /// The alternative credentials a request can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -254,6 +345,81 @@ mod tests {
     use std::io::{BufReader, Cursor};
 
     use super::*;
+
+    #[test]
+    fn replies_round_trip_and_refusals_are_errors() {
+        let replies = [
+            Reply::Removed {
+                templates_deleted: 2,
+                copies_sealed: true,
+                residue_cleared: false,
+            },
+            Reply::Enrolled {
+                subject: "emp-1".into(),
+                template: 7,
+                samples: 3,
+                expires_at: 1_800_000_000_000,
+            },
+            Reply::Subjects {
+                subjects: vec![SubjectEntry {
+                    subject: "emp-1".into(),
+                    templates: 1,
+                    consent_expires_at: Some(5),
+                    withdrawn_at: None,
+                }],
+            },
+        ];
+        for r in replies {
+            let line = r.to_answer();
+            assert_eq!(line["ok"], true);
+            assert_eq!(Reply::from_answer(line), Ok(r));
+        }
+        let line = Reply::to_answer(&Reply::Queued { queued: true });
+        assert_eq!(
+            line,
+            serde_json::json!({ "ok": true, "reply": "queued", "queued": true })
+        );
+        assert_eq!(
+            Reply::from_answer(Reply::refusal("busy: try again")),
+            Err("the service refused: busy: try again".into())
+        );
+        assert!(Reply::from_answer(serde_json::json!({ "ok": true, "reply": "laser" })).is_err());
+    }
+
+    #[test]
+    fn an_enroll_request_is_bounded_and_takes_a_source_or_photos() {
+        let base =
+            r#"{"op":"enroll","subject":"emp-1","age":30,"method":"written","operator":"op""#;
+        let ok = format!(r#"{base},"source":"camera:0"}}"#);
+        let Ok(Request::Enroll(e)) = Request::parse(ok.as_bytes()) else {
+            panic!("{ok}");
+        };
+        assert_eq!((e.samples, e.source.as_deref()), (3, Some("camera:0")));
+        for (bad, why) in [
+            (format!("{base}}}"), "either a source or photos"),
+            (
+                format!(r#"{base},"source":"camera:0","photo_bytes":[10]}}"#),
+                "either a source or photos",
+            ),
+            (format!(r#"{base},"photo_bytes":[0]}}"#), "1..="),
+            (format!(r#"{base},"photo_bytes":[99999999999]}}"#), "1..="),
+            (
+                format!(r#"{base},"photo_bytes":[1,1,1,1,1,1,1,1,1,1,1]}}"#),
+                "at most 10",
+            ),
+            (
+                format!(r#"{base},"source":"camera:0","samples":0}}"#),
+                "samples",
+            ),
+            (
+                format!(r#"{base},"source":"camera:0","colour":"red"}}"#),
+                "unknown field",
+            ),
+        ] {
+            let err = Request::parse(bad.as_bytes()).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     fn lines(input: &[u8], max: usize) -> Vec<Line> {
         let mut r = BufReader::with_capacity(16, Cursor::new(input.to_vec()));

@@ -45,7 +45,7 @@ use facegate_store::{AuditEvent, AuditKind};
 use facegate_types::{Clock, SubjectId, SystemClock};
 use serde_json::{Value, json};
 
-use crate::adminproto::{CredentialKind, Line, MAX_LINE, Request, read_line};
+use crate::adminproto::{CredentialKind, Line, MAX_LINE, Reply, Request, SubjectEntry, read_line};
 
 /// Threads serving admin connections.
 pub const WORKERS: usize = 4;
@@ -424,7 +424,7 @@ fn session(conn: Conn, site: &Site, peers: &Peers) {
                             photos,
                             conn.uid,
                         )
-                        .unwrap_or_else(|e| json!({ "ok": false, "error": format!("{e:#}") })),
+                        .map_or_else(|e| Reply::refusal(format!("{e:#}")), |r| r.to_answer()),
                         // The stream is out of step with its framing: answer and close.
                         Err(e) => {
                             let _ = send(
@@ -458,25 +458,41 @@ fn answer(req: &Request, role: Role, uid: u32, site: &Site) -> Result<Value> {
         let _ = handle.with_store(move |s| s.record(ev), STORE_WAIT);
         bail!("{op} needs the admin role (group facegate-admin)");
     }
-    Ok(match req.clone() {
+    let reply = match req.clone() {
         Request::Status {} => {
             let c = handle.with_store(
                 |s| {
-                    let g = s.gallery().map(|g| (g.model_id().to_string(), g.len()));
+                    let g = s
+                        .gallery()
+                        .map(|g| (g.model_id().to_string(), g.len() as u64));
                     s.counts()
                         .map(|c| (c.subjects_with_templates, c.templates, c.live_consents, g))
                 },
                 STORE_WAIT,
             )??;
-            let (model, in_gallery) = c.3.unzip();
-            json!({ "ok": true, "subjects": c.0, "templates": c.1, "live_consents": c.2,
-                    "gallery_model": model, "gallery_templates": in_gallery,
-                    "source": site.enroll.source })
+            let (gallery_model, gallery_templates) = c.3.unzip();
+            Reply::Status {
+                subjects: c.0,
+                templates: c.1,
+                live_consents: c.2,
+                gallery_model,
+                gallery_templates,
+                source: site.enroll.source.clone(),
+            }
         }
         Request::Subjects {} => {
             let list = handle.with_store(|s| s.list_subjects(), STORE_WAIT)??;
-            let v: Vec<Value> = list.iter().map(|s| json!({ "subject": s.subject, "templates": s.templates, "consent_expires_at": s.consent_expires_at, "withdrawn_at": s.withdrawn_at })).collect();
-            json!({ "ok": true, "subjects": v })
+            Reply::Subjects {
+                subjects: list
+                    .iter()
+                    .map(|s| SubjectEntry {
+                        subject: s.subject.to_string(),
+                        templates: s.templates as u64,
+                        consent_expires_at: s.consent_expires_at.map(|t| t.0),
+                        withdrawn_at: s.withdrawn_at.map(|t| t.0),
+                    })
+                    .collect(),
+            }
         }
         Request::Credential { kind, value } => {
             let c = match kind {
@@ -485,7 +501,7 @@ fn answer(req: &Request, role: Role, uid: u32, site: &Site) -> Result<Value> {
                 CredentialKind::Qr => Credential::Qr(value),
             };
             handle.submit(c)?;
-            json!({ "ok": true, "queued": true })
+            Reply::Queued { queued: true }
         }
         Request::ReloadGallery { model_id, dim } => {
             let r = handle.with_store(
@@ -509,11 +525,14 @@ fn answer(req: &Request, role: Role, uid: u32, site: &Site) -> Result<Value> {
                 },
                 STORE_WAIT,
             )??;
-            json!({ "ok": true, "loaded": r.0, "failed": r.1 })
+            Reply::Reloaded {
+                loaded: r.0 as u64,
+                failed: r.1 as u64,
+            }
         }
         Request::Override {} => {
             handle.submit(Credential::OperatorOverride { operator })?;
-            json!({ "ok": true, "queued": true })
+            Reply::Queued { queued: true }
         }
         Request::Withdraw { subject } => {
             let id = SubjectId::new(subject)?;
@@ -530,8 +549,7 @@ fn answer(req: &Request, role: Role, uid: u32, site: &Site) -> Result<Value> {
                 },
                 STORE_WAIT,
             )??;
-            json!({ "ok": true, "templates_deleted": r.templates_deleted,
-                    "copies_sealed": r.copies_sealed, "residue_cleared": r.residue_cleared })
+            removed(&r)
         }
         Request::Delete { subject, reason } => {
             let id = SubjectId::new(subject)?;
@@ -540,8 +558,7 @@ fn answer(req: &Request, role: Role, uid: u32, site: &Site) -> Result<Value> {
                 move |s| s.delete_subject(&id, &operator, &reason),
                 STORE_WAIT,
             )??;
-            json!({ "ok": true, "templates_deleted": r.templates_deleted,
-                    "copies_sealed": r.copies_sealed, "residue_cleared": r.residue_cleared })
+            removed(&r)
         }
         Request::Notice { lang } => handle.with_store(
             move |s| {
@@ -554,27 +571,44 @@ fn answer(req: &Request, role: Role, uid: u32, site: &Site) -> Result<Value> {
                         n.texts().keys().cloned().collect::<Vec<_>>().join(", ")
                     );
                 }
-                Ok(json!({ "ok": true, "version": n.version(),
-                           "fingerprint": p.notice_fingerprint(), "language": lang,
-                           "text": n.text(&lang), "signage": n.signage(),
-                           "retention": n.retention_statement(),
-                           "processor": p.deployment().processor_name(),
-                           "contact": p.deployment().processor_contact() }))
+                Ok(Reply::Notice {
+                    version: n.version(),
+                    fingerprint: p.notice_fingerprint(),
+                    text: n.text(&lang).to_owned(),
+                    language: lang,
+                    signage: n.signage().to_owned(),
+                    retention: n.retention_statement().to_owned(),
+                    processor: p.deployment().processor_name().to_owned(),
+                    contact: p.deployment().processor_contact().to_owned(),
+                })
             },
             STORE_WAIT,
         )??,
         Request::Enroll(_) => bail!("enroll is answered with its photos (session)"),
         Request::AuditVerify {} => {
             let v = handle.with_store(|s| s.verify_audit(), STORE_WAIT)??;
-            json!({ "ok": true, "records": v.records, "intact": v.first_break.is_none(), "first_break": v.first_break.map(|b| b.to_string()) })
+            Reply::AuditVerified {
+                records: v.records,
+                intact: v.first_break.is_none(),
+                first_break: v.first_break.map(|b| b.to_string()),
+            }
         }
-    })
+    };
+    Ok(reply.to_answer())
+}
+
+fn removed(r: &facegate_store::RemovalReport) -> Reply {
+    Reply::Removed {
+        templates_deleted: r.templates_deleted as u64,
+        copies_sealed: r.copies_sealed,
+        residue_cleared: r.residue_cleared,
+    }
 }
 
 /// Sends one request to a running service; `None` when no service listens at `path`. A `busy`
 /// answer (all connection slots taken, or this uid's previous connection not yet released) is
 /// retried for up to 3 s.
-pub fn request(path: &Path, req: &Request) -> Result<Option<Value>> {
+pub fn request(path: &Path, req: &Request) -> Result<Option<Reply>> {
     request_with(path, req, &[], Duration::from_secs(20))
 }
 
@@ -585,7 +619,7 @@ pub fn request_with(
     req: &Request,
     bodies: &[Vec<u8>],
     wait: Duration,
-) -> Result<Option<Value>> {
+) -> Result<Option<Reply>> {
     let start = Instant::now();
     loop {
         match request_once(path, req, bodies, wait) {
@@ -605,7 +639,7 @@ fn request_once(
     req: &Request,
     bodies: &[Vec<u8>],
     wait: Duration,
-) -> Result<Option<Value>> {
+) -> Result<Option<Reply>> {
     let Ok(mut stream) = UnixStream::connect(path) else {
         return Ok(None);
     };
@@ -627,11 +661,5 @@ fn request_once(
         Line::TooLong => bail!("the service's answer is longer than 64 MiB"),
     };
     let v: Value = serde_json::from_slice(&line).context("the service's answer")?;
-    if v["ok"] != true {
-        bail!(
-            "the service refused: {}",
-            v["error"].as_str().unwrap_or("unknown error")
-        );
-    }
-    Ok(Some(v))
+    Reply::from_answer(v).map(Some).map_err(anyhow::Error::msg)
 }

@@ -9,7 +9,7 @@ use facegate_types::{Clock, SubjectId, SystemClock, UnixMillis};
 use serde_json::json;
 
 use super::store::{open_store, residue_gone, via_service};
-use crate::adminproto::Request;
+use crate::adminproto::{Reply, Request};
 use crate::cli::{Cli, ConsentArgs, ConsentCommand};
 use crate::config::Config;
 
@@ -44,11 +44,18 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
             },
         )?
     {
+        let Reply::Removed {
+            templates_deleted,
+            residue_cleared,
+            ..
+        } = reply
+        else {
+            anyhow::bail!("the service answered a withdrawal with {reply:?}");
+        };
         println!(
-            "consent of {subject} withdrawn through the running service: {} template(s) deleted",
-            reply["templates_deleted"]
+            "consent of {subject} withdrawn through the running service: {templates_deleted} template(s) deleted"
         );
-        if reply["residue_cleared"] == false {
+        if !residue_cleared {
             anyhow::bail!(
                 "the rows are deleted and unreadable, but their old pages are still in the \
                  database file because another process keeps an old read transaction open; the \

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::consent::consent_record;
 use super::store::open_store;
+use crate::adminproto::Reply;
 use crate::cli::{Cli, EnrollArgs};
 
 /// How long the count-down of a live enrollment lasts, in media time (3, 2, 1).
@@ -406,7 +407,7 @@ pub(crate) fn at_service(
     req: Box<crate::adminproto::EnrollRequest>,
     photos: Vec<Vec<u8>>,
     uid: u32,
-) -> Result<serde_json::Value> {
+) -> Result<Reply> {
     use clap::ValueEnum;
     let subject = SubjectId::new(req.subject.clone())?;
     let method = crate::cli::MethodArg::from_str(&req.method, true)
@@ -431,9 +432,11 @@ pub(crate) fn at_service(
         )?,
     };
     let model_id = site.model_id.clone();
-    let reply = move |template: TemplateId, consent: &Consent, samples: usize| {
-        json!({ "ok": true, "subject": consent.record().subject, "template": template,
-                "samples": samples, "expires_at": consent.expires_at() })
+    let reply = move |template: TemplateId, consent: &Consent, samples: usize| Reply::Enrolled {
+        subject: consent.record().subject.to_string(),
+        template: i64::try_from(template.0).unwrap_or(i64::MAX),
+        samples: samples as u64,
+        expires_at: consent.expires_at().0,
     };
     if !photos.is_empty() {
         let names: Vec<String> = (0..photos.len())
@@ -447,7 +450,7 @@ pub(crate) fn at_service(
         let choice = face_choice(req.face.map(|n| n as usize), req.largest);
         let (id_photo, max_pixels) = (req.id_photo, site.max_pixels);
         return handle.with_pipeline(
-            move |pipeline, store| -> Result<serde_json::Value> {
+            move |pipeline, store| -> Result<Reply> {
                 let mut samples = Vec::with_capacity(photos.len());
                 for (bytes, name) in photos.iter().zip(&names) {
                     let frame = facegate_capture::decode_image_bytes(bytes, max_pixels)
@@ -479,13 +482,13 @@ pub(crate) fn at_service(
         site.source,
         site.source
     );
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<serde_json::Value>>(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Reply>>(1);
     let want = usize::from(req.samples);
     let liveness = site.liveness.clone();
     let started = std::time::Instant::now();
     let mut live: Option<LiveEnrollment> = None;
     let job: facegate_engine::FrameJob = Box::new(move |turn| {
-        let mut step = || -> Result<Option<serde_json::Value>> {
+        let mut step = || -> Result<Option<Reply>> {
             anyhow::ensure!(
                 started.elapsed() < SERVICE_ENROLL_WAIT - Duration::from_secs(5),
                 "no good, live samples from the service's camera in time; try again in better light"
@@ -556,10 +559,7 @@ pub(crate) fn at_service(
 }
 
 /// Sends the enrollment to the running service; `None` when none listens.
-fn via_running_service(
-    config: &crate::config::Config,
-    args: &EnrollArgs,
-) -> Result<Option<serde_json::Value>> {
+fn via_running_service(config: &crate::config::Config, args: &EnrollArgs) -> Result<Option<Reply>> {
     let Some(path) = config
         .service
         .admin_socket
@@ -572,7 +572,10 @@ fn via_running_service(
     // read by this command itself, as when no service runs.
     if let Some(from) = &args.from {
         let status = crate::adminsock::request(path, &crate::adminproto::Request::Status {})?;
-        let served = status.as_ref().and_then(|s| s["source"].as_str());
+        let served = match &status {
+            Some(Reply::Status { source, .. }) => Some(source.as_str()),
+            _ => None,
+        };
         if !served.is_some_and(|served| same_source(from, served)) {
             return Ok(None);
         }
@@ -633,10 +636,9 @@ fn via_running_service(
 fn print_enrolled(
     json_out: bool,
     subject: &SubjectId,
-    template: &serde_json::Value,
+    template: TemplateId,
     samples: usize,
-    expires_at: &serde_json::Value,
-    pretty_expiry: String,
+    expires_at: facegate_types::UnixMillis,
     how: &str,
 ) {
     if json_out {
@@ -646,10 +648,8 @@ fn print_enrolled(
         );
     } else {
         println!(
-            "enrolled {subject} as template {} from {samples} sample(s){how}; expires at {pretty_expiry} (retention)",
-            template
-                .as_str()
-                .map_or_else(|| template.to_string(), str::to_owned),
+            "enrolled {subject} as template {template} from {samples} sample(s){how}; expires at {} (retention)",
+            crate::output::date(expires_at)
         );
     }
 }
@@ -658,18 +658,25 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
     let subject = SubjectId::new(args.subject.clone())?;
     // While the service runs it owns the camera and the store: enroll through it.
     let config = crate::config::Config::load(cli.config.as_deref())?;
-    if let Some(reply) = via_running_service(&config, args)? {
-        let expires = reply["expires_at"].as_i64().map(facegate_types::UnixMillis);
-        print_enrolled(
-            args.json,
-            &subject,
-            &reply["template"],
-            reply["samples"].as_u64().unwrap_or(0) as usize,
-            &reply["expires_at"],
-            expires.map_or_else(|| "?".into(), crate::output::date),
-            " through the running service",
-        );
-        return Ok(ExitCode::SUCCESS);
+    match via_running_service(&config, args)? {
+        Some(Reply::Enrolled {
+            template,
+            samples,
+            expires_at,
+            ..
+        }) => {
+            print_enrolled(
+                args.json,
+                &subject,
+                TemplateId(u64::try_from(template).unwrap_or_default()),
+                samples as usize,
+                facegate_types::UnixMillis(expires_at),
+                " through the running service",
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(other) => bail!("the service answered an enrollment with {other:?}"),
+        None => {}
     }
     drop(config);
     let live = args.from.is_some();
@@ -745,16 +752,16 @@ pub fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<ExitCode> {
         model_id: Some(loaded.pipeline.model_id().to_owned()),
         dim: Some(loaded.pipeline.embedding_dim() as u64),
     };
-    if let Some(reply) = super::store::via_service(&loaded.config, reload)? {
-        tracing::info!(loaded = %reply["loaded"], "running service reloaded its gallery");
+    if let Some(Reply::Reloaded { loaded, .. }) = super::store::via_service(&loaded.config, reload)?
+    {
+        tracing::info!(loaded, "running service reloaded its gallery");
     }
     print_enrolled(
         args.json,
         &subject,
-        &json!(template),
+        template,
         samples.len(),
-        &json!(consent.expires_at()),
-        crate::output::date(consent.expires_at()),
+        consent.expires_at(),
         "",
     );
     Ok(ExitCode::SUCCESS)

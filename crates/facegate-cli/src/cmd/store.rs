@@ -69,7 +69,7 @@ pub(super) fn residue_gone(store: &Store, report: facegate_store::RemovalReport)
 }
 
 /// The running service's answer to `req` over its admin socket, or `None` when none runs.
-pub fn via_service(config: &Config, req: Request) -> Result<Option<serde_json::Value>> {
+pub fn via_service(config: &Config, req: Request) -> Result<Option<crate::adminproto::Reply>> {
     match &config.service.admin_socket {
         Some(path) if path.exists() => crate::adminsock::request(path, &req),
         _ => Ok(None),

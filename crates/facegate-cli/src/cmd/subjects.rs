@@ -27,7 +27,7 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
     if let Some(req) = req
         && let Some(reply) = via_service(&config, req)?
     {
-        println!("{}", serde_json::to_string_pretty(&reply)?);
+        println!("{}", serde_json::to_string_pretty(&reply.to_answer())?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut store = open_store(cli, &config)?;
