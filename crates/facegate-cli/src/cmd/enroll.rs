@@ -397,6 +397,42 @@ fn same_source(named: &str, served: &str) -> bool {
     named == served || real(named).is_some_and(|p| Some(p) == real(served))
 }
 
+/// What an enrollment at the service stores once it has its samples.
+struct Commit {
+    subject: SubjectId,
+    args: crate::cli::ConsentArgs,
+    check: EnrollmentCheck,
+    model_id: String,
+}
+
+impl Commit {
+    /// The consent granted now under the store's policy, then the checked enrollment.
+    fn store(&self, store: &mut Store, samples: &[Embedding], names: Vec<String>) -> Result<Reply> {
+        let now = SystemClock.now();
+        let consent = store
+            .policy()
+            .grant(
+                consent_record(store.policy(), &self.subject, &self.args, now),
+                now,
+            )
+            .with_context(|| format!("consent for {}", self.subject))?;
+        let template = store_enrollment(
+            store,
+            &consent,
+            samples,
+            &self.model_id,
+            &self.check,
+            &sample_namer(names),
+        )?;
+        Ok(Reply::Enrolled {
+            subject: self.subject.to_string(),
+            template: i64::try_from(template.0).unwrap_or(i64::MAX),
+            samples: samples.len() as u64,
+            expires_at: consent.expires_at().0,
+        })
+    }
+}
+
 /// Answers an `enroll` request at the running service: photos analysed by the service's own
 /// models between two frames, or samples from its own camera with the count-down and prompts
 /// on the events stream (decisions pause meanwhile). Then the same checks and the same
@@ -431,12 +467,11 @@ pub(crate) fn at_service(
             req.reason.as_ref(),
         )?,
     };
-    let model_id = site.model_id.clone();
-    let reply = move |template: TemplateId, consent: &Consent, samples: usize| Reply::Enrolled {
-        subject: consent.record().subject.to_string(),
-        template: i64::try_from(template.0).unwrap_or(i64::MAX),
-        samples: samples as u64,
-        expires_at: consent.expires_at().0,
+    let commit = Commit {
+        subject,
+        args,
+        check,
+        model_id: site.model_id.clone(),
     };
     if !photos.is_empty() {
         let names: Vec<String> = (0..photos.len())
@@ -457,20 +492,7 @@ pub(crate) fn at_service(
                         .with_context(|| format!("reading {name}"))?;
                     samples.push(enrollment_sample(pipeline, &frame, name, choice, id_photo)?);
                 }
-                let now = SystemClock.now();
-                let consent = store
-                    .policy()
-                    .grant(consent_record(store.policy(), &subject, &args, now), now)
-                    .with_context(|| format!("consent for {subject}"))?;
-                let template = store_enrollment(
-                    store,
-                    &consent,
-                    &samples,
-                    &model_id,
-                    &check,
-                    &sample_namer(names),
-                )?;
-                Ok(reply(template, &consent, samples.len()))
+                commit.store(store, &samples, names)
             },
             SERVICE_ENROLL_WAIT,
         )?;
@@ -504,22 +526,9 @@ pub(crate) fn at_service(
                     Ok(None)
                 }
                 LiveStep::Done(samples) => {
-                    let now = SystemClock.now();
-                    let store = &mut *turn.store;
-                    let consent = store
-                        .policy()
-                        .grant(consent_record(store.policy(), &subject, &args, now), now)
-                        .with_context(|| format!("consent for {subject}"))?;
-                    let template = store_enrollment(
-                        store,
-                        &consent,
-                        &samples,
-                        &model_id,
-                        &check,
-                        &sample_namer(Vec::new()),
-                    )?;
+                    let reply = commit.store(turn.store, &samples, Vec::new())?;
                     turn.say("done", "enrolled, thank you", want, want);
-                    Ok(Some(reply(template, &consent, samples.len())))
+                    Ok(Some(reply))
                 }
             }
         };

@@ -518,6 +518,20 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         Ok(self.summary.clone())
     }
 
+    /// Hands something to every sink; a failing sink is logged and counted, never stops the
+    /// others or the loop.
+    fn each_sink(
+        &mut self,
+        mut deliver: impl FnMut(&mut dyn EventSink) -> Result<(), EngineError>,
+    ) {
+        for sink in &mut self.sinks {
+            if let Err(e) = deliver(sink.as_mut()) {
+                self.summary.sink_errors += 1;
+                tracing::warn!(error = %ErrorChain(&e), "event sink failed");
+            }
+        }
+    }
+
     fn run_store_jobs(&mut self) {
         while let Ok(job) = self.job_rx.try_recv() {
             job(&mut self.store, self.pipeline.borrow_mut());
@@ -591,12 +605,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 alert,
                 detail,
             };
-            for sink in &mut self.sinks {
-                if let Err(e) = sink.alert(&event) {
-                    self.summary.sink_errors += 1;
-                    tracing::warn!(error = %ErrorChain(&e), "event sink failed");
-                }
-            }
+            self.each_sink(|sink| sink.alert(&event));
         }
     }
 

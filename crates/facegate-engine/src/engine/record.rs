@@ -120,12 +120,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             step = step + 1,
             "challenge prompt"
         );
-        for sink in &mut self.sinks {
-            if let Err(e) = sink.prompt(&event) {
-                self.summary.sink_errors += 1;
-                tracing::warn!(error = %ErrorChain(&e), "event sink failed");
-            }
-        }
+        self.each_sink(|sink| sink.prompt(&event));
     }
 
     /// Logs a decision (ids and outcomes only) and hands it to every sink.
@@ -140,11 +135,6 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             total_ms = event.latency_ms.total,
             "decision"
         );
-        for sink in &mut self.sinks {
-            if let Err(e) = sink.emit(event) {
-                self.summary.sink_errors += 1;
-                tracing::warn!(error = %ErrorChain(&e), "event sink failed");
-            }
-        }
+        self.each_sink(|sink| sink.emit(event));
     }
 }

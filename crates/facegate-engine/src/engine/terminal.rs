@@ -7,7 +7,7 @@ use std::borrow::BorrowMut;
 use std::ops::ControlFlow;
 
 use facegate_store::Store;
-use facegate_types::{ErrorChain, Frame};
+use facegate_types::Frame;
 use facegate_vision::{Pipeline, Tracker};
 
 use super::Engine;
@@ -82,12 +82,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 step,
                 steps,
             };
-            for sink in &mut self.sinks {
-                if let Err(e) = sink.status(&event) {
-                    self.summary.sink_errors += 1;
-                    tracing::warn!(error = %ErrorChain(&e), "event sink failed");
-                }
-            }
+            self.each_sink(|sink| sink.status(&event));
         }
         if flow.is_break() {
             tracing::info!("terminal enrollment ended: deciding again");
