@@ -40,6 +40,7 @@ mod ledger;
 pub mod schema;
 mod seal;
 mod store;
+pub mod transfer;
 
 pub use audit::{
     AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, ChainedRecord,
