@@ -446,6 +446,22 @@ pub enum StoreError {
         terminal: facegate_policy::TerminalId,
     },
 
+    /// An export of a subject without a live face consent.
+    #[error(
+        "subject {subject} has no live face consent here (it is {status}); nothing is exported"
+    )]
+    NoLiveConsent {
+        subject: SubjectId,
+        status: &'static str,
+    },
+
+    /// Nothing to export.
+    #[error("subject {subject} has no live template of model {model_id} to export")]
+    NoTemplates {
+        subject: SubjectId,
+        model_id: String,
+    },
+
     /// A withdrawal notice that is not one.
     #[error("withdrawal notice {reason}")]
     NoticeFormat { reason: String },

@@ -57,3 +57,5 @@ pub use store::{
     EnrollmentCheck, GalleryLoad, RemovalReport, RotationReport, Store, StoreCounts, SubjectDetail,
     SubjectSummary, SweepReport, TemplateInfo, disagreeing_sample,
 };
+pub use store::{ExportReport, ImportReport, NoticeOutcome, TransferDirection, TransferEntry};
+pub use transfer::{TerminalPublic, TransferHeader, WithdrawalNotice};
