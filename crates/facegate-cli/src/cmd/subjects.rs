@@ -1,8 +1,9 @@
-//! `facegate subjects`: list, show and delete enrolled people.
+//! `facegate subjects`: list, show and delete enrolled people, and where they were sent.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use facegate_store::TransferDirection;
 use facegate_types::SubjectId;
 use serde_json::json;
 
@@ -18,7 +19,7 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
         SubjectsCommand::Delete {
             subject, reason, ..
         } => Some(json!({ "op": "delete", "subject": subject, "reason": reason })),
-        SubjectsCommand::Show { .. } => None,
+        SubjectsCommand::Show { .. } | SubjectsCommand::Where { .. } => None,
     };
     if let Some(req) = req
         && let Some(reply) = via_service(&config, req)?
@@ -108,6 +109,54 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
                         crate::output::date(t.expires_at)
                     );
                 }
+            }
+        }
+        SubjectsCommand::Where {
+            subject,
+            json: as_json,
+        } => {
+            let id = SubjectId::new(subject.clone())?;
+            let list = store.transfers_of(&id)?;
+            if *as_json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "transfer": t.transfer,
+                            "direction": match t.direction {
+                                TransferDirection::Out => "sent_to",
+                                TransferDirection::In => "received_from",
+                            },
+                            "terminal": t.peer, "name": t.peer_name, "templates": t.templates,
+                            "created_at": t.created_at, "recorded_at": t.recorded_at,
+                            "operator": t.operator,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for t in &list {
+                    println!(
+                        "{} {} ({}) at {}, {} template(s), transfer {}, by {}",
+                        match t.direction {
+                            TransferDirection::Out => "sent to     ",
+                            TransferDirection::In => "received from",
+                        },
+                        t.peer,
+                        t.peer_name,
+                        crate::output::date(t.recorded_at),
+                        t.templates,
+                        t.transfer,
+                        t.operator
+                    );
+                }
+                let sent = list
+                    .iter()
+                    .filter(|t| t.direction == TransferDirection::Out)
+                    .map(|t| &t.peer)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len();
+                println!("{id}: sent to {sent} terminal(s)");
             }
         }
         SubjectsCommand::Delete {
