@@ -396,7 +396,9 @@ pub enum StoreError {
 
     /// The same transfer was imported already.
     #[error(
-        "transfer {transfer} of subject {subject} was imported already (at {imported_at}); a duplicate is refused"
+        "transfer {transfer} of subject {subject} was imported already (at {}); a duplicate is \
+         refused",
+        imported_at.rfc3339()
     )]
     TransferDuplicate {
         transfer: String,
@@ -406,8 +408,9 @@ pub enum StoreError {
 
     /// An older transfer than one already imported from the same sender (a replay).
     #[error(
-        "transfer {transfer} of subject {subject} was made at {created_at}, before transfer \
-         {newer} already imported from the same terminal: an older transfer is refused (replay)"
+        "transfer {transfer} of subject {subject} was made at {}, before transfer {newer} \
+         already imported from the same terminal: an older transfer is refused (replay)",
+        created_at.rfc3339()
     )]
     TransferSuperseded {
         transfer: String,
