@@ -72,11 +72,16 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The running service reloads its gallery (after an import or an applied notice changed the
 /// store under it); nothing when no service runs.
-fn tell_service(config: &Config) -> Result<()> {
-    if via_service(config, json!({ "op": "reload_gallery" }))?.is_some() {
-        eprintln!("facegate: the running service reloaded its gallery");
+/// The change is committed either way: a service that cannot be told is a warning, not an
+/// error (its gallery catches up at its next reload; its decisions re-check consent).
+fn tell_service(config: &Config) {
+    match via_service(config, json!({ "op": "reload_gallery" })) {
+        Ok(Some(_)) => eprintln!("facegate: the running service reloaded its gallery"),
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "facegate: warning: the change is stored, but the running service did not reload its gallery ({e:#}); run `facegate` as an admin-socket user or restart the service"
+        ),
     }
-    Ok(())
 }
 
 pub fn enrollment(cli: &Cli, cmd: &EnrollmentCommand) -> Result<ExitCode> {
@@ -128,7 +133,7 @@ pub fn enrollment(cli: &Cli, cmd: &EnrollmentCommand) -> Result<ExitCode> {
             let r = store
                 .import_enrollment(&bytes, &from, threshold, operator)
                 .with_context(|| format!("importing {}", file.display()))?;
-            tell_service(&config)?;
+            tell_service(&config);
             if *as_json {
                 println!(
                     "{}",
@@ -191,7 +196,7 @@ pub fn apply_withdrawal(cli: &Cli, config: &Config, file: &Path, operator: &str)
     let from = format!("terminal {} ({})", notice.issuer.id(), notice.issuer.name());
     match outcome {
         NoticeOutcome::Applied(report) => {
-            tell_service(config)?;
+            tell_service(config);
             println!(
                 "withdrawal of {} from {from} applied: {} template(s) deleted, data key {}",
                 notice.subject,
