@@ -295,6 +295,10 @@ pub enum SubjectsCommand {
         operator: String,
         #[arg(long, default_value = "operator request")]
         reason: String,
+        /// Write a withdrawal notice signed by this terminal, for the terminals the person was
+        /// exchanged with (they delete the person too).
+        #[arg(long, value_name = "FILE")]
+        notice_out: Option<PathBuf>,
     },
 }
 

@@ -1449,6 +1449,67 @@ fn an_enrollment_moves_between_terminals_only_with_a_transfer_consent_and_a_with
     ]);
     assert!(err.contains("no live face consent"), "{err}");
 
+    // A deletion on request reaches the other terminal the same way.
+    a.ok(&[
+        "enroll",
+        "emp-2",
+        astronaut,
+        "--age",
+        "50",
+        "--operator",
+        "op",
+    ]);
+    a.ok(&[
+        "consent",
+        "grant",
+        "emp-2",
+        "--age",
+        "50",
+        "--operator",
+        "op",
+        "--transfer-to",
+        &p("gate-c.pub"),
+    ]);
+    a.ok(&[
+        "enrollment",
+        "export",
+        "emp-2",
+        "--to",
+        &p("gate-c.pub"),
+        "--out",
+        &p("t4.json"),
+        "--operator",
+        "op",
+    ]);
+    c.ok(&[
+        "enrollment",
+        "import",
+        &p("t4.json"),
+        "--from",
+        &p("gate-a.pub"),
+        "--operator",
+        "op",
+    ]);
+    a.ok(&[
+        "subjects",
+        "delete",
+        "emp-2",
+        "--operator",
+        "op",
+        "--notice-out",
+        &p("deleted.json"),
+    ]);
+    let out = c.ok(&[
+        "consent",
+        "apply-withdrawal",
+        &p("deleted.json"),
+        "--operator",
+        "op",
+    ]);
+    assert!(out.contains("1 template(s) deleted"), "{out}");
+    let out = c.run(&["identify", astronaut, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "deleted on c too");
+
     // Both processing records are intact and hold the transfer.
     for (g, kinds) in [
         (&a, ["export", "withdrawal"]),

@@ -465,6 +465,16 @@ pub enum StoreError {
         model_id: String,
     },
 
+    /// A row of the transfer register was edited outside facegate.
+    #[error(
+        "transfer record {transfer} of subject {subject} fails its integrity check (edited outside \
+         facegate); refused, because withdrawal notices are checked against the keys it holds"
+    )]
+    TransferRecordTampered {
+        subject: SubjectId,
+        transfer: String,
+    },
+
     /// A withdrawal notice that is not one.
     #[error("withdrawal notice {reason}")]
     NoticeFormat { reason: String },

@@ -163,7 +163,9 @@ CREATE INDEX transfer_consents_subject ON transfer_consents(subject_id);
 
 -- Enrollments sent to and received from other terminals: ids, peers, times and counts, never a
 -- template. Deliberately not a foreign key to subjects: where a person went outlives their
--- data here, so that a later withdrawal still reaches those terminals.
+-- data here, so that a later withdrawal still reaches those terminals. The keyed MAC covers
+-- every column but recorded_at and operator: the peer's key decides which withdrawal notices
+-- are believed, so an edited peer is refused, not trusted.
 CREATE TABLE transfers (
     id           TEXT PRIMARY KEY,
     direction    TEXT NOT NULL CHECK (direction IN ('out', 'in')),
@@ -173,7 +175,8 @@ CREATE TABLE transfers (
     created_at   INTEGER NOT NULL,
     recorded_at  INTEGER NOT NULL,
     templates    INTEGER NOT NULL,
-    operator     TEXT NOT NULL
+    operator     TEXT NOT NULL,
+    mac          BLOB NOT NULL
 ) STRICT;
 CREATE INDEX transfers_subject ON transfers(subject_id, peer_id);
 

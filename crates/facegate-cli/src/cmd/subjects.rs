@@ -25,6 +25,16 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
         && let Some(reply) = via_service(&config, req)?
     {
         println!("{}", serde_json::to_string_pretty(&reply)?);
+        if let SubjectsCommand::Delete {
+            subject,
+            notice_out: Some(out),
+            ..
+        } = cmd
+        {
+            let store = open_store(cli, &config)?;
+            let id = SubjectId::new(subject.clone())?;
+            super::transfer::write_notice(&store, &id, store.now(), out)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut store = open_store(cli, &config)?;
@@ -163,9 +173,13 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
             subject,
             operator,
             reason,
+            notice_out,
         } => {
             let id = SubjectId::new(subject.clone())?;
             let r = store.delete_subject(&id, operator, reason)?;
+            if let Some(out) = notice_out {
+                super::transfer::write_notice(&store, &id, store.now(), out)?;
+            }
             println!(
                 "deleted {id}: {} template(s), data key {}",
                 r.templates_deleted,

@@ -245,6 +245,7 @@ pub(crate) struct Ctx<'a> {
     audit: &'a AuditKey,
     rows: &'a RowKey,
     transfer_rows: &'a RowKey,
+    transfer_register: &'a ring::hmac::Key,
     policy: &'a PolicyConfig,
     pub(crate) now: UnixMillis,
 }
@@ -577,6 +578,7 @@ impl Store {
             audit: &self.audit_key,
             rows: &self.row_key,
             transfer_rows: &self.transfer_keys.rows,
+            transfer_register: &self.transfer_keys.register,
             policy: &self.policy,
             now: self.now(),
         };
@@ -1102,6 +1104,8 @@ struct SecretKeys {
 pub(crate) struct TransferKeys {
     pub(crate) wrap: ring::aead::LessSafeKey,
     pub(crate) rows: RowKey,
+    /// MACs `transfers` rows.
+    pub(crate) register: ring::hmac::Key,
 }
 
 impl SecretKeys {
@@ -1113,6 +1117,7 @@ impl SecretKeys {
             transfer: TransferKeys {
                 wrap: seal::derived_aead_key(secret, b"facegate-store/terminal-key-wrap/v1"),
                 rows: RowKey::derive_for(secret, b"facegate-transfer-consent-row/v1"),
+                register: seal::derived_hmac_key(secret, b"facegate-transfer-register-row/v1"),
             },
         }
     }

@@ -79,12 +79,14 @@ pub struct TransferEntry {
     pub recorded_at: UnixMillis,
     pub templates: usize,
     pub operator: String,
+    /// The peer's full public key, as recorded (withdrawal notices are checked against it).
+    pub peer_key: TerminalPublic,
 }
 
 /// A `transfer_consents` row: id, record, granted_at, withdrawn_at, mac.
 type TransferConsentRow = (i64, String, i64, Option<i64>, Vec<u8>);
-/// A `transfers` row: id, direction, peer, created_at, recorded_at, templates, operator.
-type TransferRow = (String, String, String, i64, i64, i64, String);
+/// A `transfers` row: id, direction, peer, created_at, recorded_at, templates, operator, mac.
+type TransferRow = (String, String, String, i64, i64, i64, String, Vec<u8>);
 
 /// Longest metadata part of a bundle's payload, before the template values.
 const META_MAX: usize = 64 * 1024;
@@ -693,17 +695,12 @@ impl Store {
         subject: &SubjectId,
         peer: &TerminalId,
     ) -> Result<Option<TerminalPublic>, StoreError> {
-        let line: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT peer FROM transfers WHERE subject_id = ?1 AND peer_id = ?2
-                 ORDER BY recorded_at DESC LIMIT 1",
-                params![subject.as_str(), peer.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::db_at(&self.file, "read transfers"))?;
-        line.map(|l| TerminalPublic::parse(&l)).transpose()
+        Ok(self
+            .transfers_of(subject)?
+            .into_iter()
+            .rev()
+            .find(|t| &t.peer == peer)
+            .map(|t| t.peer_key))
     }
 
     /// Every recorded transfer of `subject`, oldest first: the terminals it was sent to (and
@@ -713,7 +710,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, direction, peer, created_at, recorded_at, templates, operator
+                "SELECT id, direction, peer, created_at, recorded_at, templates, operator, mac
                  FROM transfers WHERE subject_id = ?1 ORDER BY recorded_at, id",
             )
             .map_err(err("read transfers"))?;
@@ -727,13 +724,31 @@ impl Store {
                     r.get(4)?,
                     r.get(5)?,
                     r.get(6)?,
+                    r.get(7)?,
                 ))
             })
             .map_err(err("read transfers"))?
             .collect::<Result<_, _>>()
             .map_err(err("read transfers"))?;
         rows.into_iter()
-            .map(|(id, dir, peer, created, recorded, n, operator)| {
+            .map(|(id, dir, peer, created, recorded, n, operator, mac)| {
+                let fields = RegisterFields {
+                    id: &id,
+                    direction: &dir,
+                    subject: subject.as_str(),
+                    peer: &peer,
+                    created_at: created,
+                    templates: n,
+                };
+                if ring::hmac::verify(&self.transfer_keys.register, &register_message(&fields), &mac)
+                    .is_err()
+                {
+                    tracing::error!(subject = %subject, transfer = %id, "transfer record fails its integrity check");
+                    return Err(StoreError::TransferRecordTampered {
+                        subject: subject.clone(),
+                        transfer: id,
+                    });
+                }
                 let peer = TerminalPublic::parse(&peer)?;
                 Ok(TransferEntry {
                     transfer: id,
@@ -748,6 +763,7 @@ impl Store {
                     recorded_at: UnixMillis(recorded),
                     templates: usize::try_from(n).unwrap_or(0),
                     operator,
+                    peer_key: peer,
                 })
             })
             .collect()
@@ -954,27 +970,69 @@ fn insert_transfer(
     templates: usize,
     operator: &str,
 ) -> Result<(), StoreError> {
+    let direction = match direction {
+        TransferDirection::Out => "out",
+        TransferDirection::In => "in",
+    };
+    let line = peer.to_line();
+    let templates = templates as i64;
+    let mac = register_mac(
+        ctx.transfer_register,
+        &RegisterFields {
+            id: transfer,
+            direction,
+            subject: subject.as_str(),
+            peer: &line,
+            created_at: created_at.0,
+            templates,
+        },
+    );
     tx.execute(
         "INSERT INTO transfers (id, direction, subject_id, peer_id, peer, created_at, recorded_at,
-                                templates, operator)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                templates, operator, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             transfer,
-            match direction {
-                TransferDirection::Out => "out",
-                TransferDirection::In => "in",
-            },
+            direction,
             subject.as_str(),
             peer.id().as_str(),
-            peer.to_line(),
+            line,
             created_at.0,
             ctx.now.0,
-            templates as i64,
-            operator
+            templates,
+            operator,
+            mac
         ],
     )
     .map_err(ctx.err("record transfer"))?;
     Ok(())
+}
+
+/// What a `transfers` row's MAC covers.
+struct RegisterFields<'a> {
+    id: &'a str,
+    direction: &'a str,
+    subject: &'a str,
+    peer: &'a str,
+    created_at: i64,
+    templates: i64,
+}
+
+fn register_message(f: &RegisterFields<'_>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(256);
+    for part in [f.id, f.direction, f.subject, f.peer] {
+        m.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        m.extend_from_slice(part.as_bytes());
+    }
+    m.extend_from_slice(&f.created_at.to_be_bytes());
+    m.extend_from_slice(&f.templates.to_be_bytes());
+    m
+}
+
+fn register_mac(key: &ring::hmac::Key, f: &RegisterFields<'_>) -> Vec<u8> {
+    ring::hmac::sign(key, &register_message(f))
+        .as_ref()
+        .to_vec()
 }
 
 /// Records an applied notice (inside the withdrawal's transaction).

@@ -437,3 +437,29 @@ fn terminal_keys_are_made_once_sealed_and_survive_a_master_key_rotation() {
     assert_eq!(TerminalPublic::parse(&line).unwrap().id(), a.public.id());
     assert!(TerminalId::new(a.public.id().to_string()).is_ok());
 }
+
+#[test]
+fn an_edited_transfer_record_is_refused_not_trusted() {
+    let mut a = terminal("gate-a", 1, &["emp-1"]);
+    let mut b = terminal("gate-b", 2, &[]);
+    let m = terminal("mallory", 3, &[]);
+    transfer_consent(&mut a, "emp-1", &[&b.public]);
+    let bundle = a.export("emp-1", &b.public).unwrap();
+    b.import(&bundle, &a.public).unwrap();
+    // Someone who can write b's database swaps a's key for theirs in the transfer register,
+    // to have their notices believed (or a's refused).
+    raw(b._dir.path())
+        .execute(
+            "UPDATE transfers SET peer = ?1, peer_id = ?2",
+            rusqlite::params![m.public.to_line(), m.public.id().as_str()],
+        )
+        .unwrap();
+    let (forged, _) = m.store.withdrawal_notice(&sid("emp-1"), T0).unwrap();
+    let err = b.store.apply_withdrawal_notice(&forged, "op").unwrap_err();
+    assert!(
+        matches!(err, StoreError::TransferRecordTampered { .. }),
+        "{err}"
+    );
+    assert!(b.store.transfers_of(&sid("emp-1")).is_err());
+    assert_eq!(b.identifies(1).as_deref(), Some("emp-1"));
+}
