@@ -5,15 +5,20 @@
 
 use std::io::{self, BufRead};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The longest request line, newline excluded.
 pub const MAX_LINE: usize = 4096;
 /// The longest credential value, subject id, model id or reason in a request.
 pub const MAX_FIELD: usize = 256;
+/// Photos one `enroll` request may carry, at most.
+pub const MAX_PHOTOS: usize = 10;
+/// The largest photo an `enroll` request may carry, in bytes.
+pub const MAX_PHOTO_BYTES: u64 = 16 << 20;
 
-/// One admin request (`{"op": ...}`); unknown ops and unknown fields are refused.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One admin request (`{"op": ...}`); unknown ops and unknown fields are refused. The client
+/// (the `facegate` commands) sends the same type the service parses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     // Ops without fields are empty struct variants: serde's `deny_unknown_fields` ignores
@@ -48,10 +53,59 @@ pub enum Request {
         #[serde(default)]
         lang: Option<String>,
     },
+    /// Enrolls a person at the running service (operators): from the service's own camera
+    /// (`source`, which must be the one the service reads) with its count-down on the events
+    /// stream, or from photos whose bytes follow the line (`photo_bytes`: the size of each, in
+    /// order). The consent is recorded with the enrollment, as `facegate enroll` does.
+    Enroll(Box<EnrollRequest>),
+}
+
+/// The fields of an `enroll` request (see [`Request::Enroll`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub subject: String,
+    /// Age in years, from the enrollment record.
+    pub age: u8,
+    /// How consent was given (`written`, `electronic`, `terminal`, as `--method`).
+    pub method: String,
+    /// The operator taking the consent (recorded with the peer's uid).
+    pub operator: String,
+    #[serde(default)]
+    pub guardian_id: Option<String>,
+    #[serde(default)]
+    pub guardian_relation: Option<String>,
+    /// The live source the operator named: must be the running service's own.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Samples to take from the camera (1..=10).
+    #[serde(default = "default_samples")]
+    pub samples: u8,
+    /// Sizes of the photos that follow the line, in order.
+    #[serde(default)]
+    pub photo_bytes: Vec<u64>,
+    /// Photo names for messages (the operator's file names), in order.
+    #[serde(default)]
+    pub photo_names: Vec<String>,
+    /// In photos with several faces: face N (1-based), or the largest.
+    #[serde(default)]
+    pub face: Option<u32>,
+    #[serde(default)]
+    pub largest: bool,
+    #[serde(default)]
+    pub id_photo: bool,
+    #[serde(default)]
+    pub allow_duplicate_of: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn default_samples() -> u8 {
+    3
 }
 
 /// The alternative credentials a request can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     Pin,
@@ -72,6 +126,7 @@ impl Request {
             Self::Delete { .. } => "delete",
             Self::AuditVerify {} => "audit_verify",
             Self::Notice { .. } => "notice",
+            Self::Enroll(_) => "enroll",
         }
     }
 
@@ -104,6 +159,40 @@ impl Request {
             Self::Delete { subject, reason } => {
                 long("subject", subject)?;
                 long("reason", reason.as_deref().unwrap_or_default())?;
+            }
+            Self::Enroll(e) => {
+                long("subject", &e.subject)?;
+                long("method", &e.method)?;
+                long("operator", &e.operator)?;
+                long("guardian_id", e.guardian_id.as_deref().unwrap_or_default())?;
+                long(
+                    "guardian_relation",
+                    e.guardian_relation.as_deref().unwrap_or_default(),
+                )?;
+                long("source", e.source.as_deref().unwrap_or_default())?;
+                long(
+                    "allow_duplicate_of",
+                    e.allow_duplicate_of.as_deref().unwrap_or_default(),
+                )?;
+                long("reason", e.reason.as_deref().unwrap_or_default())?;
+                if !(1..=10).contains(&e.samples) {
+                    return Err("samples must lie in 1..=10".into());
+                }
+                if e.photo_bytes.len() > MAX_PHOTOS {
+                    return Err(format!("at most {MAX_PHOTOS} photos a request"));
+                }
+                if e.photo_bytes.iter().any(|&n| n == 0 || n > MAX_PHOTO_BYTES) {
+                    return Err(format!("each photo must hold 1..={MAX_PHOTO_BYTES} bytes"));
+                }
+                if e.photo_names.len() > e.photo_bytes.len() {
+                    return Err("more photo names than photos".into());
+                }
+                for n in &e.photo_names {
+                    long("photo_names", n)?;
+                }
+                if e.source.is_some() != e.photo_bytes.is_empty() {
+                    return Err("an enrollment takes either a source or photos".into());
+                }
             }
             _ => {}
         }

@@ -8,8 +8,11 @@
 //! `{"op":"status"}`, `{"op":"subjects"}`, `{"op":"reload_gallery"}`, `{"op":"credential","kind":"pin|card|qr","value":"…"}`
 //! and `{"op":"override"}` (operators); `{"op":"withdraw","subject":"…"}`,
 //! `{"op":"delete","subject":"…","reason":"…"}`, `{"op":"audit_verify"}` (admins);
-//! `{"op":"notice","lang":"en"}` (operators: the notice for the terminal's screen). The line
-//! format and its parsing are in [`crate::adminproto`].
+//! `{"op":"notice","lang":"en"}` (operators: the notice for the terminal's screen);
+//! `{"op":"enroll",...}` (operators: an enrollment at the service's own camera, its count-down
+//! and progress on the events stream, or from photos whose bytes follow the line, each bounded
+//! by [`crate::adminproto::MAX_PHOTO_BYTES`]). The line format and its parsing are in
+//! [`crate::adminproto`]; the commands send the same typed [`Request`].
 //!
 //! One peer must never stop the gate, so everything a peer can make the service hold is bounded:
 //! - a request line is at most [`MAX_LINE`] bytes, checked while it is read;
@@ -127,9 +130,17 @@ pub fn may_subscribe(uid: u32, gid: u32) -> bool {
         .any(|name| group_gid(name).is_some_and(|g| groups.contains(&g)))
 }
 
+/// What the admin API serves: the running engine, and what an enrollment at the service needs
+/// to know of its configuration.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub handle: EngineHandle,
+    pub enroll: crate::cmd::enroll::ServiceEnrollment,
+}
+
 /// Binds the socket (mode 0660, a stale socket replaced) and serves it: one accept thread and a
 /// fixed pool of [`WORKERS`] threads.
-pub fn serve(path: &Path, handle: EngineHandle) -> Result<PathBuf> {
+pub fn serve(path: &Path, site: Site) -> Result<PathBuf> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
@@ -148,16 +159,17 @@ pub fn serve(path: &Path, handle: EngineHandle) -> Result<PathBuf> {
     let peers = Arc::new(Peers::default());
     let (tx, rx) = sync_channel::<Conn>(QUEUED);
     let rx = Arc::new(Mutex::new(rx));
+    let site = Arc::new(site);
     for i in 0..WORKERS {
-        let (rx, h, peers) = (Arc::clone(&rx), handle.clone(), Arc::clone(&peers));
+        let (rx, site, peers) = (Arc::clone(&rx), Arc::clone(&site), Arc::clone(&peers));
         std::thread::Builder::new()
             .name(format!("admin-{i}"))
-            .spawn(move || worker(&rx, &h, &peers))?;
+            .spawn(move || worker(&rx, &site, &peers))?;
     }
     let owned = path.to_path_buf();
     std::thread::Builder::new()
         .name("admin".into())
-        .spawn(move || accept_loop(&listener, &tx, &handle, &peers))?;
+        .spawn(move || accept_loop(&listener, &tx, &site.handle, &peers))?;
     Ok(owned)
 }
 
@@ -319,15 +331,40 @@ fn accept_loop(
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Conn>>, handle: &EngineHandle, peers: &Peers) {
+fn worker(rx: &Mutex<Receiver<Conn>>, site: &Site, peers: &Peers) {
     loop {
         let next = rx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .recv();
         let Ok(conn) = next else { return };
-        session(conn, handle, peers);
+        session(conn, site, peers);
     }
+}
+
+/// Reads the bodies that follow a request line, each exactly as long as declared (each size
+/// was bounded when the line was parsed).
+fn read_bodies<R: std::io::BufRead>(
+    reader: &mut R,
+    sizes: &[u64],
+    before_read: &mut dyn FnMut() -> std::io::Result<()>,
+) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut bodies = Vec::with_capacity(sizes.len());
+    for &n in sizes {
+        let mut body = vec![0u8; usize::try_from(n).map_err(std::io::Error::other)?];
+        let mut got = 0;
+        while got < body.len() {
+            before_read()?;
+            match reader.read(&mut body[got..]) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        bodies.push(body);
+    }
+    Ok(bodies)
 }
 
 /// Writes one JSON line in a single `write_all`, so a reader never sees half an answer.
@@ -337,7 +374,7 @@ fn send(out: &mut UnixStream, v: &Value) -> std::io::Result<()> {
     out.write_all(line.as_bytes())
 }
 
-fn session(conn: Conn, handle: &EngineHandle, peers: &Peers) {
+fn session(conn: Conn, site: &Site, peers: &Peers) {
     let Ok(mut out) = conn.stream.try_clone() else {
         return;
     };
@@ -372,7 +409,33 @@ fn session(conn: Conn, handle: &EngineHandle, peers: &Peers) {
             json!({ "ok": false, "error": format!("rate limited: at most {RATE_PER_SEC} requests a second per uid") })
         } else {
             match Request::parse(&line) {
-                Ok(req) => answer(&req, conn.role, conn.uid, handle)
+                Ok(Request::Enroll(req)) => {
+                    // The photos' bytes follow the line, as many as it declared.
+                    let sock = &conn.stream;
+                    let mut before_read = || {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                    };
+                    match read_bodies(&mut reader, &req.photo_bytes, &mut before_read) {
+                        Ok(photos) => crate::cmd::enroll::at_service(
+                            &site.enroll,
+                            &site.handle,
+                            req,
+                            photos,
+                            conn.uid,
+                        )
+                        .unwrap_or_else(|e| json!({ "ok": false, "error": format!("{e:#}") })),
+                        // The stream is out of step with its framing: answer and close.
+                        Err(e) => {
+                            let _ = send(
+                                &mut out,
+                                &json!({ "ok": false, "error": format!("reading the photos: {e}") }),
+                            );
+                            return;
+                        }
+                    }
+                }
+                Ok(req) => answer(&req, conn.role, conn.uid, site)
                     .unwrap_or_else(|e| json!({ "ok": false, "error": format!("{e:#}") })),
                 Err(e) => json!({ "ok": false, "error": e }),
             }
@@ -385,7 +448,8 @@ fn session(conn: Conn, handle: &EngineHandle, peers: &Peers) {
 
 const STORE_WAIT: Duration = Duration::from_secs(10);
 
-fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<Value> {
+fn answer(req: &Request, role: Role, uid: u32, site: &Site) -> Result<Value> {
+    let handle = &site.handle;
     let op = req.op();
     let operator = format!("uid:{uid}");
     if req.needs_admin() && role < Role::Admin {
@@ -406,7 +470,8 @@ fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<
             )??;
             let (model, in_gallery) = c.3.unzip();
             json!({ "ok": true, "subjects": c.0, "templates": c.1, "live_consents": c.2,
-                    "gallery_model": model, "gallery_templates": in_gallery })
+                    "gallery_model": model, "gallery_templates": in_gallery,
+                    "source": site.enroll.source })
         }
         Request::Subjects {} => {
             let list = handle.with_store(|s| s.list_subjects(), STORE_WAIT)??;
@@ -498,6 +563,7 @@ fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<
             },
             STORE_WAIT,
         )??,
+        Request::Enroll(_) => bail!("enroll is answered with its photos (session)"),
         Request::AuditVerify {} => {
             let v = handle.with_store(|s| s.verify_audit(), STORE_WAIT)??;
             json!({ "ok": true, "records": v.records, "intact": v.first_break.is_none(), "first_break": v.first_break.map(|b| b.to_string()) })
@@ -508,10 +574,21 @@ fn answer(req: &Request, role: Role, uid: u32, handle: &EngineHandle) -> Result<
 /// Sends one request to a running service; `None` when no service listens at `path`. A `busy`
 /// answer (all connection slots taken, or this uid's previous connection not yet released) is
 /// retried for up to 3 s.
-pub fn request(path: &Path, req: &Value) -> Result<Option<Value>> {
+pub fn request(path: &Path, req: &Request) -> Result<Option<Value>> {
+    request_with(path, req, &[], Duration::from_secs(20))
+}
+
+/// [`request`] with bodies sent after the line (an enrollment's photos) and a longer wait for
+/// the answer (an enrollment at the camera takes up to about 35 s).
+pub fn request_with(
+    path: &Path,
+    req: &Request,
+    bodies: &[Vec<u8>],
+    wait: Duration,
+) -> Result<Option<Value>> {
     let start = Instant::now();
     loop {
-        match request_once(path, req) {
+        match request_once(path, req, bodies, wait) {
             Err(e)
                 if format!("{e:#}").contains("refused: busy")
                     && start.elapsed() < Duration::from_secs(3) =>
@@ -523,13 +600,25 @@ pub fn request(path: &Path, req: &Value) -> Result<Option<Value>> {
     }
 }
 
-fn request_once(path: &Path, req: &Value) -> Result<Option<Value>> {
+fn request_once(
+    path: &Path,
+    req: &Request,
+    bodies: &[Vec<u8>],
+    wait: Duration,
+) -> Result<Option<Value>> {
     let Ok(mut stream) = UnixStream::connect(path) else {
         return Ok(None);
     };
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.set_read_timeout(Some(wait))?;
     // A busy service answers and closes before it reads: the answer is still there to read.
-    let _ = send(&mut stream, req);
+    let req = serde_json::to_value(req).context("encoding the request")?;
+    if send(&mut stream, &req).is_ok() {
+        for b in bodies {
+            if stream.write_all(b).is_err() {
+                break;
+            }
+        }
+    }
     // The service's answers are trusted but still bounded (a subject list of 100,000 people
     // is about 10 MB).
     let line = match read_line(&mut BufReader::new(&stream), 64 << 20, &mut || Ok(()))? {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use facegate_engine::{GateConfig, ServiceConfig};
+use facegate_engine::{EngineConfig, FpirRule, GateConfig, ServiceConfig};
 use facegate_policy::{
     PolicyConfig, RawAlternatives, RawDeployment, RawFiling, RawMatching, RawNotice,
     RawPolicyConfig, RawRetention,
@@ -346,29 +346,22 @@ impl Config {
             .unwrap_or_default()
     }
 
-    /// The 1:N threshold at `gallery_size` templates: the fpir rule's when `[matching] fpir` is
-    /// set (`facegate_policy::fpir_threshold`), else [`Config::threshold`].
-    pub fn identification_threshold(
-        &self,
-        manifest: &Manifest,
-        gallery_size: usize,
-    ) -> Result<f32> {
-        let threshold = self.threshold(manifest)?;
-        let Some(fpir) = self.policy.matching().fpir() else {
-            return Ok(threshold);
-        };
-        let t = facegate_policy::fpir_threshold(&Self::calibration(manifest), fpir, gallery_size)
-            .with_context(|| {
-            format!("the fpir threshold from {}", manifest.path().display())
-        })?;
-        if !t.met {
-            eprintln!(
-                "facegate: warning: {gallery_size} templates need a false-match rate of {:.1e} for \
-                 fpir {fpir:e}, below the calibration's strictest ({:e}): that one is used",
-                t.needed_fmr, t.fmr
-            );
-        }
-        Ok(t.cosine)
+    /// The engine's settings from this config: the operating point (threshold, `fpir` rule,
+    /// margin) resolved against the manifest's calibration, liveness, `[service]`, and the
+    /// embedder's width. `run` starts the engine on it; `verify`, `identify` and `demo` decide
+    /// through a [`facegate_engine::Decider`] made from it, so they decide as the gate does.
+    pub fn engine_config(&self, manifest: &Manifest, embedding_dim: usize) -> Result<EngineConfig> {
+        let mut ec = EngineConfig::new(&self.policy, self.threshold(manifest)?);
+        ec.fpir = self.policy.matching().fpir().map(|fpir| FpirRule {
+            fpir,
+            calibration: Self::calibration(manifest),
+        });
+        ec.liveness = self.liveness.clone();
+        self.service.apply(&mut ec);
+        ec.embedding_dim = embedding_dim;
+        ec.validate()
+            .with_context(|| format!("the engine settings from {}", manifest.path().display()))?;
+        Ok(ec)
     }
 
     /// The cosine threshold of the configured operating point.

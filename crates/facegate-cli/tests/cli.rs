@@ -195,6 +195,32 @@ fn operator_flow_keygen_enroll_identify_withdraw_audit() {
     for k in ["consent", "enroll", "identify", "verify", "withdrawal"] {
         assert!(kinds.iter().any(|x| x == k), "no {k} record in {kinds:?}");
     }
+    // `identify` and `verify` decide through the engine's decider: their records carry the
+    // gate's decision, method and reason, and agree with the command's answer.
+    let decided: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "identify" || r["kind"] == "verify")
+        .map(|r| match &r["details"] {
+            serde_json::Value::String(s) => serde_json::from_str(s).unwrap(),
+            d => d.clone(),
+        })
+        .collect();
+    let decisions: Vec<&str> = decided
+        .iter()
+        .map(|d| d["decision"].as_str().unwrap_or("missing"))
+        .collect();
+    assert_eq!(
+        decisions,
+        ["granted", "unknown", "granted", "unknown"],
+        "{decided:?}"
+    );
+    assert!(
+        decided
+            .iter()
+            .all(|d| d["method"] == "face" && d["frames"] == 1 && d.get("reason").is_some()),
+        "{decided:?}"
+    );
     // No template value ever reaches the audit export.
     assert!(!stdout(&out).contains("embedding"));
     // The export carries the chain links: it can be checked later, away from the database.

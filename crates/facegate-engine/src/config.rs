@@ -7,7 +7,7 @@ use facegate_policy::{MAX_FRAMES_TO_AGREE, PolicyConfig};
 use facegate_vision::LivenessConfig;
 
 use crate::EngineError;
-use crate::capture::CaptureConfig;
+use crate::feed::CaptureConfig;
 
 /// How long a track decided `unknown` waits before it is tried again (it is also tried again at
 /// once when the gallery changes). Short enough that a person enrolled or standing better gets
@@ -109,32 +109,6 @@ impl EngineConfig {
             operator: "facegate-engine".into(),
             embedding_dim: 512,
             capture: CaptureConfig::default(),
-        }
-    }
-
-    /// The 1:N threshold at `gallery_size` templates: [`EngineConfig::threshold`], or the
-    /// [`FpirRule`]'s when set. A gallery beyond the calibration gets its strictest point (and
-    /// a warning: the target cannot be promised any more).
-    pub fn identification_threshold(&self, gallery_size: usize) -> f32 {
-        let Some(rule) = &self.fpir else {
-            return self.threshold;
-        };
-        match facegate_policy::fpir_threshold(&rule.calibration, rule.fpir, gallery_size) {
-            Ok(t) => {
-                if !t.met {
-                    tracing::warn!(
-                        gallery_size,
-                        fpir = rule.fpir,
-                        needed_fmr = t.needed_fmr,
-                        strictest_fmr = t.fmr,
-                        "the gallery outgrew the calibration: the fpir target is not met"
-                    );
-                }
-                t.cosine
-            }
-            // `validate` refused a bad table or rate at start; should it ever fail here, fail
-            // closed (a cosine of 1 identifies nobody).
-            Err(_) => 1.0,
         }
     }
 
@@ -258,16 +232,22 @@ mod tests {
     fn identification_follows_the_gallery_with_an_fpir_rule() {
         let policy = PolicyConfig::from_raw(RawPolicyConfig::example()).unwrap();
         let mut c = EngineConfig::new(&policy, 0.4108);
-        assert_eq!(c.identification_threshold(100_000), 0.4108);
+        assert_eq!(
+            crate::Decider::new(&c).identification_threshold(100_000),
+            0.4108
+        );
         c.fpir = Some(FpirRule {
             fpir: 1e-3,
             calibration: vec![(1e-3, 0.33), (1e-4, 0.41), (1e-5, 0.47), (1e-6, 0.53)],
         });
         c.validate().unwrap();
-        assert_eq!(c.identification_threshold(1), 0.33);
-        assert_eq!(c.identification_threshold(100), 0.47);
-        assert_eq!(c.identification_threshold(1000), 0.53);
-        assert_eq!(c.identification_threshold(1_000_000), 0.53);
+        assert_eq!(crate::Decider::new(&c).identification_threshold(1), 0.33);
+        assert_eq!(crate::Decider::new(&c).identification_threshold(100), 0.47);
+        assert_eq!(crate::Decider::new(&c).identification_threshold(1000), 0.53);
+        assert_eq!(
+            crate::Decider::new(&c).identification_threshold(1_000_000),
+            0.53
+        );
         c.fpir = Some(FpirRule {
             fpir: 1e-3,
             calibration: vec![(1e-3, 0.45), (1e-4, 0.41)],

@@ -180,6 +180,31 @@ impl PromptEvent {
     }
 }
 
+/// What the terminal is doing apart from deciding (an enrollment at the terminal's own camera):
+/// the words for its screen, as a count-down and progress. No subject id, no face data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusEvent {
+    pub time: String,
+    pub unix_ms: i64,
+    /// `enrollment`.
+    pub activity: &'static str,
+    /// `countdown`, `prompt`, `waiting`, `sample`, `done`, `failed`.
+    pub status: &'static str,
+    /// The words to show (English).
+    pub text: String,
+    /// Progress: samples taken so far (the count-down's number while counting down), of how
+    /// many.
+    pub step: usize,
+    pub steps: usize,
+}
+
+impl StatusEvent {
+    /// The status as one JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
 /// The result of one attempt on a track (one frame that passed detection and was analysed).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
@@ -280,6 +305,18 @@ pub enum Verdict {
     PoorQuality { issues: Vec<&'static str> },
 }
 
+impl From<Attempt> for Verdict {
+    /// The verdict of one attempt taken alone (a single image; the loop needs agreement).
+    fn from(attempt: Attempt) -> Self {
+        match attempt {
+            Attempt::Match { subject, score } => Self::Identified { subject, score },
+            Attempt::NoMatch { reason, best } => Self::Unknown { reason, best },
+            Attempt::Spoof { live, reason } => Self::Spoof { live, reason },
+            Attempt::Quality(issues) => Self::PoorQuality { issues },
+        }
+    }
+}
+
 /// The multi-frame agreement rule: a verdict needs `needed` *consecutive* attempts of the same
 /// kind (and, for a match, the same subject). Any different attempt restarts the count from it,
 /// so two different identities in a row never produce a decision: never a guess.
@@ -334,9 +371,7 @@ impl Agreement {
                 subject,
                 score: self.min_score,
             },
-            Attempt::NoMatch { reason, best } => Verdict::Unknown { reason, best },
-            Attempt::Spoof { live, reason } => Verdict::Spoof { live, reason },
-            Attempt::Quality(issues) => Verdict::PoorQuality { issues },
+            other => Verdict::from(other),
         };
         self.count_after_verdict();
         Some(verdict)

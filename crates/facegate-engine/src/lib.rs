@@ -36,6 +36,10 @@
 //!   granted and audited under the operator's name. [`CredentialMode::WithFace`] makes the
 //!   credential a claim that the next face verifies 1:1 (Art. 19 verification). Both are
 //!   recorded as `verify` audit records with `"face": false` or the score.
+//! - **One decision path** ([`Decider`]): matching at the operating point, the consent check
+//!   and the audit record's [`DecisionDetail`] are written once; the loop decides each verdict
+//!   through it, and the CLI's `verify`, `identify` and `demo` decide an image through
+//!   [`Decider::decide_once`], so the command line decides and records as the gate does.
 //! - **Audit before act**: the audit record is written before the event and the gate pulse; a
 //!   grant whose record cannot be written becomes `retry` (`audit_failed`).
 //! - **The store belongs to the loop**: admin work reaches it through
@@ -50,32 +54,34 @@
 //!
 //! [`LivenessSession`]: facegate_vision::LivenessSession
 
-mod capture;
 mod config;
-mod credential;
+mod decide;
 mod decision;
 mod engine;
 mod error;
+mod feed;
 mod gate;
+mod presented;
 mod sections;
 mod sink;
 
-pub use capture::{
-    CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
-    StreamEnd,
-};
 pub use config::{
     CredentialMode, DEFAULT_UNKNOWN_RETRY, EngineConfig, FpirRule, UNKNOWN_RETRY_RANGE,
 };
-pub use credential::Credential;
+pub use decide::{Against, Decider, Decision, DecisionDetail, Matched, Origin};
 pub use decision::{
     Agreement, AlertEvent, Attempt, DecisionEvent, Method, Mode, Outcome, PromptEvent,
-    StageLatency, Verdict, rfc3339,
+    StageLatency, StatusEvent, Verdict, rfc3339,
 };
-pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
+pub use engine::{EndReason, Engine, EngineHandle, FrameJob, FrameTurn, RunSummary};
 pub use error::EngineError;
 pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
+pub use feed::{
+    CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
+    StreamEnd,
+};
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use presented::Credential;
 pub use sections::{
     CredentialModeKind, GateConfig, GateOutputKind, MAX_GPIO_LINE, PULSE_MS_RANGE, ServiceConfig,
     WITH_FACE_WINDOW,

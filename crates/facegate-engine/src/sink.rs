@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::EngineError;
-use crate::decision::{AlertEvent, DecisionEvent, PromptEvent};
+use crate::decision::{AlertEvent, DecisionEvent, PromptEvent, StatusEvent};
 
 /// Receives every decision. Implementations must return quickly: the gate loop calls them.
 pub trait EventSink: Send + std::fmt::Debug {
@@ -21,6 +21,14 @@ pub trait EventSink: Send + std::fmt::Debug {
     /// Delivers a liveness challenge prompt for the terminal's screen (one JSON line with a
     /// `prompt` field).
     fn prompt(&mut self, prompt: &PromptEvent) -> Result<(), EngineError>;
+
+    /// Delivers what the terminal is doing apart from deciding (an enrollment's count-down and
+    /// progress, one JSON line with an `activity` field). Sinks that feed no screen (metrics)
+    /// need not implement it.
+    fn status(&mut self, status: &StatusEvent) -> Result<(), EngineError> {
+        let _ = status;
+        Ok(())
+    }
 }
 
 /// JSON lines on any writer; [`JsonLinesSink::stdout`] for the journal.
@@ -79,6 +87,10 @@ impl<W: Write + Send> EventSink for JsonLinesSink<W> {
     fn prompt(&mut self, prompt: &PromptEvent) -> Result<(), EngineError> {
         self.line(prompt.to_json_line())
     }
+
+    fn status(&mut self, status: &StatusEvent) -> Result<(), EngineError> {
+        self.line(status.to_json_line())
+    }
 }
 
 /// Keeps every event in memory; clones share the list (tests, the admin API's recent events).
@@ -87,6 +99,7 @@ pub struct MemorySink(
     Arc<Mutex<Vec<DecisionEvent>>>,
     Arc<Mutex<Vec<AlertEvent>>>,
     Arc<Mutex<Vec<PromptEvent>>>,
+    Arc<Mutex<Vec<StatusEvent>>>,
 );
 
 impl MemorySink {
@@ -107,6 +120,11 @@ impl MemorySink {
     /// A copy of the challenge prompts so far.
     pub fn prompts(&self) -> Vec<PromptEvent> {
         self.2.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A copy of the status events so far.
+    pub fn statuses(&self) -> Vec<StatusEvent> {
+        self.3.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -132,6 +150,14 @@ impl EventSink for MemorySink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(prompt.clone());
+        Ok(())
+    }
+
+    fn status(&mut self, status: &StatusEvent) -> Result<(), EngineError> {
+        self.3
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(status.clone());
         Ok(())
     }
 }
@@ -341,6 +367,13 @@ impl EventSink for SocketBroadcaster {
 
     fn prompt(&mut self, prompt: &PromptEvent) -> Result<(), EngineError> {
         let mut line = prompt.to_json_line();
+        line.push('\n');
+        self.broadcast(line.as_bytes());
+        Ok(())
+    }
+
+    fn status(&mut self, status: &StatusEvent) -> Result<(), EngineError> {
+        let mut line = status.to_json_line();
         line.push('\n');
         self.broadcast(line.as_bytes());
         Ok(())

@@ -11,11 +11,12 @@ use facegate_types::{Clock, SubjectId, SystemClock, UnixMillis};
 use serde_json::json;
 
 use super::store::{open_store, residue_gone, via_service};
+use crate::adminproto::Request;
 use crate::cli::{Cli, ConsentArgs, ConsentCommand};
 use crate::config::Config;
 
 pub(super) fn consent_record(
-    config: &Config,
+    policy: &facegate_policy::PolicyConfig,
     subject: &SubjectId,
     a: &ConsentArgs,
     now: UnixMillis,
@@ -23,8 +24,8 @@ pub(super) fn consent_record(
     ConsentRecord {
         subject: subject.clone(),
         age_years: a.age,
-        purpose: config.policy.purpose(),
-        notice_version: config.policy.notice().version(),
+        purpose: policy.purpose(),
+        notice_version: policy.notice().version(),
         method: a.method.into(),
         operator: a.operator.clone(),
         guardian: a.guardian_id.as_ref().map(|id| Guardian {
@@ -46,7 +47,12 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
         notice_out,
         ..
     } = cmd
-        && let Some(reply) = via_service(&config, json!({ "op": "withdraw", "subject": subject }))?
+        && let Some(reply) = via_service(
+            &config,
+            Request::Withdraw {
+                subject: subject.clone(),
+            },
+        )?
     {
         println!(
             "consent of {subject} withdrawn through the running service: {} template(s) deleted",
@@ -79,7 +85,7 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
                 .iter()
                 .map(|t| super::transfer::terminal_id(t))
                 .collect::<Result<Vec<_>>>()?;
-            let face = consent_record(&config, &subject, consent, now);
+            let face = consent_record(&config.policy, &subject, consent, now);
             let record = TransferConsentRecord {
                 subject: subject.clone(),
                 age_years: face.age_years,
@@ -113,7 +119,7 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
             let subject = SubjectId::new(subject.clone())?;
             let c = config
                 .policy
-                .grant(consent_record(&config, &subject, consent, now), now)
+                .grant(consent_record(&config.policy, &subject, consent, now), now)
                 .with_context(|| format!("consent for {subject}"))?;
             let id = store.record_consent(&c)?;
             println!(

@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use facegate_policy::{ConsentMethod, ConsentRecord, IdentifyOutcome, identification_outcome};
-use facegate_store::{AuditEvent, MasterKey, SearchMode, Store};
+use facegate_engine::{Against, Decider, Outcome};
+use facegate_policy::{ConsentMethod, ConsentRecord};
+use facegate_store::{MasterKey, Store};
 use facegate_types::{Clock, Frame, SubjectId, SystemClock};
 use serde_json::json;
 
@@ -109,8 +110,11 @@ fn demo_store(config: &crate::config::Config, dir: &std::path::Path) -> Result<S
 
 pub fn run(cli: &Cli, args: &DemoArgs) -> Result<ExitCode> {
     let mut loaded = super::load(cli, |_| {})?;
-    let threshold = loaded.config.threshold(&loaded.manifest)?;
-    let margin = loaded.config.policy.matching().margin();
+    let ec = loaded
+        .config
+        .engine_config(&loaded.manifest, loaded.pipeline.embedding_dim())?;
+    let decider = Decider::new(&ec).with_operator("demo");
+    let (threshold, margin) = (decider.threshold(), decider.margin());
     let fmr = loaded.config.policy.matching().fmr();
     let max = loaded.config.max_pixels;
     let astronaut_path = loaded
@@ -220,22 +224,12 @@ pub fn run(cli: &Cli, args: &DemoArgs) -> Result<ExitCode> {
             return Ok((None, false));
         };
         let e = face.embedding.context("no embedding")?;
-        let result =
-            store
-                .gallery()
-                .context("gallery not loaded")?
-                .identify(&e, 5, SearchMode::Auto)?;
-        let best = result.hits.first();
-        let matched = best.is_some_and(|h| {
-            h.subject == subject
-                && identification_outcome(h.score, result.second_identity_score, threshold, margin)
-                    == IdentifyOutcome::Match
-        }) && store.live_consent(&subject)?.is_some();
-        store.record(AuditEvent::identification(
-            &result,
-            matched.then_some(&subject),
-            "demo",
-        ))?;
+        let (d, matched) = decider.decide_once(store, &e, Against::Gallery)?;
+        let best = matched
+            .as_ref()
+            .and_then(|m| m.identification.as_ref())
+            .and_then(|i| i.best());
+        let matched = d.outcome == Outcome::Granted && d.subject.as_ref() == Some(&subject);
         Ok((best.map(|h| h.score), matched))
     };
     for (what, frame, expect_same) in &probes {

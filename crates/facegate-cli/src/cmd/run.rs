@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use facegate_capture::{CaptureOptions, SourceSpec};
 use facegate_engine::{
-    Credential, Engine, EngineConfig, EngineHandle, FramePolicy, JsonLinesSink, SocketBroadcaster,
+    Credential, Engine, EngineHandle, FramePolicy, JsonLinesSink, SocketBroadcaster,
 };
 use facegate_types::ErrorChain;
 use sd_notify::NotifyState;
@@ -111,20 +111,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     // The config is read and validated once, here; SIGHUP reads it again on purpose.
     let loaded = super::load(cli, |v| v.liveness = true)?;
     let config = &loaded.config;
-    let threshold = config.threshold(&loaded.manifest)?;
     let store = super::store::open_store(cli, config)?;
-    let mut ec = EngineConfig::new(&config.policy, threshold);
-    ec.fpir = config
-        .policy
-        .matching()
-        .fpir()
-        .map(|fpir| facegate_engine::FpirRule {
-            fpir,
-            calibration: Config::calibration(&loaded.manifest),
-        });
-    ec.liveness = config.liveness.clone();
-    config.service.apply(&mut ec);
-    ec.embedding_dim = loaded.pipeline.embedding_dim();
+    let mut ec = config.engine_config(&loaded.manifest, loaded.pipeline.embedding_dim())?;
     let source = args
         .source
         .clone()
@@ -137,6 +125,13 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     }
     let opts = CaptureOptions::default().with_max_pixels(config.max_pixels);
     let gate = config.gate.open()?;
+    let enrollment = crate::cmd::enroll::ServiceEnrollment {
+        threshold: ec.threshold,
+        max_pixels: config.max_pixels,
+        liveness: config.liveness.clone(),
+        source: source.clone(),
+        model_id: loaded.pipeline.model_id().to_owned(),
+    };
     let mut engine = Engine::new(ec, loaded.pipeline, store)?
         .with_source(&spec, &opts)
         .with_sink(Box::new(JsonLinesSink::stdout()))
@@ -149,7 +144,11 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     }
     let handle = engine.handle();
     if let Some(path) = &config.service.admin_socket {
-        crate::adminsock::serve(path, handle.clone())?;
+        let site = crate::adminsock::Site {
+            handle: handle.clone(),
+            enroll: enrollment,
+        };
+        crate::adminsock::serve(path, site)?;
     }
     spawn_signals(handle.clone(), cli.config.clone())?;
     spawn_watchdog(handle.clone())?;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use facegate_store::{MasterKey, Store};
 use facegate_types::SystemClock;
 
+use crate::adminproto::Request;
 use crate::cli::Cli;
 use crate::config::Config;
 
@@ -77,7 +78,7 @@ pub(super) fn residue_gone(store: &Store, report: facegate_store::RemovalReport)
 }
 
 /// The running service's answer to `req` over its admin socket, or `None` when none runs.
-pub fn via_service(config: &Config, req: serde_json::Value) -> Result<Option<serde_json::Value>> {
+pub fn via_service(config: &Config, req: Request) -> Result<Option<serde_json::Value>> {
     match &config.service.admin_socket {
         Some(path) if path.exists() => crate::adminsock::request(path, &req),
         _ => Ok(None),

@@ -8,6 +8,7 @@ use facegate_types::SubjectId;
 use serde_json::json;
 
 use super::store::{open_store, residue_gone, via_service};
+use crate::adminproto::Request;
 use crate::cli::{Cli, SubjectsCommand};
 use crate::config::Config;
 
@@ -15,10 +16,13 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     // While the service runs it owns the store (and its gallery): go through its admin socket.
     let req = match cmd {
-        SubjectsCommand::List(_) => Some(json!({ "op": "subjects" })),
+        SubjectsCommand::List(_) => Some(Request::Subjects {}),
         SubjectsCommand::Delete {
             subject, reason, ..
-        } => Some(json!({ "op": "delete", "subject": subject, "reason": reason })),
+        } => Some(Request::Delete {
+            subject: subject.clone(),
+            reason: Some(reason.clone()),
+        }),
         SubjectsCommand::Show { .. } | SubjectsCommand::Where { .. } => None,
     };
     if let Some(req) = req

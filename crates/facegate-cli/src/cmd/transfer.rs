@@ -15,6 +15,7 @@ use facegate_types::{SubjectId, UnixMillis};
 use serde_json::json;
 
 use super::store::{open_store, via_service};
+use crate::adminproto::Request;
 use crate::cli::{Cli, EnrollmentCommand};
 use crate::config::Config;
 
@@ -75,7 +76,11 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The change is committed either way: a service that cannot be told is a warning, not an
 /// error (its gallery catches up at its next reload; its decisions re-check consent).
 fn tell_service(config: &Config) {
-    match via_service(config, json!({ "op": "reload_gallery" })) {
+    let reload = Request::ReloadGallery {
+        model_id: None,
+        dim: None,
+    };
+    match via_service(config, reload) {
         Ok(Some(_)) => eprintln!("facegate: the running service reloaded its gallery"),
         Ok(None) => {}
         Err(e) => eprintln!(

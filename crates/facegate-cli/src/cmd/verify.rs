@@ -1,24 +1,27 @@
-//! `facegate verify` (1:1) and `facegate identify` (1:N) on an image. They are recorded in the
-//! audit chain here, since only here the decision is known.
+//! `facegate verify` (1:1) and `facegate identify` (1:N) on an image. Both decide through the
+//! engine's [`Decider`] (the operating point, the consent check and the audit record of the
+//! gate, written before the answer is printed), so the command line never decides otherwise
+//! than the gate would.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use facegate_policy::{
-    IdentifyOutcome, VerifyOutcome, identification_outcome, verification_outcome,
-};
-use facegate_store::{AuditEvent, SearchMode, Store};
+use anyhow::Result;
+use facegate_engine::{Against, Decider, Method, Outcome};
+use facegate_store::Store;
 use facegate_types::{Embedding, ErrorChain, SubjectId};
 use serde_json::json;
 
 use super::store::open_store;
 use crate::cli::{Cli, IdentifyArgs, VerifyArgs};
 
-/// Loads the pipeline, the store and its gallery, and embeds the largest face of `image`.
-fn probe(cli: &Cli, image: &Path) -> Result<(super::Loaded, Store, Embedding, f32)> {
+/// Loads the pipeline, the store and its gallery, embeds the largest face of `image`, and
+/// makes the decider of the configured operating point for `operator`.
+fn probe(cli: &Cli, image: &Path, operator: &str) -> Result<(Store, Embedding, Decider)> {
     let mut loaded = super::load(cli, |v| v.liveness = false)?;
-    let threshold = loaded.config.threshold(&loaded.manifest)?;
+    let ec = loaded
+        .config
+        .engine_config(&loaded.manifest, loaded.pipeline.embedding_dim())?;
     let mut store = open_store(cli, &loaded.config)?;
     let report = store.load_gallery(loaded.pipeline.model_id(), loaded.pipeline.embedding_dim())?;
     for f in &report.failures {
@@ -26,99 +29,81 @@ fn probe(cli: &Cli, image: &Path) -> Result<(super::Loaded, Store, Embedding, f3
     }
     let frame = super::read_image(image, loaded.config.max_pixels)?;
     let e = super::embed_largest(&mut loaded.pipeline, &frame, &image.display().to_string())?;
-    Ok((loaded, store, e, threshold))
+    Ok((store, e, Decider::new(&ec).with_operator(operator)))
+}
+
+fn exit(granted: bool) -> ExitCode {
+    if granted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode> {
     let subject = SubjectId::new(args.subject.clone())?;
-    let (_loaded, mut store, e, threshold) = probe(cli, &args.image)?;
-    let live = store.live_consent(&subject)?.is_some();
-    let score = store
-        .gallery()
-        .context("gallery not loaded")?
-        .verify(&subject, &e)?;
-    let accepted =
-        live && score.is_some_and(|s| verification_outcome(s, threshold) == VerifyOutcome::Accept);
-    store.record(AuditEvent::verification(
-        &subject,
-        score,
-        accepted,
-        args.operator.clone(),
-    ))?;
+    let (mut store, e, decider) = probe(cli, &args.image, &args.operator)?;
+    let against = Against::Claim {
+        subject: &subject,
+        method: Method::Face,
+    };
+    let (d, _) = decider.decide_once(&mut store, &e, against)?;
+    let threshold = decider.threshold();
+    let accepted = d.outcome == Outcome::Granted;
     if args.json {
         println!(
             "{}",
-            json!({ "subject": subject, "similarity": score, "threshold": threshold, "live_consent": live, "accepted": accepted })
+            json!({ "subject": subject, "similarity": d.score, "threshold": threshold,
+                    "decision": d.outcome, "reason": d.reason, "accepted": accepted })
         );
     } else {
-        let why = if !live {
-            " (no live consent)"
-        } else if score.is_none() {
-            " (no template)"
-        } else {
-            ""
-        };
         println!(
-            "verification of {subject}: similarity {}, threshold {threshold:.4}: {}{why}",
-            score.map_or("-".into(), |s| format!("{s:.4}")),
-            if accepted { "ACCEPT" } else { "REJECT" }
+            "verification of {subject}: similarity {}, threshold {threshold:.4}: {}{}",
+            d.score.map_or("-".into(), |s| format!("{s:.4}")),
+            if accepted { "ACCEPT" } else { "REJECT" },
+            d.reason.map_or(String::new(), |r| format!(" ({r})"))
         );
     }
-    Ok(if accepted {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(exit(accepted))
 }
 
 pub fn identify(cli: &Cli, args: &IdentifyArgs) -> Result<ExitCode> {
-    let (loaded, mut store, e, _) = probe(cli, &args.image)?;
-    let margin = loaded.config.policy.matching().margin();
-    let gallery = store.gallery().context("gallery not loaded")?;
-    let threshold = loaded
-        .config
-        .identification_threshold(&loaded.manifest, gallery.len())?;
-    let result = gallery.identify(&e, 5, SearchMode::Auto)?;
-    let best = result.hits.first().cloned();
-    let outcome = best
+    let (mut store, e, decider) = probe(cli, &args.image, &args.operator)?;
+    let (d, matched) = decider.decide_once(&mut store, &e, Against::Gallery)?;
+    let margin = decider.margin();
+    let threshold = matched
         .as_ref()
-        .map(|b| identification_outcome(b.score, result.second_identity_score, threshold, margin));
-    let mut accepted = None;
-    if let (Some(b), Some(IdentifyOutcome::Match)) = (&best, &outcome)
-        && store.live_consent(&b.subject)?.is_some()
-    {
-        accepted = Some(b.subject.clone());
-    }
-    store.record(AuditEvent::identification(
-        &result,
-        accepted.as_ref(),
-        args.operator.clone(),
-    ))?;
+        .map_or(decider.threshold(), |m| m.threshold);
+    let ident = matched.as_ref().and_then(|m| m.identification.as_ref());
+    let best = ident.and_then(|i| i.best());
+    let accepted = d.outcome == Outcome::Granted;
     if args.json {
         println!(
             "{}",
             json!({
-                "subject": accepted, "best": best.as_ref().map(|b| json!({ "subject": b.subject, "similarity": b.score })),
-                "second_identity_similarity": result.second_identity_score, "threshold": threshold, "margin": margin,
-                "gallery_size": result.scanned,
+                "subject": if accepted { d.subject.as_ref() } else { None },
+                "decision": d.outcome, "reason": d.reason,
+                "best": best.map(|b| json!({ "subject": b.subject, "similarity": b.score })),
+                "second_identity_similarity": ident.and_then(|i| i.second_identity_score),
+                "threshold": threshold, "margin": margin,
+                "gallery_size": ident.map_or(0, |i| i.scanned),
             })
         );
     } else {
-        match (&accepted, &best) {
-            (Some(s), Some(b)) => println!(
+        match (&d.subject, best) {
+            (Some(s), Some(b)) if accepted => println!(
                 "identified {s} (similarity {:.4}, threshold {threshold:.4})",
                 b.score
             ),
-            (None, Some(b)) => println!(
-                "unknown: best candidate {} at {:.4} ({:?}); threshold {threshold:.4}, margin {margin}",
-                b.subject, b.score, outcome
+            (_, Some(b)) => println!(
+                "{}: best candidate {} at {:.4} ({}); threshold {threshold:.4}, margin {margin}",
+                d.outcome.as_str(),
+                b.subject,
+                b.score,
+                d.reason.as_deref().unwrap_or("-")
             ),
             _ => println!("unknown: the gallery is empty"),
         }
     }
-    Ok(if accepted.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(exit(accepted))
 }
