@@ -55,7 +55,8 @@ pub enum Command {
     },
     /// List the V4L2 cameras.
     Cameras(JsonArg),
-    /// Create a new master key file (mode 0600; never overwrites).
+    /// Create a new master key file (mode 0600; never overwrites); with --terminal also this
+    /// terminal's transfer keys (sealed in the store) and print their public line.
     Keygen(KeygenArgs),
     /// Re-wrap every data key under a new master key (nobody is re-enrolled). Afterwards the
     /// store opens only with the new key; destroy the old one to retire old backups.
@@ -73,9 +74,13 @@ pub enum Command {
     /// Record or withdraw a consent.
     #[command(subcommand)]
     Consent(ConsentCommand),
-    /// Enrolled people: list, show, delete.
+    /// Enrolled people: list, show, delete, where they were sent.
     #[command(subcommand)]
     Subjects(SubjectsCommand),
+    /// Move an enrollment to another terminal of the site (Art. 6, 8: only with a separate
+    /// transfer consent naming it), sealed to its public key.
+    #[command(subcommand)]
+    Enrollment(EnrollmentCommand),
     /// The notice people are shown (Art. 5, 13): text, signage, retention, for the terminal's
     /// screen and the sign at the collection area.
     Notice {
@@ -156,7 +161,20 @@ pub struct JsonArg {
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    pub path: PathBuf,
+    /// The new master key file.
+    #[arg(required_unless_present = "terminal")]
+    pub path: Option<PathBuf>,
+    /// Also make this terminal's transfer key pair (X25519 to receive enrollments, Ed25519 to
+    /// sign them and withdrawal notices), sealed in the store of --state-dir under the master
+    /// key (PATH, or the configured one); kept if it exists. Prints the public line.
+    #[arg(long)]
+    pub terminal: bool,
+    /// The terminal's name in its public line (default: the host name).
+    #[arg(long, requires = "terminal")]
+    pub name: Option<String>,
+    /// Write the public line to this file too (for the site's other terminals).
+    #[arg(long, value_name = "FILE", requires = "terminal")]
+    pub public_out: Option<PathBuf>,
 }
 
 /// Who consented, how, and who took it (Art. 6, 7).
@@ -221,11 +239,16 @@ pub struct EnrollArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConsentCommand {
-    /// Record a consent without enrolling a face yet.
+    /// Record a consent without enrolling a face yet; with --transfer-to, the separate
+    /// transfer consent (Art. 6, 8) for those terminals instead.
     Grant {
         subject: String,
         #[command(flatten)]
         consent: ConsentArgs,
+        /// Record a transfer consent naming this receiving terminal (its public key file or
+        /// line, or its 32-digit id); repeat for several.
+        #[arg(long, value_name = "TERMINAL")]
+        transfer_to: Vec<String>,
     },
     /// Withdraw: deletes the person's templates and key at once.
     Withdraw {
@@ -234,6 +257,17 @@ pub enum ConsentCommand {
         operator: String,
         #[arg(long, value_enum, default_value_t = MethodArg::Terminal)]
         method: MethodArg,
+        /// Write a withdrawal notice signed by this terminal, for the terminals the person was
+        /// sent to or received from (`facegate consent apply-withdrawal` there).
+        #[arg(long, value_name = "FILE")]
+        notice_out: Option<PathBuf>,
+    },
+    /// Apply a withdrawal notice signed by another terminal of the site: deletes the person's
+    /// templates here at once (idempotent).
+    ApplyWithdrawal {
+        file: PathBuf,
+        #[arg(long)]
+        operator: String,
     },
     /// People whose live consent was given under an older notice version (Art. 5: tell them
     /// of the change, or ask again); `[notice] pending` says what the gate does meanwhile.
@@ -248,6 +282,12 @@ pub enum SubjectsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The terminals a person was sent to (and received from), from this terminal's records.
+    Where {
+        subject: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a person's templates, key and consents (the audit record stays).
     Delete {
         subject: String,
@@ -255,6 +295,38 @@ pub enum SubjectsCommand {
         operator: String,
         #[arg(long, default_value = "operator request")]
         reason: String,
+        /// Write a withdrawal notice signed by this terminal, for the terminals the person was
+        /// exchanged with (they delete the person too).
+        #[arg(long, value_name = "FILE")]
+        notice_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollmentCommand {
+    /// Seal a person's templates, consent and retention to another terminal's public key.
+    Export {
+        subject: String,
+        /// The receiving terminal's public key (file or line, from its `keygen --terminal`).
+        #[arg(long, value_name = "PUBKEY")]
+        to: String,
+        /// The bundle file to write (never overwritten; mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long)]
+        operator: String,
+    },
+    /// Check a bundle made for this terminal and store the enrollment it carries.
+    Import {
+        file: PathBuf,
+        /// The sending terminal's public key (file or line): bundles are accepted only from a
+        /// terminal the operator names.
+        #[arg(long, value_name = "PUBKEY")]
+        from: String,
+        #[arg(long)]
+        operator: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

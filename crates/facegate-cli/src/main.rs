@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(&cli, a),
         Command::Validate { service } => cmd::validate::run(&cli, *service),
         Command::Cameras(a) => cmd::cameras::cameras(a),
-        Command::Keygen(a) => cmd::keys::keygen(a),
+        Command::Keygen(a) => cmd::keys::keygen(&cli, a),
         Command::RotateKey {
             new_key_file,
             operator,
@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         Command::Enroll(a) => cmd::enroll::enroll(&cli, a),
         Command::Consent(c) => cmd::consent::consent(&cli, c),
         Command::Subjects(c) => cmd::subjects::subjects(&cli, c),
+        Command::Enrollment(c) => cmd::transfer::enrollment(&cli, c),
         Command::Credential(c) => cmd::credential::run(&cli, c),
         Command::Notice { lang, json } => cmd::records::notice(&cli, lang.as_deref(), *json),
         Command::Verify(a) => cmd::verify::verify(&cli, a),

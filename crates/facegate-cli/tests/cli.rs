@@ -1199,3 +1199,358 @@ mod operator_errors {
         );
     }
 }
+
+/// One terminal of a site for the transfer test: its own key file and state directory.
+struct Gate {
+    key: PathBuf,
+    state: PathBuf,
+}
+
+impl Gate {
+    fn new(dir: &Path, name: &str) -> Self {
+        Self {
+            key: dir.join(format!("{name}.key")),
+            state: dir.join(name),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env("FACEGATE_KEY_FILE", &self.key)
+            .env("FACEGATE_STATE_DIR", &self.state)
+            .env_remove("FACEGATE_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    }
+
+    /// Runs and requires the error exit; returns stderr.
+    fn refused(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} should be refused: {}",
+            stdout(&out)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+#[test]
+fn an_enrollment_moves_between_terminals_only_with_a_transfer_consent_and_a_withdrawal_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (a, b, c) = (
+        Gate::new(dir.path(), "gate-a"),
+        Gate::new(dir.path(), "gate-b"),
+        Gate::new(dir.path(), "gate-c"),
+    );
+    // Each terminal: master key and transfer keys in one keygen; the public line is printed.
+    for (g, name) in [(&a, "gate-a"), (&b, "gate-b"), (&c, "gate-c")] {
+        let key = g.key.to_str().unwrap().to_owned();
+        let line = g.ok(&[
+            "keygen",
+            &key,
+            "--terminal",
+            "--name",
+            name,
+            "--public-out",
+            &p(&format!("{name}.pub")),
+        ]);
+        assert!(line.contains("facegate-terminal v1 "), "{line}");
+        // Asked again, the keys are kept, not replaced.
+        let again = g.ok(&["keygen", "--terminal"]);
+        assert_eq!(again.lines().last(), line.lines().last());
+    }
+    let astronaut = "models/samples/astronaut.png";
+    a.ok(&[
+        "enroll",
+        "emp-1",
+        astronaut,
+        "--age",
+        "40",
+        "--operator",
+        "op",
+    ]);
+
+    // No transfer consent: no export (Art. 6, 8), and no file.
+    let err = a.refused(&[
+        "enrollment",
+        "export",
+        "emp-1",
+        "--to",
+        &p("gate-b.pub"),
+        "--out",
+        &p("t1.json"),
+        "--operator",
+        "op",
+    ]);
+    assert!(
+        err.contains("no live transfer consent naming terminal"),
+        "{err}"
+    );
+    assert!(!dir.path().join("t1.json").exists());
+    let out = a.ok(&[
+        "consent",
+        "grant",
+        "emp-1",
+        "--age",
+        "40",
+        "--operator",
+        "op",
+        "--transfer-to",
+        &p("gate-b.pub"),
+    ]);
+    assert!(out.contains("separate from the face consent"), "{out}");
+    for t in ["t1.json", "t2.json"] {
+        let out = a.ok(&[
+            "enrollment",
+            "export",
+            "emp-1",
+            "--to",
+            &p("gate-b.pub"),
+            "--out",
+            &p(t),
+            "--operator",
+            "op",
+        ]);
+        assert!(out.contains("1 template(s)"), "{out}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    // Refusals on the way in: another terminal, another sender, one changed byte.
+    let err = c.refused(&[
+        "enrollment",
+        "import",
+        &p("t2.json"),
+        "--from",
+        &p("gate-a.pub"),
+        "--operator",
+        "op",
+    ]);
+    assert!(err.contains("is addressed to terminal"), "{err}");
+    let err = b.refused(&[
+        "enrollment",
+        "import",
+        &p("t2.json"),
+        "--from",
+        &p("gate-c.pub"),
+        "--operator",
+        "op",
+    ]);
+    assert!(err.contains("named with --from"), "{err}");
+    let mut bytes = std::fs::read(dir.path().join("t2.json")).unwrap();
+    let at = String::from_utf8_lossy(&bytes)
+        .find("\"sealed\": \"")
+        .unwrap()
+        + 20;
+    bytes[at] = if bytes[at] == b'a' { b'b' } else { b'a' };
+    std::fs::write(dir.path().join("tampered.json"), &bytes).unwrap();
+    let err = b.refused(&[
+        "enrollment",
+        "import",
+        &p("tampered.json"),
+        "--from",
+        &p("gate-a.pub"),
+        "--operator",
+        "op",
+    ]);
+    assert!(err.contains("does not verify"), "{err}");
+    let out = b.run(&["identify", astronaut, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "nothing was stored on b");
+
+    // The genuine bundle: emp-1 is identified on b, with a's consent.
+    let out = b.ok(&[
+        "enrollment",
+        "import",
+        &p("t2.json"),
+        "--from",
+        &p("gate-a.pub"),
+        "--operator",
+        "op",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["subject"], "emp-1");
+    let v: serde_json::Value =
+        serde_json::from_str(&b.ok(&["identify", astronaut, "--json"])).unwrap();
+    assert_eq!(v["subject"], "emp-1");
+    let out = b.run(&["identify", "models/samples/camera.png", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "another person stays unknown");
+    // The same bundle twice, and the older one after the newer: replays.
+    let err = b.refused(&[
+        "enrollment",
+        "import",
+        &p("t2.json"),
+        "--from",
+        &p("gate-a.pub"),
+        "--operator",
+        "op",
+    ]);
+    assert!(err.contains("imported already"), "{err}");
+    let err = b.refused(&[
+        "enrollment",
+        "import",
+        &p("t1.json"),
+        "--from",
+        &p("gate-a.pub"),
+        "--operator",
+        "op",
+    ]);
+    assert!(err.contains("an older transfer is refused"), "{err}");
+
+    // Where emp-1 went, from a's records.
+    let v: serde_json::Value =
+        serde_json::from_str(&a.ok(&["subjects", "where", "emp-1", "--json"])).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(
+        list.iter()
+            .all(|t| t["direction"] == "sent_to" && t["name"] == "gate-b")
+    );
+
+    // Withdrawal at a: a signed notice, applied on b: the template is gone at once.
+    let out = a.ok(&[
+        "consent",
+        "withdraw",
+        "emp-1",
+        "--operator",
+        "op",
+        "--notice-out",
+        &p("notice.json"),
+    ]);
+    assert!(out.contains("gate-b"), "{out}");
+    let out = b.ok(&[
+        "consent",
+        "apply-withdrawal",
+        &p("notice.json"),
+        "--operator",
+        "op",
+    ]);
+    assert!(out.contains("1 template(s) deleted"), "{out}");
+    let out = b.run(&["identify", astronaut, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "the notice deletes at once");
+    let out = b.ok(&[
+        "consent",
+        "apply-withdrawal",
+        &p("notice.json"),
+        "--operator",
+        "op",
+    ]);
+    assert!(out.contains("applied before"), "{out}");
+    // c never exchanged emp-1 with a: the notice is not c's to apply.
+    let err = c.refused(&[
+        "consent",
+        "apply-withdrawal",
+        &p("notice.json"),
+        "--operator",
+        "op",
+    ]);
+    assert!(err.contains("no transfer of that subject"), "{err}");
+    // And a has nothing left to send.
+    let err = a.refused(&[
+        "enrollment",
+        "export",
+        "emp-1",
+        "--to",
+        &p("gate-b.pub"),
+        "--out",
+        &p("t3.json"),
+        "--operator",
+        "op",
+    ]);
+    assert!(err.contains("no live face consent"), "{err}");
+
+    // A deletion on request reaches the other terminal the same way.
+    a.ok(&[
+        "enroll",
+        "emp-2",
+        astronaut,
+        "--age",
+        "50",
+        "--operator",
+        "op",
+    ]);
+    a.ok(&[
+        "consent",
+        "grant",
+        "emp-2",
+        "--age",
+        "50",
+        "--operator",
+        "op",
+        "--transfer-to",
+        &p("gate-c.pub"),
+    ]);
+    a.ok(&[
+        "enrollment",
+        "export",
+        "emp-2",
+        "--to",
+        &p("gate-c.pub"),
+        "--out",
+        &p("t4.json"),
+        "--operator",
+        "op",
+    ]);
+    c.ok(&[
+        "enrollment",
+        "import",
+        &p("t4.json"),
+        "--from",
+        &p("gate-a.pub"),
+        "--operator",
+        "op",
+    ]);
+    a.ok(&[
+        "subjects",
+        "delete",
+        "emp-2",
+        "--operator",
+        "op",
+        "--notice-out",
+        &p("deleted.json"),
+    ]);
+    let out = c.ok(&[
+        "consent",
+        "apply-withdrawal",
+        &p("deleted.json"),
+        "--operator",
+        "op",
+    ]);
+    assert!(out.contains("1 template(s) deleted"), "{out}");
+    let out = c.run(&["identify", astronaut, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "deleted on c too");
+
+    // Both processing records are intact and hold the transfer.
+    for (g, kinds) in [
+        (&a, ["export", "withdrawal"]),
+        (&b, ["import", "withdrawal"]),
+    ] {
+        let v: serde_json::Value =
+            serde_json::from_str(&g.ok(&["audit", "verify", "--json"])).unwrap();
+        assert_eq!(v["intact"], true);
+        let export = g.ok(&["audit", "export"]);
+        for k in kinds {
+            assert!(
+                export.contains(&format!("\"kind\":\"{k}\"")),
+                "no {k} in the audit"
+            );
+        }
+        assert!(!export.contains("embedding"));
+    }
+}

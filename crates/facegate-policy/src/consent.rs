@@ -100,6 +100,12 @@ impl Consent {
     pub fn is_live(&self, now: UnixMillis) -> bool {
         now < self.expires_at
     }
+    /// The same proof with an earlier end (a transferred enrollment keeps the shorter of two
+    /// retentions); never a later one.
+    pub(crate) fn with_expiry(self, expires_at: UnixMillis) -> Self {
+        let expires_at = self.expires_at.min(expires_at);
+        Self { expires_at, ..self }
+    }
     /// Consumes the proof: after a withdrawal nothing may be written under it.
     pub fn withdraw(self, at: UnixMillis, operator: String, method: ConsentMethod) -> Withdrawal {
         Withdrawal {
@@ -207,25 +213,42 @@ impl PolicyConfig {
                 configured,
             });
         }
-        let operator = record.operator.trim();
+        self.check_person(
+            &record.subject,
+            &record.operator,
+            record.age_years,
+            record.guardian.as_ref(),
+        )
+    }
+
+    /// The checks of who consents (operator, plausible age, a usable guardian under 14), shared
+    /// by face and transfer consents.
+    pub(crate) fn check_person(
+        &self,
+        subject: &SubjectId,
+        operator: &str,
+        age_years: u8,
+        guardian: Option<&Guardian>,
+    ) -> Result<(), PolicyError> {
+        let operator = operator.trim();
         if operator.is_empty() || operator.len() > MAX_OPERATOR_LEN {
             return Err(PolicyError::MissingOperator {
-                subject: record.subject.clone(),
+                subject: subject.clone(),
                 max: MAX_OPERATOR_LEN,
             });
         }
-        if record.age_years > MAX_PLAUSIBLE_AGE_YEARS {
+        if age_years > MAX_PLAUSIBLE_AGE_YEARS {
             return Err(PolicyError::ImplausibleAge {
-                subject: record.subject.clone(),
-                age: record.age_years,
+                subject: subject.clone(),
+                age: age_years,
                 max: MAX_PLAUSIBLE_AGE_YEARS,
             });
         }
-        match &record.guardian {
-            None if record.age_years < GUARDIAN_CONSENT_AGE_YEARS => {
+        match guardian {
+            None if age_years < GUARDIAN_CONSENT_AGE_YEARS => {
                 return Err(PolicyError::GuardianRequired {
-                    subject: record.subject.clone(),
-                    age: record.age_years,
+                    subject: subject.clone(),
+                    age: age_years,
                 });
             }
             None => {}
@@ -233,14 +256,14 @@ impl PolicyConfig {
                 let identity = guardian.identity.trim();
                 if identity.is_empty() {
                     return Err(PolicyError::InvalidGuardian {
-                        subject: record.subject.clone(),
+                        subject: subject.clone(),
                         reason: "the guardian identity is empty; record a document number or \
                                  guardian id",
                     });
                 }
                 if guardian.identity.chars().count() > MAX_GUARDIAN_IDENTITY_LEN {
                     return Err(PolicyError::InvalidGuardian {
-                        subject: record.subject.clone(),
+                        subject: subject.clone(),
                         reason: "the guardian identity is longer than 128 characters; record a \
                                  reference, not a document",
                     });

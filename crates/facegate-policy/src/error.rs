@@ -186,4 +186,37 @@ pub enum PolicyError {
          connection it did not make (Art. 8 of the Measures): start it without passing sockets"
     )]
     EgressInherited { fd: i32, reason: String },
+
+    // ----- transfer between terminals ------------------------------------------------------
+    /// A terminal fingerprint that is not 32 lowercase hex digits.
+    #[error(
+        "`{id}` is not a terminal id (32 lowercase hex digits, as `facegate keygen --terminal` \
+         prints them)"
+    )]
+    InvalidTerminalId { id: String },
+
+    /// A transfer consent naming no terminal, the same terminal twice, or too many.
+    #[error(
+        "transfer consent of subject {subject} must name 1 to {max} distinct receiving \
+         terminals (Art. 6 of the Measures: a separate consent for these terminals)"
+    )]
+    TransferTerminals { subject: SubjectId, max: usize },
+
+    /// The receiving terminal is not among those the person consented to.
+    #[error(
+        "subject {subject} has not consented to a transfer to terminal {terminal} (Art. 6, 8 of \
+         the Measures: face information leaves a device only with a separate consent); record \
+         one with `facegate consent grant {subject} --transfer-to <that terminal's public key>`"
+    )]
+    TransferNotConsented {
+        subject: SubjectId,
+        terminal: crate::TerminalId,
+    },
+
+    /// A transfer's face consent and transfer consent are for different people.
+    #[error("transfer of subject {subject} carries a transfer consent of subject {transfer}")]
+    TransferSubjectMismatch {
+        subject: SubjectId,
+        transfer: SubjectId,
+    },
 }

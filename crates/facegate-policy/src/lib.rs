@@ -19,6 +19,7 @@ mod filing;
 mod matching;
 mod report;
 mod retention;
+mod transfer;
 
 pub use config::{
     Alternatives, Deployment, EXAMPLE_TOML, FilingPolicy, MAX_FMR, MAX_FRAMES_TO_AGREE,
@@ -43,3 +44,4 @@ pub use matching::{
 };
 pub use report::{PiaChange, PiaFingerprint, PiaReport, StateSummary, filing_report, pia_report};
 pub use retention::{MAX_RETENTION_DAYS, MINOR_AGE_YEARS, RawRetention, RetentionPolicy};
+pub use transfer::{MAX_TRANSFER_TERMINALS, TerminalId, TransferConsent, TransferConsentRecord};

@@ -57,8 +57,10 @@ pub enum AuditKind {
     Deletion,
     /// Retention sweep removed expired templates.
     Expiry,
-    /// An encrypted export.
+    /// An encrypted export (an enrollment sealed to another terminal).
     Export,
+    /// An enrollment received from another terminal (a sealed transfer bundle).
+    Import,
     /// Configuration changed (policy reload, retention).
     ConfigChange,
     /// The master key was rotated.
@@ -82,7 +84,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 18] = [
+    pub const ALL: [AuditKind; 19] = [
         Self::Enroll,
         Self::Verify,
         Self::Identify,
@@ -91,6 +93,7 @@ impl AuditKind {
         Self::Deletion,
         Self::Expiry,
         Self::Export,
+        Self::Import,
         Self::ConfigChange,
         Self::KeyRotation,
         Self::AuthFailure,
@@ -113,6 +116,7 @@ impl AuditKind {
             Self::Deletion => "deletion",
             Self::Expiry => "expiry",
             Self::Export => "export",
+            Self::Import => "import",
             Self::ConfigChange => "config_change",
             Self::KeyRotation => "key_rotation",
             Self::AuthFailure => "auth_failure",

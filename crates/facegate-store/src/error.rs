@@ -331,6 +331,175 @@ pub enum StoreError {
     #[error("holder {holder} has no live credential matching the request")]
     NoSuchCredential { holder: SubjectId },
 
+    // ----- transfer between terminals ------------------------------------------------------
+    /// A terminal public key line that does not parse.
+    #[error("terminal public key {reason}")]
+    TerminalKeyFormat { reason: &'static str },
+
+    /// This terminal's stored transfer keys do not load.
+    #[error(
+        "this terminal's transfer keys: {reason} (tampered settings row); make new ones only after telling the site's other terminals"
+    )]
+    TerminalKeys { reason: &'static str },
+
+    /// No transfer keys yet.
+    #[error("this terminal has no transfer keys yet; make them with `facegate keygen --terminal`")]
+    NoTerminalKeys,
+
+    /// Transfer keys exist already; they are never replaced silently.
+    #[error(
+        "this terminal already has transfer keys (terminal {id}); they are kept, because the \
+         site's other terminals know this terminal by them (`facegate keygen --terminal --show` \
+         prints the public key)"
+    )]
+    TerminalKeysExist { id: facegate_policy::TerminalId },
+
+    /// A transfer file that is not one, or of another version.
+    #[error("transfer file {reason}")]
+    TransferFormat { reason: String },
+
+    /// The bundle is sealed to another terminal.
+    #[error(
+        "transfer {transfer} is addressed to terminal {receiver}, not to this terminal ({this}); \
+         import it on the terminal it was made for"
+    )]
+    TransferNotForThisTerminal {
+        transfer: String,
+        receiver: facegate_policy::TerminalId,
+        this: facegate_policy::TerminalId,
+    },
+
+    /// The bundle names another sender than the one the operator expects.
+    #[error(
+        "transfer {transfer} comes from terminal {found}, not from terminal {expected} named with \
+         --from; refused"
+    )]
+    TransferSender {
+        transfer: String,
+        expected: facegate_policy::TerminalId,
+        found: facegate_policy::TerminalId,
+    },
+
+    /// The signature or the seal does not hold: a changed byte, or not made by the sender.
+    #[error(
+        "transfer {transfer} does not verify: its signature or seal does not hold (the file was \
+         changed or corrupted, or not made by the terminal it names); ask for a new export"
+    )]
+    TransferTampered { transfer: String },
+
+    /// The bundle's contents are malformed although the seal holds.
+    #[error("transfer {transfer}: {reason}")]
+    TransferPayload {
+        transfer: String,
+        reason: &'static str,
+    },
+
+    /// The same transfer was imported already.
+    #[error(
+        "transfer {transfer} of subject {subject} was imported already (at {}); a duplicate is \
+         refused",
+        imported_at.rfc3339()
+    )]
+    TransferDuplicate {
+        transfer: String,
+        subject: SubjectId,
+        imported_at: UnixMillis,
+    },
+
+    /// An older transfer than one already imported from the same sender (a replay).
+    #[error(
+        "transfer {transfer} of subject {subject} was made at {}, before transfer {newer} \
+         already imported from the same terminal: an older transfer is refused (replay)",
+        created_at.rfc3339()
+    )]
+    TransferSuperseded {
+        transfer: String,
+        subject: SubjectId,
+        created_at: UnixMillis,
+        newer: String,
+    },
+
+    /// The subject already has templates on this terminal.
+    #[error(
+        "subject {subject} is already enrolled on this terminal ({templates} template(s)); \
+         delete them first (`facegate subjects delete {subject}`) to take the transferred ones"
+    )]
+    TransferAlreadyEnrolled {
+        subject: SubjectId,
+        templates: usize,
+    },
+
+    /// The consents the transfer carries do not allow it here.
+    #[error("transfer {transfer} of subject {subject} is refused")]
+    TransferRefused {
+        transfer: String,
+        subject: SubjectId,
+        #[source]
+        source: facegate_policy::PolicyError,
+    },
+
+    /// An export without a live transfer consent naming the receiver.
+    #[error(
+        "subject {subject} has no live transfer consent naming terminal {terminal} (Art. 6, 8 of \
+         the Measures: a separate consent is needed for face information to leave this device); \
+         record one with `facegate consent grant {subject} --transfer-to <its public key>`"
+    )]
+    NoTransferConsent {
+        subject: SubjectId,
+        terminal: facegate_policy::TerminalId,
+    },
+
+    /// An export of a subject without a live face consent.
+    #[error(
+        "subject {subject} has no live face consent here (it is {status}); nothing is exported"
+    )]
+    NoLiveConsent {
+        subject: SubjectId,
+        status: &'static str,
+    },
+
+    /// Nothing to export.
+    #[error("subject {subject} has no live template of model {model_id} to export")]
+    NoTemplates {
+        subject: SubjectId,
+        model_id: String,
+    },
+
+    /// A row of the transfer register was edited outside facegate.
+    #[error(
+        "transfer record {transfer} of subject {subject} fails its integrity check (edited outside \
+         facegate); refused, because withdrawal notices are checked against the keys it holds"
+    )]
+    TransferRecordTampered {
+        subject: SubjectId,
+        transfer: String,
+    },
+
+    /// A withdrawal notice that is not one.
+    #[error("withdrawal notice {reason}")]
+    NoticeFormat { reason: String },
+
+    /// A notice from a terminal this one never exchanged the person with.
+    #[error(
+        "withdrawal notice for subject {subject} is signed by terminal {issuer}, which this \
+         terminal has no transfer of that subject with; refused (apply it on the terminals that \
+         exchanged the person)"
+    )]
+    NoticeIssuerUnknown {
+        subject: SubjectId,
+        issuer: facegate_policy::TerminalId,
+    },
+
+    /// The notice's signature does not hold under the issuer's known key.
+    #[error(
+        "withdrawal notice for subject {subject} does not verify under the key of terminal \
+         {issuer} known from the transfer (changed or forged); refused"
+    )]
+    NoticeSignature {
+        subject: SubjectId,
+        issuer: facegate_policy::TerminalId,
+    },
+
     // ----- audit ---------------------------------------------------------------------------
     /// The audit chain is broken; pruning is refused so the evidence stays.
     #[error("audit chain broken at seq {seq}: {reason}; run `facegate audit verify`")]

@@ -40,6 +40,11 @@ impl RowKey {
         Self(crate::seal::derived_hmac_key(audit_secret, LABEL))
     }
 
+    /// The MAC key of another table's rows (same layout, independent key).
+    pub(crate) fn derive_for(audit_secret: &Secret, label: &[u8]) -> Self {
+        Self(crate::seal::derived_hmac_key(audit_secret, label))
+    }
+
     fn message(f: &RowFields<'_>) -> Vec<u8> {
         let mut m = Vec::with_capacity(64 + f.record.len());
         m.extend_from_slice(&f.id.to_be_bytes());

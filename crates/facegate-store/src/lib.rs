@@ -40,6 +40,7 @@ mod ledger;
 pub mod schema;
 mod seal;
 mod store;
+pub mod transfer;
 
 pub use audit::{
     AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, ChainedRecord,
@@ -56,3 +57,5 @@ pub use store::{
     EnrollmentCheck, GalleryLoad, RemovalReport, RotationReport, Store, StoreCounts, SubjectDetail,
     SubjectSummary, SweepReport, TemplateInfo, disagreeing_sample,
 };
+pub use store::{ExportReport, ImportReport, NoticeOutcome, TransferDirection, TransferEntry};
+pub use transfer::{TerminalPublic, TransferHeader, WithdrawalNotice};

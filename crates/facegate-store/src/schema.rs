@@ -145,6 +145,53 @@ ALTER TABLE consents ADD COLUMN mac BLOB;
 CREATE INDEX audit_subject ON audit(subject_id, kind) WHERE subject_id IS NOT NULL;
 ",
     },
+    Migration {
+        version: 4,
+        summary: "transfer consents, transfers between terminals, applied withdrawal notices",
+        sql: r"
+-- Transfer consents (Art. 6, 8): separate from the face consent, naming the receiving terminals
+-- (the policy crate's TransferConsentRecord as JSON), each row with a keyed MAC.
+CREATE TABLE transfer_consents (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject_id    TEXT NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+    record        TEXT NOT NULL,
+    granted_at    INTEGER NOT NULL,
+    withdrawn_at  INTEGER,
+    mac           BLOB NOT NULL
+) STRICT;
+CREATE INDEX transfer_consents_subject ON transfer_consents(subject_id);
+
+-- Enrollments sent to and received from other terminals: ids, peers, times and counts, never a
+-- template. Deliberately not a foreign key to subjects: where a person went outlives their
+-- data here, so that a later withdrawal still reaches those terminals. The keyed MAC covers
+-- every column but recorded_at and operator: the peer's key decides which withdrawal notices
+-- are believed, so an edited peer is refused, not trusted.
+CREATE TABLE transfers (
+    id           TEXT PRIMARY KEY,
+    direction    TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+    subject_id   TEXT NOT NULL,
+    peer_id      TEXT NOT NULL,
+    peer         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    recorded_at  INTEGER NOT NULL,
+    templates    INTEGER NOT NULL,
+    operator     TEXT NOT NULL,
+    mac          BLOB NOT NULL
+) STRICT;
+CREATE INDEX transfers_subject ON transfers(subject_id, peer_id);
+
+-- Signed withdrawal notices applied here: applying one twice changes nothing, and an older
+-- transfer of a person withdrawn elsewhere is refused even if nothing of them was stored here.
+CREATE TABLE withdrawal_notices (
+    id            TEXT PRIMARY KEY,
+    subject_id    TEXT NOT NULL,
+    issuer_id     TEXT NOT NULL,
+    withdrawn_at  INTEGER NOT NULL,
+    applied_at    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX withdrawal_notices_subject ON withdrawal_notices(subject_id);
+",
+    },
 ];
 
 /// How long a writer waits for another one.

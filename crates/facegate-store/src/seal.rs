@@ -178,6 +178,39 @@ pub(crate) fn derived_hmac_key(secret: &Secret, label: &[u8]) -> ring::hmac::Key
     ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag.as_ref())
 }
 
+/// An AES-256-GCM key for one purpose, derived from the audit secret with HKDF-SHA256 (`label`
+/// as info). Independent of the audit chain's MAC key and of every other label's key.
+pub(crate) fn derived_aead_key(secret: &Secret, label: &'static [u8]) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(secret.as_slice());
+    aes_key(&expand32(&prk, label))
+}
+
+/// Seals `plain` under `key` with `aad`; returns `(nonce, ciphertext+tag)`.
+pub(crate) fn seal_bytes(
+    key: &LessSafeKey,
+    aad: &[u8],
+    plain: &[u8],
+) -> Result<([u8; NONCE_LEN], Vec<u8>), SealError> {
+    seal(key, aad, plain)
+}
+
+/// Opens what [`seal_bytes`] sealed.
+pub(crate) fn open_bytes(
+    key: &LessSafeKey,
+    aad: &[u8],
+    nonce: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let nonce = to_nonce(nonce)?;
+    let mut buf = Zeroizing::new(sealed.to_vec());
+    let n = key
+        .open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())
+        .map_err(|_| SealError::Open)?
+        .len();
+    buf.truncate(n);
+    Ok(buf)
+}
+
 /// A fresh random 256-bit secret.
 pub(crate) fn random_secret() -> Result<Secret, SealError> {
     let mut k = Zeroizing::new([0u8; 32]);

@@ -22,3 +22,5 @@ mod migrations;
 mod properties;
 #[path = "store/records.rs"]
 mod records;
+#[path = "store/transfer.rs"]
+mod transfer;

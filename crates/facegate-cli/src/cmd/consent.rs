@@ -1,10 +1,12 @@
-//! `facegate consent`: grant, withdraw and the notice-version list. Every consent is checked by
+//! `facegate consent`: grant (a face consent, or with --transfer-to the separate transfer
+//! consent), withdraw (with a signed notice for other terminals), apply another terminal's
+//! withdrawal notice, and the notice-version list. Every consent is checked by
 //! the policy before the store records it.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use facegate_policy::{ConsentRecord, Guardian};
+use facegate_policy::{ConsentRecord, Guardian, TransferConsentRecord};
 use facegate_types::{Clock, SubjectId, SystemClock, UnixMillis};
 use serde_json::json;
 
@@ -36,7 +38,15 @@ pub(super) fn consent_record(
 
 pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
-    if let ConsentCommand::Withdraw { subject, .. } = cmd
+    if let ConsentCommand::ApplyWithdrawal { file, operator } = cmd {
+        super::transfer::apply_withdrawal(cli, &config, file, operator)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let ConsentCommand::Withdraw {
+        subject,
+        notice_out,
+        ..
+    } = cmd
         && let Some(reply) = via_service(
             &config,
             Request::Withdraw {
@@ -55,6 +65,11 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
         println!(
             "consent of {subject} withdrawn through the running service: {templates_deleted} template(s) deleted"
         );
+        if let Some(out) = notice_out {
+            let store = open_store(cli, &config)?;
+            let id = SubjectId::new(subject.clone())?;
+            super::transfer::write_notice(&store, &id, SystemClock.now(), out)?;
+        }
         if !residue_cleared {
             anyhow::bail!(
                 "the rows are deleted and unreadable, but their old pages are still in the \
@@ -67,7 +82,47 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
     let mut store = open_store(cli, &config)?;
     let now = SystemClock.now();
     match cmd {
-        ConsentCommand::Grant { subject, consent } => {
+        ConsentCommand::Grant {
+            subject,
+            consent,
+            transfer_to,
+        } if !transfer_to.is_empty() => {
+            let subject = SubjectId::new(subject.clone())?;
+            let terminals = transfer_to
+                .iter()
+                .map(|t| super::transfer::terminal_id(t))
+                .collect::<Result<Vec<_>>>()?;
+            let face = consent_record(&config.policy, &subject, consent, now);
+            let record = TransferConsentRecord {
+                subject: subject.clone(),
+                age_years: face.age_years,
+                terminals,
+                notice_version: face.notice_version,
+                method: face.method,
+                operator: face.operator,
+                guardian: face.guardian,
+                granted_at: now,
+            };
+            let c = config
+                .policy
+                .grant_transfer(record, now)
+                .with_context(|| format!("transfer consent for {subject}"))?;
+            let id = store.record_transfer_consent(&c)?;
+            let names: Vec<String> = c
+                .record()
+                .terminals
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            println!(
+                "transfer consent {id} recorded for {subject} (separate from the face consent, notice version {}): may be sent to terminal(s) {}",
+                c.record().notice_version,
+                names.join(", ")
+            );
+        }
+        ConsentCommand::Grant {
+            subject, consent, ..
+        } => {
             let subject = SubjectId::new(subject.clone())?;
             let c = config
                 .policy
@@ -85,6 +140,7 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
             subject,
             operator,
             method: m,
+            notice_out,
         } => {
             let subject = SubjectId::new(subject.clone())?;
             let live = store
@@ -100,8 +156,18 @@ pub fn consent(cli: &Cli, cmd: &ConsentCommand) -> Result<ExitCode> {
                     "absent"
                 }
             );
+            let sent = store.transfers_of(&subject)?;
+            match notice_out {
+                Some(out) => super::transfer::write_notice(&store, &subject, now, out)?,
+                None if !sent.is_empty() => eprintln!(
+                    "facegate: warning: {subject} was exchanged with {} other terminal(s) (`facegate subjects where {subject}`); make a withdrawal notice for them with --notice-out",
+                    sent.len()
+                ),
+                None => {}
+            }
             residue_gone(&store, report)?;
         }
+        ConsentCommand::ApplyWithdrawal { .. } => {}
         ConsentCommand::Pending(a) => {
             let pending = store.pending_notice()?;
             let current = config.policy.notice().version();

@@ -16,6 +16,7 @@ pub mod records;
 pub mod run;
 pub mod store;
 pub mod subjects;
+pub mod transfer;
 pub mod validate;
 pub mod verify;
 

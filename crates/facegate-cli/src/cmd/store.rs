@@ -15,7 +15,16 @@ use crate::config::Config;
 /// Opens the store named by the config and the command line, and deletes whatever has expired
 /// (retention, Art. 8) before anything else reads it.
 pub fn open_store(cli: &Cli, config: &Config) -> Result<Store> {
-    let source = config.key_source(cli.key_file.as_deref())?;
+    open_store_keyed(cli, config, cli.key_file.as_deref())
+}
+
+/// [`open_store`] with the master key file `key_file` instead of the command line's.
+pub fn open_store_keyed(
+    cli: &Cli,
+    config: &Config,
+    key_file: Option<&std::path::Path>,
+) -> Result<Store> {
+    let source = config.key_source(key_file)?;
     let key = MasterKey::load(&source).context("loading the master key")?;
     let dir = config.state_dir(cli.state_dir.as_deref());
     let mut store = Store::open(&dir, &key, Arc::new(SystemClock), &config.policy)

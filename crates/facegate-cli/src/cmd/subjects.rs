@@ -1,8 +1,9 @@
-//! `facegate subjects`: list, show and delete enrolled people.
+//! `facegate subjects`: list, show and delete enrolled people, and where they were sent.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use facegate_store::TransferDirection;
 use facegate_types::SubjectId;
 use serde_json::json;
 
@@ -22,12 +23,22 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
             subject: subject.clone(),
             reason: Some(reason.clone()),
         }),
-        SubjectsCommand::Show { .. } => None,
+        SubjectsCommand::Show { .. } | SubjectsCommand::Where { .. } => None,
     };
     if let Some(req) = req
         && let Some(reply) = via_service(&config, req)?
     {
         println!("{}", serde_json::to_string_pretty(&reply.to_answer())?);
+        if let SubjectsCommand::Delete {
+            subject,
+            notice_out: Some(out),
+            ..
+        } = cmd
+        {
+            let store = open_store(cli, &config)?;
+            let id = SubjectId::new(subject.clone())?;
+            super::transfer::write_notice(&store, &id, store.now(), out)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut store = open_store(cli, &config)?;
@@ -114,13 +125,65 @@ pub fn subjects(cli: &Cli, cmd: &SubjectsCommand) -> Result<ExitCode> {
                 }
             }
         }
+        SubjectsCommand::Where {
+            subject,
+            json: as_json,
+        } => {
+            let id = SubjectId::new(subject.clone())?;
+            let list = store.transfers_of(&id)?;
+            if *as_json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "transfer": t.transfer,
+                            "direction": match t.direction {
+                                TransferDirection::Out => "sent_to",
+                                TransferDirection::In => "received_from",
+                            },
+                            "terminal": t.peer, "name": t.peer_name, "templates": t.templates,
+                            "created_at": t.created_at, "recorded_at": t.recorded_at,
+                            "operator": t.operator,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for t in &list {
+                    println!(
+                        "{} {} ({}) at {}, {} template(s), transfer {}, by {}",
+                        match t.direction {
+                            TransferDirection::Out => "sent to     ",
+                            TransferDirection::In => "received from",
+                        },
+                        t.peer,
+                        t.peer_name,
+                        crate::output::date(t.recorded_at),
+                        t.templates,
+                        t.transfer,
+                        t.operator
+                    );
+                }
+                let sent = list
+                    .iter()
+                    .filter(|t| t.direction == TransferDirection::Out)
+                    .map(|t| &t.peer)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len();
+                println!("{id}: sent to {sent} terminal(s)");
+            }
+        }
         SubjectsCommand::Delete {
             subject,
             operator,
             reason,
+            notice_out,
         } => {
             let id = SubjectId::new(subject.clone())?;
             let r = store.delete_subject(&id, operator, reason)?;
+            if let Some(out) = notice_out {
+                super::transfer::write_notice(&store, &id, store.now(), out)?;
+            }
             println!(
                 "deleted {id}: {} template(s), data key {}",
                 r.templates_deleted,

@@ -139,29 +139,8 @@ impl Store {
             subject: subject.clone(),
             source,
         })?;
-        if self
-            .gallery
-            .as_ref()
-            .is_none_or(|g| g.model_id() != model_id)
-        {
-            let load = self.load_gallery(model_id, fused.dim())?;
-            for f in &load.failures {
-                tracing::warn!(failure = %ErrorChain(f), "a template could not be opened for the duplicate search");
-            }
-        }
-        let mut duplicate: Option<(SubjectId, f32)> = None;
-        if let Some(g) = self.gallery.as_ref() {
-            for probe in std::iter::once(&fused).chain(samples) {
-                let found = g.identify(probe, 3, SearchMode::Exact)?;
-                for hit in found.hits.iter().filter(|h| h.subject != subject) {
-                    if verification_outcome(hit.score, t) == VerifyOutcome::Accept
-                        && duplicate.as_ref().is_none_or(|(_, s)| hit.score > *s)
-                    {
-                        duplicate = Some((hit.subject.clone(), hit.score));
-                    }
-                }
-            }
-        }
+        let probes: Vec<&Embedding> = std::iter::once(&fused).chain(samples).collect();
+        let duplicate = self.find_duplicate(&subject, &probes, model_id, t)?;
         let extra = match duplicate {
             None => None,
             Some((existing, score)) => match &check.allow_duplicate_of {
@@ -182,6 +161,44 @@ impl Store {
             },
         };
         self.enroll_with(consent, samples, model_id, extra)
+    }
+
+    /// The other subject (and the similarity) that any of `probes` matches at `threshold` in
+    /// the gallery of `model_id` (loaded if it is not): one face must not stand for two ids.
+    pub(super) fn find_duplicate(
+        &mut self,
+        subject: &SubjectId,
+        probes: &[&Embedding],
+        model_id: &str,
+        threshold: f32,
+    ) -> Result<Option<(SubjectId, f32)>, StoreError> {
+        let Some(first) = probes.first() else {
+            return Ok(None);
+        };
+        if self
+            .gallery
+            .as_ref()
+            .is_none_or(|g| g.model_id() != model_id)
+        {
+            let load = self.load_gallery(model_id, first.dim())?;
+            for f in &load.failures {
+                tracing::warn!(failure = %ErrorChain(f), "a template could not be opened for the duplicate search");
+            }
+        }
+        let mut duplicate: Option<(SubjectId, f32)> = None;
+        if let Some(g) = self.gallery.as_ref() {
+            for probe in probes {
+                let found = g.identify(probe, 3, SearchMode::Exact)?;
+                for hit in found.hits.iter().filter(|h| &h.subject != subject) {
+                    if verification_outcome(hit.score, threshold) == VerifyOutcome::Accept
+                        && duplicate.as_ref().is_none_or(|(_, s)| hit.score > *s)
+                    {
+                        duplicate = Some((hit.subject.clone(), hit.score));
+                    }
+                }
+            }
+        }
+        Ok(duplicate)
     }
 
     pub(super) fn enroll_with(
@@ -231,39 +248,8 @@ impl Store {
                     now: ctx.now,
                 });
             }
-            let data_key = match load_subject_key(tx, ctx.file, ctx.keks, &subject)? {
-                Some(k) => k,
-                None => create_subject_key(tx, ctx, &subject)?,
-            };
-            tx.execute(
-                "INSERT INTO templates (subject_id, consent_id, model_id, dim, seal_version, nonce,
-                                        sealed, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, x'', x'', ?6, ?7)",
-                params![
-                    subject.as_str(),
-                    consent_id.0,
-                    model_id,
-                    fused.dim() as i64,
-                    SEAL_VERSION,
-                    ctx.now.0,
-                    expires_at.0
-                ],
-            )
-            .map_err(ctx.err("insert template"))?;
-            let template = TemplateId(u64::try_from(tx.last_insert_rowid()).unwrap_or(0));
-            let binding = TemplateBinding {
-                template,
-                subject: &subject,
-                model_id,
-                seal_version: SEAL_VERSION,
-            };
-            let (nonce, sealed) = seal::seal_template(&data_key, binding, fused.as_slice())
-                .map_err(|_| StoreError::Random { what: "a nonce" })?;
-            tx.execute(
-                "UPDATE templates SET nonce = ?1, sealed = ?2 WHERE id = ?3",
-                params![nonce.as_slice(), sealed, template.0 as i64],
-            )
-            .map_err(ctx.err("seal template"))?;
+            let template =
+                insert_template(tx, ctx, &subject, consent_id, model_id, &fused, expires_at)?;
             let mut details = json!({
                 "template": template.0,
                 "consent": consent_id.0,
@@ -306,4 +292,51 @@ impl Store {
             _ => None,
         })
     }
+}
+
+/// Inserts one sealed template of `subject` under its data key (created on first use), inside
+/// the caller's transaction.
+pub(super) fn insert_template(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    subject: &SubjectId,
+    consent_id: ConsentId,
+    model_id: &str,
+    template: &Embedding,
+    expires_at: UnixMillis,
+) -> Result<TemplateId, StoreError> {
+    let data_key = match load_subject_key(tx, ctx.file, ctx.keks, subject)? {
+        Some(k) => k,
+        None => create_subject_key(tx, ctx, subject)?,
+    };
+    tx.execute(
+        "INSERT INTO templates (subject_id, consent_id, model_id, dim, seal_version, nonce,
+                                sealed, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, x'', x'', ?6, ?7)",
+        params![
+            subject.as_str(),
+            consent_id.0,
+            model_id,
+            template.dim() as i64,
+            SEAL_VERSION,
+            ctx.now.0,
+            expires_at.0
+        ],
+    )
+    .map_err(ctx.err("insert template"))?;
+    let id = TemplateId(u64::try_from(tx.last_insert_rowid()).unwrap_or(0));
+    let binding = TemplateBinding {
+        template: id,
+        subject,
+        model_id,
+        seal_version: SEAL_VERSION,
+    };
+    let (nonce, sealed) = seal::seal_template(&data_key, binding, template.as_slice())
+        .map_err(|_| StoreError::Random { what: "a nonce" })?;
+    tx.execute(
+        "UPDATE templates SET nonce = ?1, sealed = ?2 WHERE id = ?3",
+        params![nonce.as_slice(), sealed, id.0 as i64],
+    )
+    .map_err(ctx.err("seal template"))?;
+    Ok(id)
 }

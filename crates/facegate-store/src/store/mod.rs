@@ -1,7 +1,7 @@
 //! [`Store`]: the database, the consent ledger, enrollment, withdrawal, deletion, retention,
 //! master key rotation and the audit trail, with the gallery kept in step.
 //!
-//! The `impl Store` is split along its sections, one file each: `consent`, `removal`, `live_gallery`, `rotation`, `trail` (audit), `reading`.
+//! The `impl Store` is split along its sections, one file each: `consent`, `removal`, `live_gallery`, `rotation`, `trail` (audit), `reading`, `transfer` (between terminals).
 
 mod consent;
 mod live_gallery;
@@ -9,6 +9,9 @@ mod reading;
 mod removal;
 mod rotation;
 mod trail;
+mod transfer;
+
+pub use transfer::{ExportReport, ImportReport, NoticeOutcome, TransferDirection, TransferEntry};
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -207,6 +210,8 @@ pub struct Store {
     audit_key: AuditKey,
     pub(crate) cred_key: CredentialKey,
     pub(crate) row_key: RowKey,
+    /// Seals this terminal's transfer secret in `settings`; MACs `transfer_consents` rows.
+    transfer_keys: TransferKeys,
     state_dir: PathBuf,
     head_file: HeadFile,
     /// Whether `audit.head` is kept for this store (a missing one is then evidence).
@@ -239,6 +244,8 @@ pub(crate) struct Ctx<'a> {
     keks: &'a Keks,
     audit: &'a AuditKey,
     rows: &'a RowKey,
+    transfer_rows: &'a RowKey,
+    transfer_register: &'a ring::hmac::Key,
     policy: &'a PolicyConfig,
     pub(crate) now: UnixMillis,
 }
@@ -314,7 +321,12 @@ impl Store {
         let keks = Keks::derive(master_key);
         let key_id = master_key.id();
         let stored_id = get_setting(&conn, &file, SETTING_KEY_ID)?;
-        let (audit_key, cred_key, row_key) = match stored_id {
+        let SecretKeys {
+            audit: audit_key,
+            credentials: cred_key,
+            rows: row_key,
+            transfer: transfer_keys,
+        } = match stored_id {
             Some(expected) if expected != key_id.as_str() => {
                 return Err(StoreError::WrongMasterKey {
                     expected,
@@ -358,6 +370,7 @@ impl Store {
             audit_key,
             cred_key,
             row_key,
+            transfer_keys,
             read_only,
             gallery: None,
             gallery_generation: 0,
@@ -564,6 +577,8 @@ impl Store {
             keks: &self.keks,
             audit: &self.audit_key,
             rows: &self.row_key,
+            transfer_rows: &self.transfer_keys.rows,
+            transfer_register: &self.transfer_keys.register,
             policy: &self.policy,
             now: self.now(),
         };
@@ -1077,18 +1092,41 @@ fn unwrap_audit_secret(conn: &Connection, file: &Path, keks: &Keks) -> Result<Se
         })
 }
 
-/// The audit chain key and the credential digest key, both from the wrapped audit secret.
-fn load_audit_key(
-    conn: &Connection,
-    file: &Path,
-    keks: &Keks,
-) -> Result<(AuditKey, CredentialKey, RowKey), StoreError> {
+/// The keys derived from the wrapped audit secret.
+struct SecretKeys {
+    audit: AuditKey,
+    credentials: CredentialKey,
+    rows: RowKey,
+    transfer: TransferKeys,
+}
+
+/// The keys of the transfer section (see `store/transfer.rs`).
+pub(crate) struct TransferKeys {
+    pub(crate) wrap: ring::aead::LessSafeKey,
+    pub(crate) rows: RowKey,
+    /// MACs `transfers` rows.
+    pub(crate) register: ring::hmac::Key,
+}
+
+impl SecretKeys {
+    fn derive(secret: &Secret) -> Self {
+        Self {
+            audit: AuditKey::new(secret),
+            credentials: CredentialKey::derive(secret),
+            rows: RowKey::derive(secret),
+            transfer: TransferKeys {
+                wrap: seal::derived_aead_key(secret, b"facegate-store/terminal-key-wrap/v1"),
+                rows: RowKey::derive_for(secret, b"facegate-transfer-consent-row/v1"),
+                register: seal::derived_hmac_key(secret, b"facegate-transfer-register-row/v1"),
+            },
+        }
+    }
+}
+
+/// The audit chain key, the credential digest key and the other keys of the audit secret.
+fn load_audit_key(conn: &Connection, file: &Path, keks: &Keks) -> Result<SecretKeys, StoreError> {
     let secret = unwrap_audit_secret(conn, file, keks)?;
-    Ok((
-        AuditKey::new(&secret),
-        CredentialKey::derive(&secret),
-        RowKey::derive(&secret),
-    ))
+    Ok(SecretKeys::derive(&secret))
 }
 
 /// First open of a new database: key id, wrapped audit key, chain genesis, first record.
@@ -1098,7 +1136,7 @@ fn initialise(
     keks: &Keks,
     key_id: &KeyId,
     now: UnixMillis,
-) -> Result<(AuditKey, CredentialKey, RowKey), StoreError> {
+) -> Result<SecretKeys, StoreError> {
     let secret = seal::random_secret().map_err(|_| StoreError::Random {
         what: "the audit key",
     })?;
@@ -1122,7 +1160,7 @@ fn initialise(
         })),
     )?;
     tx.commit().map_err(StoreError::db_at(file, "initialise"))?;
-    Ok((key, CredentialKey::derive(&secret), RowKey::derive(&secret)))
+    Ok(SecretKeys::derive(&secret))
 }
 
 #[cfg(test)]

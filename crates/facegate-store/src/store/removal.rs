@@ -7,6 +7,16 @@ impl Store {
     /// consents withdrawn (the ledger keeps them: earlier processing stays lawful), records it.
     #[tracing::instrument(skip_all, fields(subject = %withdrawal.subject))]
     pub fn withdraw(&mut self, withdrawal: &Withdrawal) -> Result<RemovalReport, StoreError> {
+        self.withdraw_with(withdrawal, None)
+    }
+
+    /// [`Store::withdraw`], with `notice` the signed notice from another terminal that caused it
+    /// (recorded in the same transaction, and named in the audit record).
+    pub(super) fn withdraw_with(
+        &mut self,
+        withdrawal: &Withdrawal,
+        notice: Option<&crate::transfer::WithdrawalNotice>,
+    ) -> Result<RemovalReport, StoreError> {
         let subject = withdrawal.subject.clone();
         self.require_subject(&subject)?;
         let details = json!({
@@ -24,6 +34,11 @@ impl Store {
                 )
                 .map_err(ctx.err("withdraw consent"))?;
             ledger::reseal_subject(tx, ctx.file, ctx.rows, subject.as_str())?;
+            // The separate transfer consent goes with the face consent: nothing is left to send.
+            transfer::withdraw_transfer_consents(tx, ctx, &subject, withdrawal.at)?;
+            if let Some(n) = notice {
+                transfer::record_notice(tx, ctx, n)?;
+            }
             tx.execute(
                 "UPDATE subjects SET withdrawn_at = MAX(COALESCE(withdrawn_at, ?2), ?2)
                  WHERE id = ?1",
@@ -34,12 +49,15 @@ impl Store {
                 tx,
                 &AuditEvent::new(AuditKind::Withdrawal, &withdrawal.operator, "ok")
                     .subject(&subject)
-                    .details(json!({
-                        "templates_deleted": report.templates_deleted,
-                        "consents_withdrawn": report.consents_affected,
-                        "method": withdrawal.method,
-                        "at": withdrawal.at.0,
-                    })),
+                    .details(transfer::with_notice(
+                        json!({
+                            "templates_deleted": report.templates_deleted,
+                            "consents_withdrawn": report.consents_affected,
+                            "method": withdrawal.method,
+                            "at": withdrawal.at.0,
+                        }),
+                        notice,
+                    )),
             )?;
             Ok(report)
         })?;
