@@ -145,6 +145,16 @@ ALTER TABLE consents ADD COLUMN mac BLOB;
 CREATE INDEX audit_subject ON audit(subject_id, kind) WHERE subject_id IS NOT NULL;
 ",
     },
+    Migration {
+        version: 4,
+        summary: "sealed card numbers in the credential register (Wiegand and OSDP outputs)",
+        sql: r"
+-- A card's number, AES-256-GCM-sealed (nonce || ciphertext) under a key derived from the audit
+-- secret and bound to the row's holder, kind and digest: the gate outputs that report a grant
+-- to a panel as a card read need the number back. NULL for PINs, QR codes and older cards.
+ALTER TABLE credentials ADD COLUMN sealed_value BLOB;
+",
+    },
 ];
 
 /// How long a writer waits for another one.
