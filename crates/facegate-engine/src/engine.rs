@@ -1027,6 +1027,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 subject: event.subject.clone(),
                 method: event.method,
                 track: event.track,
+                card: self.card_number(event.subject.as_ref()),
             };
             if g.open(pulse) {
                 self.summary.gate_pulses += 1;
@@ -1038,6 +1039,17 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             .entry(event.outcome.as_str())
             .or_default() += 1;
         self.emit(&event);
+    }
+
+    /// The grantee's card number for the gate output (Wiegand, OSDP); a register that cannot
+    /// be read is logged and the output reports the missing number.
+    fn card_number(&self, subject: Option<&SubjectId>) -> Option<String> {
+        let subject = subject?;
+        self.store
+            .card_number(subject)
+            .inspect_err(|e| tracing::error!(subject = %subject, error = %ErrorChain(e), "card number unreadable"))
+            .ok()
+            .flatten()
     }
 
     /// Logs a decision (ids and outcomes only) and hands it to every sink.

@@ -22,6 +22,10 @@ pub struct Pulse {
     pub method: Method,
     /// The face track, if any.
     pub track: Option<u64>,
+    /// The subject's live card number from the credential register
+    /// ([`facegate_store::Store::card_number`]), for outputs that report the grant to a panel
+    /// as a card read (Wiegand, OSDP); `None` for an override or a subject without a card.
+    pub card: Option<String>,
 }
 
 /// Opens the gate.
@@ -287,6 +291,7 @@ mod tests {
             subject: Some(SubjectId::new("emp-7").unwrap()),
             method: Method::Face,
             track: Some(4),
+            card: None,
         }
     }
 

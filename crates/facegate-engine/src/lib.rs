@@ -57,8 +57,10 @@ mod decision;
 mod engine;
 mod error;
 mod gate;
+mod osdp;
 mod sections;
 mod sink;
+mod wiegand;
 
 pub use capture::{
     CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
@@ -76,11 +78,19 @@ pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;
 pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use osdp::{
+    MAX_OSDP_ADDRESS, OSDP_BAUD_RATES, OsdpGate, OsdpReader, OsdpSecurity, OsdpSettings, OsdpSink,
+    Scbk, SerialChannel,
+};
 pub use sections::{
-    CredentialModeKind, GateConfig, GateOutputKind, MAX_GPIO_LINE, PULSE_MS_RANGE, ServiceConfig,
-    WITH_FACE_WINDOW,
+    CredentialModeKind, GateConfig, GateOutputKind, GateOutputs, MAX_GPIO_LINE, PULSE_MS_RANGE,
+    ScbkSource, ServiceConfig, WITH_FACE_WINDOW,
 };
 pub use sink::{
     ACCEPTS_PER_EVENT, EventSink, JsonLinesSink, MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_UID,
     MemorySink, PeerCheck, SocketBroadcaster, peer_credentials,
+};
+pub use wiegand::{
+    GpioWiegandLines, WIEGAND_INTERVAL_US, WIEGAND_PULSE_US, WIEGAND_TIMING, WiegandBits,
+    WiegandCard, WiegandFormat, WiegandGate, WiegandLines, WiegandTiming, transmit,
 };
