@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         Command::Consent(c) => cmd::consent::consent(&cli, c),
         Command::Subjects(c) => cmd::subjects::subjects(&cli, c),
         Command::Credential(c) => cmd::credential::run(&cli, c),
+        Command::Gate(c) => cmd::gate::run(&cli, c),
         Command::Notice { lang, json } => cmd::records::notice(&cli, lang.as_deref(), *json),
         Command::Verify(a) => cmd::verify::verify(&cli, a),
         Command::Identify(a) => cmd::verify::identify(&cli, a),

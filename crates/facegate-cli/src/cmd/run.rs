@@ -136,11 +136,15 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         ec.capture.pace = args.realtime;
     }
     let opts = CaptureOptions::default().with_max_pixels(config.max_pixels);
-    let gate = config.gate.open()?;
+    // An OSDP reader also reports refusals and tamper to the panel, through its sink.
+    let (gate, panel) = config.gate.open_outputs()?;
     let mut engine = Engine::new(ec, loaded.pipeline, store)?
         .with_source(&spec, &opts)
         .with_sink(Box::new(JsonLinesSink::stdout()))
         .with_gate(gate);
+    if let Some(sink) = panel {
+        engine = engine.with_sink(sink);
+    }
     if let Some(path) = &config.service.events_socket {
         engine = engine.with_sink(Box::new(
             SocketBroadcaster::bind(path)?
