@@ -77,6 +77,10 @@ struct Panel {
 
 impl Panel {
     fn start(tty: &Path, key: [u8; 16]) -> Self {
+        Self::start_with(tty, key, OsdpFlag::EnforceSecure)
+    }
+
+    fn start_with(tty: &Path, key: [u8; 16], flags: OsdpFlag) -> Self {
         let channel = SerialChannel::open(tty, BAUD).unwrap();
         let pd = PdInfoBuilder::new()
             .name("facegate terminal")
@@ -85,7 +89,7 @@ impl Panel {
             .unwrap()
             .baud_rate(BAUD as i32)
             .unwrap()
-            .flag(OsdpFlag::EnforceSecure)
+            .flag(flags)
             .secure_channel_key(key);
         let mut cp = ControlPanelBuilder::new()
             .add_channel(Box::new(channel), vec![pd])
@@ -299,4 +303,58 @@ fn a_wrong_scbk_never_establishes_the_secure_channel_and_no_grant_goes_out() {
             "a card read went out: {ev:?}"
         );
     }
+}
+
+#[test]
+fn in_install_mode_the_panel_sets_the_terminals_key_which_is_then_required() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("osdp.scbk");
+    let ptys = PtyPair::new(dir.path());
+    let mut commissioning = settings(&ptys.pd, KEY);
+    commissioning.security = OsdpSecurity::Secure {
+        scbk: None,
+        install_mode: true,
+        key_file: Some(key_file.clone()),
+    };
+    let (gate, _sink) = OsdpReader::start(&commissioning).unwrap().split();
+    // A panel that knows this terminal's new key falls back to the default key once (LibOSDP
+    // does without EnforceSecure), then sends osdp_KEYSET.
+    let panel = Panel::start_with(&ptys.cp, KEY, OsdpFlag::empty());
+    wait_until(Duration::from_secs(30), "the key set by the panel", || {
+        key_file.exists()
+    });
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let written = Scbk::read(&key_file).unwrap();
+    assert_eq!(
+        format!("{written:?}"),
+        "Scbk(<redacted>)",
+        "the key is never printed"
+    );
+    drop(gate);
+    drop(panel);
+    drop(ptys);
+
+    // The next start reads that key and refuses the default one: an enforcing panel with it
+    // gets a secure channel.
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let ptys = PtyPair::new(&again);
+    let mut running = settings(&ptys.pd, [0; 16]);
+    running.security = OsdpSecurity::Secure {
+        scbk: Some(written),
+        install_mode: false,
+        key_file: None,
+    };
+    let (gate, _sink) = OsdpReader::start(&running).unwrap().split();
+    let panel = Panel::start(&ptys.cp, KEY);
+    wait_until(
+        Duration::from_secs(20),
+        "secure channel with the set key",
+        || gate.is_secure() && panel.secure(),
+    );
 }
