@@ -6,7 +6,9 @@
 //! against the store's gallery, agreement over several consecutive attempts, the consent check,
 //! the audit record, and the outputs: [`DecisionEvent`] JSON lines to [`EventSink`]s (stdout or
 //! journal, Unix-socket subscribers) and a pulse to a [`GateOutput`] (GPIO line, command,
-//! dry run). It also takes the alternative credentials of Art. 10 (PIN, card, QR, operator
+//! dry run, or for a site's panel the grantee's card read: an OSDP reader on a serial line,
+//! [`OsdpReader`], which also reports refusals and tamper, or Wiegand on two GPIO lines,
+//! [`WiegandGate`]). It also takes the alternative credentials of Art. 10 (PIN, card, QR, operator
 //! override) through an [`EngineHandle`], decides them on the same path and audits them the
 //! same way, and runs the retention sweep at start and on the policy's schedule.
 //!

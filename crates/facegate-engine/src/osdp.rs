@@ -263,8 +263,8 @@ impl Channel for SerialChannel {
     }
 }
 
-/// The running reader: [`OsdpReader::gate`] reports grants, [`OsdpReader::sink`] refusals
-/// and tamper. The PD thread ends when both are dropped.
+/// The running reader; [`OsdpReader::split`] gives its [`OsdpGate`] (grants) and its
+/// [`OsdpSink`] (refusals and tamper). The PD thread ends when both are dropped.
 #[derive(Debug)]
 pub struct OsdpReader {
     gate: OsdpGate,
