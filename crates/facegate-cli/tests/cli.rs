@@ -552,7 +552,7 @@ fn the_unit_dropin_allows_exactly_the_configured_serial_device() {
         [
             "[Service]",
             "DeviceAllow=/dev/ttyS4 rw",
-            "LoadCredential=facegate-osdp-scbk:/etc/facegate/facegate-osdp-scbk",
+            "LoadCredentialEncrypted=facegate-osdp-scbk:/etc/credstore.encrypted/facegate-osdp-scbk",
             "SupplementaryGroups=dialout",
         ]
     );

@@ -76,6 +76,22 @@ impl Scbk {
     /// Reads 32 hex digits from `path`, which must be a regular file of this user that nobody
     /// else can read or write (mode 0600 or 0400, as `facegate keygen` makes the master key).
     pub fn read(path: &Path) -> Result<Self, String> {
+        Self::check_private(path)?;
+        Self::read_unchecked(path)
+    }
+
+    /// Reads a systemd credential (`$CREDENTIALS_DIRECTORY/NAME`): systemd makes it readable by
+    /// the service only, so no mode check (as for the master key).
+    pub fn read_credential(dir: &Path, name: &str) -> Result<Self, String> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(format!(
+                "credential {name:?}: a credential name is a plain file name"
+            ));
+        }
+        Self::read_unchecked(&dir.join(name))
+    }
+
+    fn check_private(path: &Path) -> Result<(), String> {
         let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
         if !meta.is_file() {
             return Err(format!("{}: not a regular file", path.display()));
@@ -96,6 +112,10 @@ impl Scbk {
                 meta.uid()
             ));
         }
+        Ok(())
+    }
+
+    fn read_unchecked(path: &Path) -> Result<Self, String> {
         let mut text = Zeroizing::new(String::new());
         fs::File::open(path)
             .and_then(|f| f.take(128).read_to_string(&mut text))
@@ -586,6 +606,16 @@ mod tests {
         assert!(e.ends_with("must hold 32 hex digits (16 bytes)"), "{e}");
         fs::write(&p, "zz0102030405060708090a0b0c0d0e0f").unwrap();
         assert!(Scbk::read(&p).is_err());
+        // A systemd credential: systemd keeps it private, so no mode check; the name is a
+        // plain file name.
+        fs::write(dir.path().join("cred"), "ffeeddccbbaa99887766554433221100").unwrap();
+        fs::set_permissions(dir.path().join("cred"), fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            Scbk::read_credential(dir.path(), "cred").unwrap().0[0],
+            0xff
+        );
+        let e = Scbk::read_credential(dir.path(), "../cred").unwrap_err();
+        assert!(e.ends_with("a credential name is a plain file name"), "{e}");
         // A key the panel sets in install mode is written back private.
         store_key(&p, &Scbk::new([7; 16])).unwrap();
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);

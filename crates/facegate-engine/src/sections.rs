@@ -487,8 +487,8 @@ impl GateConfig {
     }
 
     fn read_scbk(source: &ScbkSource) -> Result<Scbk, EngineError> {
-        let path = match source {
-            ScbkSource::File(p) => p.clone(),
+        let read = match source {
+            ScbkSource::File(p) => Scbk::read(p),
             ScbkSource::Credential(name) => {
                 let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
                     return Err(setting(
@@ -499,10 +499,10 @@ impl GateConfig {
                         ),
                     ));
                 };
-                PathBuf::from(dir).join(name)
+                Scbk::read_credential(std::path::Path::new(&dir), name)
             }
         };
-        Scbk::read(&path).map_err(|reason| setting("gate.osdp_scbk", reason))
+        read.map_err(|reason| setting("gate.osdp_scbk", reason))
     }
 
     /// The reader's settings for `output = "osdp"`, with its SCBK read.
@@ -604,8 +604,9 @@ impl GateConfig {
         );
         if let Some(ScbkSource::Credential(name)) = self.scbk_source()? {
             text.push_str(&format!(
-                "# The SCBK (32 hex digits): systemd copies it into the service's private \
-                 credentials.\nLoadCredential={name}:/etc/facegate/{name}\n"
+                "# The SCBK, sealed like the master key: systemd-creds encrypt --name={name} \
+                 KEYFILE\n#   /etc/credstore.encrypted/{name}\n\
+                 LoadCredentialEncrypted={name}:/etc/credstore.encrypted/{name}\n"
             ));
         }
         text.push_str(

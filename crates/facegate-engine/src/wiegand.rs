@@ -511,6 +511,23 @@ mod tests {
         gate.pulse(&pulse).unwrap();
         let (bits, widths, intervals) = reader.decode();
         assert_eq!(bits.to_bit_string(), "10000000100110000001110011");
+        // 34-bit on the same lines: the reader gets 34 bits that decode to the same card.
+        let reader34 = LineReader::default();
+        let mut gate34 = WiegandGate::new(
+            "wiegand:test".into(),
+            WiegandFormat::W34,
+            1,
+            WIEGAND_TIMING,
+            Box::new(reader34.clone()),
+        );
+        gate34.pulse(&pulse).unwrap();
+        let (bits34, _, intervals34) = reader34.decode();
+        assert_eq!(bits34.to_bit_string(), "1000000000000000100110000001110011");
+        assert_eq!(
+            WiegandCard::decode(&bits34).unwrap(),
+            WiegandCard::new(WiegandFormat::W34, 1, 12345).unwrap()
+        );
+        assert_eq!(intervals34.len(), 33);
         assert_eq!(
             WiegandCard::decode(&bits).unwrap(),
             WiegandCard::new(WiegandFormat::W26, 1, 12345).unwrap()
