@@ -1027,7 +1027,10 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 subject: event.subject.clone(),
                 method: event.method,
                 track: event.track,
-                card: self.card_number(event.subject.as_ref()),
+                card: g
+                    .wants_card()
+                    .then(|| self.card_number(event.subject.as_ref()))
+                    .flatten(),
             };
             if g.open(pulse) {
                 self.summary.gate_pulses += 1;
@@ -1043,10 +1046,11 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
 
     /// The grantee's card number for the gate output (Wiegand, OSDP); a register that cannot
     /// be read is logged and the output reports the missing number.
-    fn card_number(&self, subject: Option<&SubjectId>) -> Option<String> {
+    fn card_number(&self, subject: Option<&SubjectId>) -> Option<crate::gate::CardNumber> {
         let subject = subject?;
         self.store
             .card_number(subject)
+            .map(|n| n.map(crate::gate::CardNumber::new))
             .inspect_err(|e| tracing::error!(subject = %subject, error = %ErrorChain(e), "card number unreadable"))
             .ok()
             .flatten()

@@ -79,7 +79,7 @@ pub use decision::{
 pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;
 pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
-pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use gate::{CardNumber, CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
 pub use osdp::{
     MAX_OSDP_ADDRESS, OSDP_BAUD_RATES, OsdpGate, OsdpReader, OsdpSecurity, OsdpSettings, OsdpSink,
     Scbk, SerialChannel,

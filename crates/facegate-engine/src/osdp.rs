@@ -493,6 +493,10 @@ impl GateOutput for OsdpGate {
         self.name.clone()
     }
 
+    fn wants_card(&self) -> bool {
+        true
+    }
+
     fn pulse(&mut self, pulse: &Pulse) -> Result<(), EngineError> {
         let card =
             card_of(pulse, self.format, self.facility).map_err(|r| gate_err(&self.name, r))?;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::EngineError;
-use crate::gate::{GateOutput, Pulse};
+use crate::gate::{CardNumber, GateOutput, Pulse};
 
 /// A card format a controller reads (`gate.card_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -361,7 +361,7 @@ pub(crate) fn card_of(
         .map_or("an operator override".to_owned(), |s| {
             format!("subject {s}")
         });
-    let number = pulse.card.as_deref().ok_or_else(|| {
+    let number = pulse.card.as_ref().map(CardNumber::as_str).ok_or_else(|| {
         format!(
             "{who} has no live card in the credential register (issue one: `printf %s \
              NUMBER | facegate credential issue ID --kind card --operator NAME`)"
@@ -376,6 +376,10 @@ pub(crate) fn card_of(
 impl GateOutput for WiegandGate {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn wants_card(&self) -> bool {
+        true
     }
 
     fn pulse(&mut self, pulse: &Pulse) -> Result<(), EngineError> {
@@ -506,7 +510,7 @@ mod tests {
             subject: Some(facegate_types::SubjectId::new("emp-7").unwrap()),
             method: crate::Method::Face,
             track: Some(3),
-            card: Some("12345".into()),
+            card: Some(CardNumber::new("12345")),
         };
         gate.pulse(&pulse).unwrap();
         let (bits, widths, intervals) = reader.decode();
@@ -572,13 +576,13 @@ mod tests {
              register (issue one: `printf %s NUMBER | facegate credential issue ID --kind card \
              --operator NAME`)"
         );
-        pulse.card = Some("CAFE01".into());
+        pulse.card = Some(CardNumber::new("CAFE01"));
         let e = gate.pulse(&pulse).unwrap_err().to_string();
         assert!(
             e.ends_with("the card of subject emp-7 is not a decimal card number"),
             "{e}"
         );
-        pulse.card = Some("70000".into());
+        pulse.card = Some(CardNumber::new("70000"));
         let e = gate.pulse(&pulse).unwrap_err().to_string();
         assert!(
             e.ends_with("card number 70000 does not fit wiegand34 (0..=65535)"),

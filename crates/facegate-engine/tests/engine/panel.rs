@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use facegate_engine::{
-    AlertEvent, Credential, CredentialKind, Engine, EventSink, GateOutput, MemorySink, Method,
-    OsdpGate, OsdpReader, OsdpSecurity, OsdpSettings, OsdpSink, Outcome, Pulse, Scbk,
+    AlertEvent, CardNumber, Credential, CredentialKind, Engine, EventSink, GateOutput, MemorySink,
+    Method, OsdpGate, OsdpReader, OsdpSecurity, OsdpSettings, OsdpSink, Outcome, Pulse, Scbk,
     SerialChannel, WiegandBits, WiegandCard, WiegandFormat,
 };
 use facegate_types::SubjectId;
@@ -289,7 +289,7 @@ fn a_wrong_scbk_never_establishes_the_secure_channel_and_no_grant_goes_out() {
             subject: Some(SubjectId::new("alice").unwrap()),
             method: Method::Face,
             track: Some(1),
-            card: Some("12345".into()),
+            card: Some(CardNumber::new("12345")),
         })
         .unwrap_err()
         .to_string();
