@@ -243,6 +243,14 @@ fn a_grant_reaches_the_panel_as_the_subjects_card_read_over_the_secure_channel()
     assert!(panel.secure(), "the secure channel stayed up");
     drop(engine);
     drop(panel);
+    // Neither the card number nor the PIN is in any log line (LibOSDP's included).
+    let logs = super::logs();
+    assert!(logs.contains("OSDP reader started"), "the reader logs");
+    let tokens: Vec<&str> = logs.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+    assert!(
+        !tokens.contains(&"12345") && !tokens.contains(&"2580"),
+        "a credential in the logs"
+    );
 }
 
 #[test]
