@@ -54,7 +54,8 @@ impl std::io::Write for LogBuffer {
 
 fn install_log_capture() {
     let filter = tracing_subscriber::EnvFilter::new(
-        "facegate_engine=trace,facegate_store=debug,facegate_vision=debug,facegate_capture=debug",
+        "facegate_engine=trace,facegate_store=debug,facegate_vision=debug,facegate_capture=debug,\
+         libosdp=debug",
     );
     let _ = tracing_subscriber::fmt()
         .json()

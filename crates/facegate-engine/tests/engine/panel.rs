@@ -246,10 +246,19 @@ fn a_grant_reaches_the_panel_as_the_subjects_card_read_over_the_secure_channel()
     // Neither the card number nor the PIN is in any log line (LibOSDP's included).
     let logs = super::logs();
     assert!(logs.contains("OSDP reader started"), "the reader logs");
+    assert!(
+        logs.contains("libosdp"),
+        "LibOSDP's log lines are captured too"
+    );
     let tokens: Vec<&str> = logs.split(|c: char| !c.is_ascii_alphanumeric()).collect();
     assert!(
         !tokens.contains(&"12345") && !tokens.contains(&"2580"),
         "a credential in the logs"
+    );
+    let key_hex: String = KEY.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        !logs.to_ascii_lowercase().contains(&key_hex) && !logs.contains("facegate-test-k1"),
+        "the SCBK in the logs"
     );
 }
 
