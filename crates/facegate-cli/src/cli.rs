@@ -93,6 +93,9 @@ pub enum Command {
     /// PIN, card and QR credentials (Art. 10): issued to anyone, with or without face consent.
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// The gate output's wiring: what the unit must allow for it.
+    #[command(subcommand)]
+    Gate(GateCommand),
     /// 1:1 verification: is the face in IMAGE the claimed subject?
     Verify(VerifyArgs),
     /// 1:N identification: who is the face in IMAGE?
@@ -106,6 +109,13 @@ pub enum Command {
     /// Health check: models, key, egress guard, camera, audit chain, filing threshold.
     /// Exit status 1 when anything needs attention.
     Doctor(JsonArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Print the systemd drop-in that lets facegate.service reach exactly the configured OSDP
+    /// serial device (install it as /etc/systemd/system/facegate.service.d/osdp.conf).
+    UnitDropin,
 }
 
 #[derive(Debug, Subcommand)]

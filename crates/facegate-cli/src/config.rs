@@ -283,6 +283,8 @@ impl Config {
         let mut service = raw.service;
         service.events_socket = service.events_socket.map(resolve);
         service.admin_socket = service.admin_socket.map(resolve);
+        let mut gate = raw.gate;
+        gate.osdp_scbk_file = gate.osdp_scbk_file.map(resolve);
         Ok(Self {
             source: source.to_string(),
             policy,
@@ -293,7 +295,7 @@ impl Config {
             key_credential: raw.store.key_credential,
             key_file: raw.store.key_file.map(resolve),
             service,
-            gate: raw.gate,
+            gate,
             liveness,
         })
     }

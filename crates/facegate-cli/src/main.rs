@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         Command::Subjects(c) => cmd::subjects::subjects(&cli, c),
         Command::Enrollment(c) => cmd::transfer::enrollment(&cli, c),
         Command::Credential(c) => cmd::credential::run(&cli, c),
+        Command::Gate(c) => cmd::gate::run(&cli, c),
         Command::Notice { lang, json } => cmd::records::notice(&cli, lang.as_deref(), *json),
         Command::Verify(a) => cmd::verify::verify(&cli, a),
         Command::Identify(a) => cmd::verify::identify(&cli, a),

@@ -510,11 +510,91 @@ fn validate_for_the_service_checks_source_gate_and_key() {
     ]);
     assert_eq!(code, Some(2));
     assert!(err.contains("gate.gpio_chip /dev/gpiochip99"), "{err}");
+    // An OSDP reader: its serial device must be there, its SCBK private.
+    let scbk = dir.path().join("osdp.scbk");
+    std::fs::write(&scbk, "00112233445566778899aabbccddeeff\n").unwrap();
+    let osdp = |device: &str| {
+        format!(
+            "output = \"osdp\"\nosdp_device = {device:?}\nosdp_scbk_file = {:?}",
+            scbk.to_str().unwrap()
+        )
+    };
+    let (code, err) = check(&[
+        ("source = \"camera:0\"", &replay),
+        ("output = \"dry_run\"", &osdp("/dev/ttyUSB97")),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("gate.osdp_device /dev/ttyUSB97"), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&scbk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = check(&[
+        ("source = \"camera:0\"", &replay),
+        ("output = \"dry_run\"", &osdp("/dev/null")),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("mode 0644 lets others read it; chmod 600 it"),
+        "{err}"
+    );
+    std::fs::set_permissions(&scbk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, err) = check(&[
+        ("source = \"camera:0\"", &replay),
+        ("output = \"dry_run\"", &osdp("/dev/null")),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
     // A missing master key file.
     std::fs::remove_file(&key).unwrap();
     let (code, err) = check(&[("source = \"camera:0\"", &replay)]);
     assert_eq!(code, Some(2));
     assert!(err.contains("master key file"), "{err}");
+}
+
+#[test]
+fn the_unit_dropin_allows_exactly_the_configured_serial_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();
+    let cfg = dir.path().join("facegate.toml");
+    std::fs::write(
+        &cfg,
+        base.replacen("output = \"dry_run\"", "output = \"osdp\"", 1)
+            .replacen(
+                "# osdp_device = \"/dev/ttyUSB0\"",
+                "osdp_device = \"/dev/ttyS4\"",
+                1,
+            )
+            .replacen(
+                "# osdp_scbk_credential = \"facegate-osdp-scbk\"",
+                "osdp_scbk_credential = \"facegate-osdp-scbk\"",
+                1,
+            ),
+    )
+    .unwrap();
+    let out = facegate(&["gate", "unit-dropin", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    let settings: Vec<_> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        settings,
+        [
+            "[Service]",
+            "DeviceAllow=/dev/ttyS4 rw",
+            "LoadCredentialEncrypted=facegate-osdp-scbk:/etc/credstore.encrypted/facegate-osdp-scbk",
+            "SupplementaryGroups=dialout",
+        ]
+    );
+    // Any other output needs none, and says so.
+    let out = facegate(&[
+        "gate",
+        "unit-dropin",
+        "--config",
+        workspace().join("configs/facegate.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("gate.output = \"dry_run\" needs no serial device"),
+        "{out:?}"
+    );
 }
 
 #[test]

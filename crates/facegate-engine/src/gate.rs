@@ -22,6 +22,31 @@ pub struct Pulse {
     pub method: Method,
     /// The face track, if any.
     pub track: Option<u64>,
+    /// The subject's live card number from the credential register
+    /// ([`facegate_store::Store::card_number`]), for outputs that report the grant to a panel
+    /// as a card read (Wiegand, OSDP; [`GateOutput::wants_card`]); `None` for the others, an
+    /// override or a subject without a card.
+    pub card: Option<CardNumber>,
+}
+
+/// A card number on its way to a panel: a credential, so its `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CardNumber(String);
+
+impl CardNumber {
+    pub fn new(number: impl Into<String>) -> Self {
+        Self(number.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CardNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardNumber(<redacted>)")
+    }
 }
 
 /// Opens the gate.
@@ -30,6 +55,12 @@ pub trait GateOutput: Send + std::fmt::Debug {
     fn name(&self) -> String;
     /// Opens the gate for one passage and returns when the pulse is over.
     fn pulse(&mut self, pulse: &Pulse) -> Result<(), EngineError>;
+
+    /// Reports a grant as the grantee's card read, so the engine looks the card number up
+    /// ([`Pulse::card`]); the others never see one.
+    fn wants_card(&self) -> bool {
+        false
+    }
 }
 
 /// Records pulses instead of opening anything (tests, commissioning). Clones share the record.
@@ -208,6 +239,7 @@ pub struct GateWorker {
     tx: Option<SyncSender<Pulse>>,
     handle: Option<JoinHandle<()>>,
     name: String,
+    wants_card: bool,
 }
 
 /// Pulses waiting for the gate at most; more are dropped (the gate is busy or stuck).
@@ -216,6 +248,7 @@ const GATE_QUEUE: usize = 4;
 impl GateWorker {
     pub fn spawn(mut output: Box<dyn GateOutput>) -> Result<Self, EngineError> {
         let name = output.name();
+        let wants_card = output.wants_card();
         let (tx, rx): (SyncSender<Pulse>, Receiver<Pulse>) = sync_channel(GATE_QUEUE);
         let handle = std::thread::Builder::new()
             .name("facegate-gate".into())
@@ -241,7 +274,13 @@ impl GateWorker {
             tx: Some(tx),
             handle: Some(handle),
             name,
+            wants_card,
         })
+    }
+
+    /// The output reports grants as card reads ([`GateOutput::wants_card`]).
+    pub fn wants_card(&self) -> bool {
+        self.wants_card
     }
 
     /// Queues a pulse; `false` if the queue is full (the pulse is dropped and logged).
@@ -287,6 +326,7 @@ mod tests {
             subject: Some(SubjectId::new("emp-7").unwrap()),
             method: Method::Face,
             track: Some(4),
+            card: None,
         }
     }
 
@@ -338,6 +378,21 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("cannot start")
+        );
+    }
+
+    #[test]
+    fn only_panel_outputs_get_a_card_number_and_it_is_never_printed() {
+        let w = GateWorker::spawn(Box::new(DryRun::new())).unwrap();
+        assert!(!w.wants_card());
+        let p = Pulse {
+            card: Some(CardNumber::new("12345")),
+            ..pulse()
+        };
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("12345") && shown.contains("CardNumber(<redacted>)"),
+            "{shown}"
         );
     }
 

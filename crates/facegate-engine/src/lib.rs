@@ -6,7 +6,9 @@
 //! against the store's gallery, agreement over several consecutive attempts, the consent check,
 //! the audit record, and the outputs: [`DecisionEvent`] JSON lines to [`EventSink`]s (stdout or
 //! journal, Unix-socket subscribers) and a pulse to a [`GateOutput`] (GPIO line, command,
-//! dry run). It also takes the alternative credentials of Art. 10 (PIN, card, QR, operator
+//! dry run, or for a site's panel the grantee's card read: an OSDP reader on a serial line,
+//! [`OsdpReader`], which also reports refusals and tamper, or Wiegand on two GPIO lines,
+//! [`WiegandGate`]). It also takes the alternative credentials of Art. 10 (PIN, card, QR, operator
 //! override) through an [`EngineHandle`], decides them on the same path and audits them the
 //! same way, and runs the retention sweep at start and on the policy's schedule.
 //!
@@ -61,9 +63,11 @@ mod engine;
 mod error;
 mod feed;
 mod gate;
+mod osdp;
 mod presented;
 mod sections;
 mod sink;
+mod wiegand;
 
 pub use config::{
     CredentialMode, DEFAULT_UNKNOWN_RETRY, EngineConfig, FpirRule, UNKNOWN_RETRY_RANGE,
@@ -80,13 +84,21 @@ pub use feed::{
     CaptureConfig, CaptureStats, CaptureThread, FramePolicy, Mailbox, Received, SourceOpener,
     StreamEnd,
 };
-pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use gate::{CardNumber, CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use osdp::{
+    MAX_OSDP_ADDRESS, OSDP_BAUD_RATES, OsdpGate, OsdpReader, OsdpSecurity, OsdpSettings, OsdpSink,
+    Scbk, SerialChannel,
+};
 pub use presented::Credential;
 pub use sections::{
-    CredentialModeKind, GateConfig, GateOutputKind, MAX_GPIO_LINE, PULSE_MS_RANGE, ServiceConfig,
-    WITH_FACE_WINDOW,
+    CredentialModeKind, GateConfig, GateOutputKind, GateOutputs, MAX_GPIO_LINE, PULSE_MS_RANGE,
+    ScbkSource, ServiceConfig, WITH_FACE_WINDOW,
 };
 pub use sink::{
     ACCEPTS_PER_EVENT, EventSink, JsonLinesSink, MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_UID,
     MemorySink, PeerCheck, SocketBroadcaster, peer_credentials,
+};
+pub use wiegand::{
+    GpioWiegandLines, WIEGAND_INTERVAL_US, WIEGAND_PULSE_US, WIEGAND_TIMING, WiegandBits,
+    WiegandCard, WiegandFormat, WiegandGate, WiegandLines, WiegandTiming, transmit,
 };

@@ -1,6 +1,7 @@
 //! The engine on real models, a real store and real video. Needs the assets fetched by
 //! `deploy/dev.sh setup`; the video and liveness checks also need `../shared/eval` and ffmpeg,
-//! and skip loudly without them.
+//! and skip loudly without them. `panel` runs the OSDP reader against LibOSDP's control panel
+//! over a socat pseudo-terminal pair.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ use facegate_types::{BBox, Clock, ManualClock, SubjectId, SystemClock};
 use facegate_vision::{
     AnalyseOptions, ChallengeMode, Detection, Manifest, Pipeline, StageTimings, VisionConfig,
 };
+
+#[path = "engine/panel.rs"]
+mod panel;
 
 fn workspace() -> PathBuf {
     facegate_testkit::workspace(env!("CARGO_MANIFEST_DIR"))
@@ -50,7 +54,8 @@ impl std::io::Write for LogBuffer {
 
 fn install_log_capture() {
     let filter = tracing_subscriber::EnvFilter::new(
-        "facegate_engine=trace,facegate_store=debug,facegate_vision=debug,facegate_capture=debug",
+        "facegate_engine=trace,facegate_store=debug,facegate_vision=debug,facegate_capture=debug,\
+         libosdp=debug",
     );
     let _ = tracing_subscriber::fmt()
         .json()

@@ -8,10 +8,17 @@
 //! copy of the database alone cannot test PINs offline, and a master key rotation keeps every
 //! credential). A value is live for one holder at a time (a unique index), expires after
 //! `[alternatives].credential_days` and is removed by the retention sweep after its expiry.
+//!
+//! A card's number is also kept sealed (`sealed_value`: AES-256-GCM under a second key derived
+//! from the audit secret, the associated data binding holder, kind and digest), because the
+//! Wiegand and OSDP outputs report a face grant to the site's panel as the holder's card read
+//! ([`Store::card_number`]). PINs and QR codes are never kept beyond their digest.
 
 use facegate_policy::CredentialKind;
 use facegate_types::{SubjectId, UnixMillis};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
@@ -20,9 +27,10 @@ use crate::seal::Secret;
 use crate::{Store, StoreError};
 
 const DIGEST_LABEL: &[u8] = b"facegate-credential/v1";
+const NUMBER_LABEL: &[u8] = b"facegate-credential-number/v1";
 
-/// The keyed digest of credential values.
-pub(crate) struct CredentialKey(hmac::Key);
+/// The keyed digest of credential values, and the key that seals card numbers.
+pub(crate) struct CredentialKey(hmac::Key, LessSafeKey);
 
 impl std::fmt::Debug for CredentialKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,7 +41,80 @@ impl std::fmt::Debug for CredentialKey {
 impl CredentialKey {
     /// Derived from the audit secret: `HMAC(audit_secret, label)`.
     pub(crate) fn derive(audit_secret: &Secret) -> Self {
-        Self(crate::seal::derived_hmac_key(audit_secret, DIGEST_LABEL))
+        let base = hmac::Key::new(hmac::HMAC_SHA256, audit_secret.as_slice());
+        let tag = zeroize::Zeroizing::new(hmac::sign(&base, NUMBER_LABEL).as_ref().to_vec());
+        let sealing = match UnboundKey::new(&AES_256_GCM, &tag) {
+            Ok(k) => LessSafeKey::new(k),
+            Err(_) => unreachable!("an HMAC-SHA256 tag is a 32-byte AES-256 key"),
+        };
+        Self(
+            crate::seal::derived_hmac_key(audit_secret, DIGEST_LABEL),
+            sealing,
+        )
+    }
+
+    fn number_aad(holder: &SubjectId, kind: CredentialKind, digest: &[u8]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(NUMBER_LABEL.len() + 96);
+        aad.extend_from_slice(NUMBER_LABEL);
+        for part in [holder.as_str().as_bytes(), kind.as_str().as_bytes(), digest] {
+            aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            aad.extend_from_slice(part);
+        }
+        aad
+    }
+
+    /// `nonce || AES-256-GCM(value)`, bound to the row's holder, kind and digest.
+    fn seal_number(
+        &self,
+        holder: &SubjectId,
+        kind: CredentialKind,
+        digest: &[u8],
+        value: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::Random {
+                what: "a card number nonce",
+            })?;
+        let mut buf = value.as_bytes().to_vec();
+        self.1
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(Self::number_aad(holder, kind, digest)),
+                &mut buf,
+            )
+            .map_err(|_| StoreError::Random {
+                what: "a sealed card number",
+            })?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    /// Opens [`CredentialKey::seal_number`]'s output; `None` when it does not authenticate.
+    fn open_number(
+        &self,
+        holder: &SubjectId,
+        kind: CredentialKind,
+        digest: &[u8],
+        sealed: &[u8],
+    ) -> Option<String> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = ct.to_vec();
+        let plain = self
+            .1
+            .open_in_place(
+                nonce,
+                Aad::from(Self::number_aad(holder, kind, digest)),
+                &mut buf,
+            )
+            .ok()?;
+        String::from_utf8(plain.to_vec()).ok()
     }
 
     fn digest(&self, kind: CredentialKind, canonical: &str) -> Vec<u8> {
@@ -150,6 +231,13 @@ impl Store {
             return Err(StoreError::CredentialLabel { max: MAX_LABEL_LEN });
         }
         let digest = self.cred_key.digest(kind, &canonical);
+        let sealed = match kind {
+            CredentialKind::Card => Some(
+                self.cred_key
+                    .seal_number(holder, kind, &digest, &canonical)?,
+            ),
+            CredentialKind::Pin | CredentialKind::Qr => None,
+        };
         let days = self.policy.alternatives().credential_days();
         let info = self.write("issue credential", |tx, ctx| {
             let clash: Option<(String, i64)> = tx
@@ -177,8 +265,9 @@ impl Store {
             }
             let expires_at = ctx.now.plus_days(days);
             tx.execute(
-                "INSERT INTO credentials (holder, kind, digest, label, issued_at, expires_at, operator)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO credentials
+                     (holder, kind, digest, label, issued_at, expires_at, operator, sealed_value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     holder.as_str(),
                     kind.as_str(),
@@ -186,7 +275,8 @@ impl Store {
                     label,
                     ctx.now.0,
                     expires_at.0,
-                    operator
+                    operator,
+                    sealed
                 ],
             )
             .map_err(ctx.err("insert credential"))?;
@@ -315,6 +405,40 @@ impl Store {
         } else {
             CredentialCheck::NotLive(info)
         })
+    }
+}
+
+impl Store {
+    /// The number of `holder`'s newest live card (revoked and expired ones never), opened from
+    /// its sealed copy: what the Wiegand and OSDP outputs report to the panel on a grant.
+    /// `None` when the holder has no live card, or only cards issued before numbers were
+    /// sealed (schema 4); a sealed number that fails to open is an error (a row edited or moved
+    /// to another holder).
+    pub fn card_number(&self, holder: &SubjectId) -> Result<Option<String>, StoreError> {
+        let now = self.now();
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT digest, sealed_value FROM credentials
+                 WHERE holder = ?1 AND kind = 'card' AND revoked_at IS NULL AND expires_at > ?2
+                   AND sealed_value IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![holder.as_str(), now.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(StoreError::db_at(&self.file, "read credentials"))?;
+        let Some((digest, sealed)) = row else {
+            return Ok(None);
+        };
+        self.cred_key
+            .open_number(holder, CredentialKind::Card, &digest, &sealed)
+            .map(Some)
+            .ok_or_else(|| StoreError::Setting {
+                file: self.file.clone(),
+                key: "credentials",
+                reason: "holds a sealed card number that does not open for its holder",
+            })
     }
 }
 

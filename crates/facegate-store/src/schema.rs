@@ -192,6 +192,16 @@ CREATE TABLE withdrawal_notices (
 CREATE INDEX withdrawal_notices_subject ON withdrawal_notices(subject_id);
 ",
     },
+    Migration {
+        version: 5,
+        summary: "sealed card numbers in the credential register (Wiegand and OSDP outputs)",
+        sql: r"
+-- A card's number, AES-256-GCM-sealed (nonce || ciphertext) under a key derived from the audit
+-- secret and bound to the row's holder, kind and digest: the gate outputs that report a grant
+-- to a panel as a card read need the number back. NULL for PINs, QR codes and older cards.
+ALTER TABLE credentials ADD COLUMN sealed_value BLOB;
+",
+    },
 ];
 
 /// How long a writer waits for another one.

@@ -124,7 +124,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         ec.capture.pace = args.realtime;
     }
     let opts = CaptureOptions::default().with_max_pixels(config.max_pixels);
-    let gate = config.gate.open()?;
+    // An OSDP reader also reports refusals and tamper to the panel, through its sink.
+    let (gate, panel) = config.gate.open_outputs()?;
     let enrollment = crate::cmd::enroll::ServiceEnrollment {
         threshold: ec.threshold,
         max_pixels: config.max_pixels,
@@ -136,6 +137,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         .with_source(&spec, &opts)
         .with_sink(Box::new(JsonLinesSink::stdout()))
         .with_gate(gate);
+    if let Some(sink) = panel {
+        engine = engine.with_sink(sink);
+    }
     if let Some(path) = &config.service.events_socket {
         engine = engine.with_sink(Box::new(
             SocketBroadcaster::bind(path)?

@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use facegate_capture::{CameraDevice, SourceSpec};
 use facegate_engine::GateOutputKind;
 
@@ -72,6 +72,19 @@ fn check_service(config: &Config, cli: &Cli) -> Result<()> {
             executable(program).map_err(|why| {
                 anyhow::anyhow!("config {}: gate.command {program:?} {why}", config.source)
             })?;
+        }
+        GateOutputKind::Wiegand => char_device(&config.gate.gpio_chip, "gate.gpio_chip", config)?,
+        GateOutputKind::Osdp => {
+            let device = config
+                .gate
+                .osdp_device()
+                .with_context(|| format!("config {}", config.source))?;
+            char_device(device, "gate.osdp_device", config)?;
+            // Reads the SCBK the way `run` will (file mode and owner checked).
+            config
+                .gate
+                .osdp_settings()
+                .with_context(|| format!("config {}", config.source))?;
         }
         GateOutputKind::DryRun => {}
     }

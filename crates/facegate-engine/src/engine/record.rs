@@ -86,6 +86,10 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 subject: event.subject.clone(),
                 method: event.method,
                 track: event.track,
+                card: g
+                    .wants_card()
+                    .then(|| self.card_number(event.subject.as_ref()))
+                    .flatten(),
             };
             if g.open(pulse) {
                 self.summary.gate_pulses += 1;
@@ -97,6 +101,18 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             .entry(event.outcome.as_str())
             .or_default() += 1;
         self.emit(&event);
+    }
+
+    /// The grantee's card number for the gate output (Wiegand, OSDP); a register that cannot
+    /// be read is logged and the output reports the missing number.
+    fn card_number(&self, subject: Option<&SubjectId>) -> Option<crate::gate::CardNumber> {
+        let subject = subject?;
+        self.store
+            .card_number(subject)
+            .map(|n| n.map(crate::gate::CardNumber::new))
+            .inspect_err(|e| tracing::error!(subject = %subject, error = %ErrorChain(e), "card number unreadable"))
+            .ok()
+            .flatten()
     }
 
     /// Sends a challenge prompt to every sink (the terminal's screen reads it from stdout or

@@ -566,3 +566,58 @@ fn withdrawal_under_a_long_reader_says_so_and_clears_the_files_when_it_ends() {
     .unwrap_err();
     assert!(matches!(err, StoreError::EpochMismatch { .. }), "{err}");
 }
+
+#[test]
+fn a_card_number_comes_back_sealed_only_for_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, clock, _) = store_with(dir.path(), &["a"]);
+    // No card yet, and a PIN is never a card number.
+    assert_eq!(store.card_number(&sid("a")).unwrap(), None);
+    store
+        .issue_credential(&sid("a"), CredentialKind::Pin, "314159", "", "op")
+        .unwrap();
+    assert_eq!(store.card_number(&sid("a")).unwrap(), None);
+    store
+        .issue_credential(&sid("a"), CredentialKind::Card, "12345", "old", "op")
+        .unwrap();
+    let newer = store
+        .issue_credential(&sid("a"), CredentialKind::Card, " 54321 ", "new", "op")
+        .unwrap();
+    assert_eq!(
+        store.card_number(&sid("a")).unwrap().as_deref(),
+        Some("54321")
+    );
+    assert_eq!(store.card_number(&sid("nobody")).unwrap(), None);
+    assert!(
+        !contains(&db_bytes(dir.path()), b"54321") && !contains(&db_bytes(dir.path()), b"12345"),
+        "a card number in clear"
+    );
+    // Revoking the newer card brings the older one back; expiry removes both.
+    store
+        .revoke_credentials(&sid("a"), Some(newer.id), None, "op", "lost")
+        .unwrap();
+    assert_eq!(
+        store.card_number(&sid("a")).unwrap().as_deref(),
+        Some("12345")
+    );
+    // A sealed number moved onto another holder does not open for them.
+    raw(dir.path())
+        .execute(
+            "UPDATE credentials SET holder = 'b' WHERE label = 'old'",
+            [],
+        )
+        .unwrap();
+    let err = store.card_number(&sid("b")).unwrap_err().to_string();
+    assert!(
+        err.contains("sealed card number that does not open"),
+        "{err}"
+    );
+    raw(dir.path())
+        .execute(
+            "UPDATE credentials SET holder = 'a' WHERE label = 'old'",
+            [],
+        )
+        .unwrap();
+    clock.advance_ms(366 * 86_400_000);
+    assert_eq!(store.card_number(&sid("a")).unwrap(), None);
+}
