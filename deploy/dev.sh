@@ -24,8 +24,10 @@ as_root() {
 setup() {
     local need=()
     # libclang-dev: nokhwa's V4L2 bindings (bindgen); pkg-config: -sys crates; ffmpeg: the test
-    # clips become Y4M streams; python3/pip and npm fetch the registry packages.
-    for p in libclang-dev pkg-config ffmpeg ca-certificates; do
+    # clips become Y4M streams; python3/pip and npm fetch the registry packages; mosquitto: the
+    # relay's tests start a real MQTT broker on loopback (the package's own service is not
+    # needed: the tests run the binary with their own config).
+    for p in libclang-dev pkg-config ffmpeg ca-certificates mosquitto; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
     done
     command -v python3 >/dev/null || need+=(python3)
