@@ -283,6 +283,7 @@ impl Config {
         let mut service = raw.service;
         service.events_socket = service.events_socket.map(resolve);
         service.admin_socket = service.admin_socket.map(resolve);
+        service.metrics_file = service.metrics_file.map(resolve);
         Ok(Self {
             source: source.to_string(),
             policy,

@@ -31,6 +31,7 @@ use crate::decision::{
     StageLatency, Verdict, ms, rfc3339,
 };
 use crate::gate::{GateOutput, GateWorker, Pulse};
+use crate::observe::{Observation, Observer};
 use crate::sink::EventSink;
 
 /// How long the loop waits for a frame before it looks at credentials and timers again.
@@ -242,6 +243,7 @@ pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     opener: Option<SourceOpener>,
     gate: Option<Box<dyn GateOutput>>,
     sinks: Vec<Box<dyn EventSink>>,
+    observers: Vec<Box<dyn Observer>>,
     clock: Arc<dyn Clock>,
     stop: Arc<AtomicBool>,
     cred_tx: SyncSender<Credential>,
@@ -345,6 +347,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             claim_locks: HashMap::new(),
             frame_index: 0,
             detections: Vec::new(),
+            observers: Vec::new(),
             summary: RunSummary::default(),
             rng: rand::make_rng(),
         })
@@ -384,6 +387,12 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
 
     /// The clock of event times (the store keeps its own for consent and audit).
     #[must_use]
+    /// Adds an observer of the loop (health metrics, say), called between frames.
+    pub fn with_observer(mut self, observer: Box<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -470,6 +479,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 Received::End(StreamEnd::Stopped) => break Ok(EndReason::Stopped),
                 Received::End(StreamEnd::Failed(e)) => break Err(EngineError::Capture(e)),
             }
+            self.observe(&capture.stats, false);
         };
         capture.stop();
         // Credentials and store jobs already queued are still handled.
@@ -487,6 +497,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         self.summary.bad_frames = s.bad_frames.load(Ordering::Relaxed);
         self.summary.source_opens = s.opens.load(Ordering::Relaxed);
         self.summary.source_open_failures = s.open_failures.load(Ordering::Relaxed);
+        self.observe(s, true);
         let ended = result?;
         self.summary.ended = Some(ended);
         tracing::info!(
@@ -498,6 +509,27 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             "engine stopped"
         );
         Ok(self.summary.clone())
+    }
+
+    /// Hands the observers the counters so far (capture counters copied in: a few atomic
+    /// loads, no allocation).
+    fn observe(&mut self, stats: &crate::capture::CaptureStats, finished: bool) {
+        if self.observers.is_empty() {
+            return;
+        }
+        self.summary.frames_captured = stats.captured.load(Ordering::Relaxed);
+        self.summary.frames_dropped = stats.dropped.load(Ordering::Relaxed);
+        self.summary.bad_frames = stats.bad_frames.load(Ordering::Relaxed);
+        self.summary.source_opens = stats.opens.load(Ordering::Relaxed);
+        self.summary.source_open_failures = stats.open_failures.load(Ordering::Relaxed);
+        let view = Observation {
+            summary: &self.summary,
+            store: &self.store,
+            finished,
+        };
+        for o in &mut self.observers {
+            o.observe(&view);
+        }
     }
 
     fn run_store_jobs(&mut self) {

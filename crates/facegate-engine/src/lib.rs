@@ -48,6 +48,10 @@
 //!   face live; a frozen, planar or failed face is `spoof_suspected` with the reason. Measured
 //!   per attack species by `facegate eval liveness` (README, "Liveness").
 //!
+//! - **Watching without a socket**: [`Observer`]s see the loop's counters and the store between
+//!   frames; [`Metrics`] uses one (with an [`EventSink`]) to write the health metrics file for
+//!   node_exporter's textfile collector (`[service] metrics_file`).
+//!
 //! [`LivenessSession`]: facegate_vision::LivenessSession
 
 mod capture;
@@ -57,6 +61,8 @@ mod decision;
 mod engine;
 mod error;
 mod gate;
+mod metrics;
+mod observe;
 mod sections;
 mod sink;
 
@@ -76,6 +82,8 @@ pub use engine::{EndReason, Engine, EngineHandle, RunSummary};
 pub use error::EngineError;
 pub use facegate_policy::{CredentialKind, MAX_CREDENTIAL_LEN};
 pub use gate::{CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use metrics::{LATENCY_BUCKETS, METRICS_INTERVAL_MS_RANGE, Metrics, MetricsFile, MetricsSink};
+pub use observe::{Observation, Observer};
 pub use sections::{
     CredentialModeKind, GateConfig, GateOutputKind, MAX_GPIO_LINE, PULSE_MS_RANGE, ServiceConfig,
     WITH_FACE_WINDOW,
