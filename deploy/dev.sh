@@ -97,7 +97,7 @@ case "${1:-}" in
         # binary are left to the release pass: their tests replay whole clips, which unoptimised
         # workspace code makes several times slower.
         FACEGATE_REQUIRE_EVAL=1 cargo test --locked -p facegate-types -p facegate-capture \
-            -p facegate-vision -p facegate-policy -p facegate-store --lib --tests
+            -p facegate-vision -p facegate-policy -p facegate-store -p facegate-relay --lib --tests
         log "Debian package: install, upgrade, purge in a throwaway root"
         deploy/debian/test-install.sh
         log "aarch64: cross-build, then detect/compare under qemu-aarch64 against the x86 decisions"
