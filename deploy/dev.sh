@@ -25,9 +25,10 @@ setup() {
     local need=()
     # libclang-dev: nokhwa's V4L2 bindings (bindgen); pkg-config: -sys crates; ffmpeg: the test
     # clips become Y4M streams; socat: the pseudo-terminal pair between the OSDP reader and
-    # LibOSDP's control panel in the engine's tests; python3/pip and npm fetch the registry
-    # packages.
-    for p in libclang-dev pkg-config ffmpeg socat ca-certificates; do
+    # LibOSDP's control panel in the engine's tests; mosquitto: the relay's tests start a real
+    # MQTT broker on loopback (the package's own service is not needed: the tests run the
+    # binary with their own config); python3/pip and npm fetch the registry packages.
+    for p in libclang-dev pkg-config ffmpeg socat ca-certificates mosquitto; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
     done
     command -v python3 >/dev/null || need+=(python3)
@@ -99,7 +100,7 @@ case "${1:-}" in
         # evaluations, services on replayed clips) are left to the release pass.
         FACEGATE_REQUIRE_EVAL=1 cargo test --locked -p facegate-types -p facegate-capture \
             -p facegate-vision -p facegate-policy -p facegate-store -p facegate-engine \
-            --lib --tests
+            -p facegate-relay --lib --tests
         FACEGATE_REQUIRE_EVAL=1 cargo test --locked -p facegate --bins
         log "Debian package: install, upgrade, purge in a throwaway root"
         deploy/debian/test-install.sh

@@ -397,8 +397,24 @@ pub enum ReportCommand {
         #[arg(long)]
         record: bool,
     },
-    /// The Art. 15 filing material (Markdown).
-    Filing,
+    /// The Art. 15 filing material (Markdown); `--export` writes this terminal's count for a
+    /// merge, `--merge` counts distinct people over several terminals' exports.
+    Filing(FilingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FilingArgs {
+    /// Write this terminal's filing export (JSON: processor, site, terminal, subject ids with
+    /// stored templates; no face data) to FILE, for `--merge` on another machine.
+    #[arg(long, value_name = "FILE", conflicts_with = "merge")]
+    pub export: Option<PathBuf>,
+    /// The terminal's name in the export (default: the host name).
+    #[arg(long, requires = "export")]
+    pub terminal: Option<String>,
+    /// Count distinct people (by subject id, never by face) over these terminals' exports,
+    /// one per terminal, of one processor; reads no store.
+    #[arg(long, value_name = "FILES", num_args = 1..)]
+    pub merge: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

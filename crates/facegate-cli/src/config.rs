@@ -285,6 +285,7 @@ impl Config {
         service.admin_socket = service.admin_socket.map(resolve);
         let mut gate = raw.gate;
         gate.osdp_scbk_file = gate.osdp_scbk_file.map(resolve);
+        service.metrics_file = service.metrics_file.map(resolve);
         Ok(Self {
             source: source.to_string(),
             policy,

@@ -1634,3 +1634,127 @@ fn an_enrollment_moves_between_terminals_only_with_a_transfer_consent_and_a_with
         assert!(!export.contains("embedding"));
     }
 }
+
+#[test]
+fn report_filing_merge_counts_distinct_people_over_terminals_by_subject_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let run = |state: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(args)
+            .current_dir(workspace())
+            .env("FACEGATE_KEY_FILE", &key)
+            .env("FACEGATE_STATE_DIR", dir.path().join(state))
+            .env_remove("FACEGATE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    assert!(
+        run("a", &["keygen", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // The one bundled photo that passes quality; a store refuses one face under two ids, so
+    // each terminal holds it under one id: a and b as emp-1, c as emp-2 (after emp-3 was
+    // withdrawn there: a subject without templates is not counted).
+    let astronaut = "models/samples/astronaut.png";
+    let enroll = |state: &str, subject: &str| {
+        ok(run(
+            state,
+            &[
+                "enroll",
+                subject,
+                astronaut,
+                "--age",
+                "40",
+                "--operator",
+                "op",
+            ],
+        ));
+    };
+    enroll("a", "emp-1");
+    enroll("b", "emp-1");
+    enroll("c", "emp-3");
+    ok(run(
+        "c",
+        &["consent", "withdraw", "emp-3", "--operator", "op"],
+    ));
+    enroll("c", "emp-2");
+    let export = |state: &str, terminal: &str| {
+        let path = dir.path().join(format!("{terminal}.json"));
+        let p = path.to_str().unwrap().to_owned();
+        ok(run(
+            state,
+            &["report", "filing", "--export", &p, "--terminal", terminal],
+        ));
+        p
+    };
+    let (a, b, c) = (
+        export("a", "gate-a"),
+        export("b", "gate-b"),
+        export("c", "gate-c"),
+    );
+    let text = std::fs::read_to_string(&c).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["subjects"], serde_json::json!(["emp-2"]), "{text}");
+    assert!(!text.contains("embedding") && !text.contains("template"));
+
+    let out = ok(run("a", &["report", "filing", "--merge", &a, &b, &c]));
+    let md = stdout(&out);
+    assert!(
+        md.contains("Distinct people (by subject id): **2**"),
+        "{md}"
+    );
+    assert!(md.contains("1 stored at more than one terminal"), "{md}");
+    assert!(md.contains("add up to 3"), "{md}");
+    assert!(
+        md.contains("| gate-a |") && md.contains("| gate-c |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("2 people stored; Art. 15 filing is due at 100000"),
+        "{md}"
+    );
+
+    // The export is audited on its terminal.
+    let out = ok(run("a", &["audit", "export"]));
+    assert!(stdout(&out).contains("filing_export"));
+
+    // Clear refusals, each naming the file.
+    let fail = |args: &[&str]| {
+        let mut full = vec!["report", "filing", "--merge"];
+        full.extend_from_slice(args);
+        let out = run("a", &full);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = dir.path().join("nope.json");
+    let err = fail(&[&a, missing.to_str().unwrap()]);
+    assert!(
+        err.contains("reading filing export") && err.contains("nope.json"),
+        "{err}"
+    );
+    let err = fail(&[&a, &a]);
+    assert!(
+        err.contains("terminal \"gate-a\" is already given by"),
+        "{err}"
+    );
+    let other = dir.path().join("other.json");
+    std::fs::write(
+        &other,
+        text.replace(
+            &format!("{:?}", v["processor"].as_str().unwrap()),
+            "\"Other Ltd\"",
+        ),
+    )
+    .unwrap();
+    let err = fail(&[&a, other.to_str().unwrap()]);
+    assert!(err.contains("processor \"Other Ltd\" differs"), "{err}");
+    let config = workspace().join("configs/facegate.toml");
+    let err = fail(&[config.to_str().unwrap()]);
+    assert!(err.contains("not a filing export"), "{err}");
+}

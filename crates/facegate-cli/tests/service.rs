@@ -1153,3 +1153,241 @@ fn enrollment_while_running_takes_the_services_camera_then_grants() {
         "a refused live attempt stores nothing"
     );
 }
+
+/// Checks `text` line by line against the Prometheus text format (0.0.4): every sample is
+/// `name{label="value",...} number`, of a family announced by `# HELP` and `# TYPE` before it.
+fn check_text_format(text: &str) {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut typed: std::collections::HashMap<String, String> = Default::default();
+    let mut helped = std::collections::HashSet::new();
+    assert!(text.ends_with('\n'), "the file ends with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            assert!(name_ok(name) && !help.is_empty(), "{line}");
+            assert!(helped.insert(name.to_owned()), "HELP twice: {line}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(helped.contains(name), "TYPE before HELP: {line}");
+            assert!(
+                typed.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "{line}"
+            );
+            continue;
+        }
+        assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(
+            value.parse::<f64>().is_ok() || value == "+Inf",
+            "value of {line}"
+        );
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, Some(l.strip_suffix('}').expect("labels close"))),
+            None => (series, None),
+        };
+        assert!(name_ok(name), "{line}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.get(*f).map(String::as_str) == Some("histogram"))
+            })
+            .unwrap_or(name);
+        assert!(typed.contains_key(family), "sample before its TYPE: {line}");
+        if name.ends_with("_total") {
+            assert_eq!(typed[family], "counter", "{line}");
+        }
+        for pair in labels.into_iter().flat_map(|l| l.split(',')) {
+            let (k, v) = pair.split_once('=').unwrap();
+            assert!(name_ok(k) && !k.starts_with("__"), "{line}");
+            assert!(
+                v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                "{line}"
+            );
+            assert!(!v[1..v.len() - 1].contains(['"', '\\', '\n']), "{line}");
+        }
+    }
+}
+
+#[test]
+fn the_service_writes_prometheus_metrics_whose_counts_are_the_runs_decisions() {
+    let Some(d9) = clip("portrait_d9.mp4") else {
+        return;
+    };
+    let site = Site::new();
+    site.enroll_first_frame(&d9, "emp-9");
+    let prom = site.path("facegate.prom");
+    let config = site.path("facegate.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("metrics_interval_ms = 15000"));
+    let text = text.replace(
+        "metrics_interval_ms = 15000",
+        &format!(
+            "metrics_file = {:?}\nmetrics_interval_ms = 1000",
+            prom.to_str().unwrap()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    // A bad name is refused before the service starts, naming the key.
+    let bad = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("facegate.prom", "facegate.txt");
+    std::fs::write(site.path("bad.toml"), bad).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["validate", "--service", "--config"])
+        .arg(site.path("bad.toml"))
+        .current_dir(workspace())
+        .env("FACEGATE_KEY_FILE", site.path("master.key"))
+        .env("FACEGATE_STATE_DIR", site.path("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("service.metrics_file") && err.contains(".prom"),
+        "{err}"
+    );
+
+    // The enrolled person walks up, a guard overrides once, a wrong PIN is tried.
+    let same = site.y4m(&d9, "d9.y4m", 90);
+    let mut child = site
+        .cmd(&[
+            "run",
+            "--source",
+            same.to_str().unwrap(),
+            "--credentials-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"override guard-1\npin 000000\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decisions: Vec<serde_json::Value> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e.get("outcome").is_some())
+        .collect();
+    assert!(decisions.len() >= 2, "{decisions:?}");
+
+    // The file written at exit, in the text format (strict line check, then a real parser).
+    let text = std::fs::read_to_string(&prom).unwrap();
+    check_text_format(&text);
+    assert!(
+        !text.contains("emp-9") && !text.contains("guard-1"),
+        "no ids in metrics"
+    );
+    let mode = std::fs::metadata(&prom).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o644
+    );
+    assert!(!site.path(".facegate.prom.tmp").exists());
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let sample = |name: &str, label: Option<(&str, &str)>| -> &prometheus_parse::Sample {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("no {name} {label:?} in\n{text}"))
+    };
+    let number = |s: &prometheus_parse::Sample| match s.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+        ref v => panic!("{v:?}"),
+    };
+    for outcome in ["granted", "denied", "unknown", "spoof_suspected", "retry"] {
+        let n = decisions.iter().filter(|e| e["outcome"] == outcome).count();
+        let m = number(sample(
+            "facegate_decisions_total",
+            Some(("outcome", outcome)),
+        ));
+        assert_eq!(m, n as f64, "{outcome}: metrics {m}, events {n}");
+    }
+    for method in ["face", "override", "pin"] {
+        let n = decisions.iter().filter(|e| e["method"] == method).count();
+        let m = number(sample(
+            "facegate_decisions_by_method_total",
+            Some(("method", method)),
+        ));
+        assert_eq!(m, n as f64, "{method}");
+    }
+    let spoof = decisions
+        .iter()
+        .filter(|e| e["outcome"] == "spoof_suspected")
+        .count();
+    assert_eq!(
+        number(sample("facegate_liveness_refusals_total", None)),
+        spoof as f64
+    );
+    let stopped: serde_json::Value = {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("facegate: stopped"))
+            .unwrap()
+            .to_owned();
+        serde_json::from_str(line.split_once("): ").unwrap().1).unwrap()
+    };
+    for (metric, key) in [
+        ("facegate_frames_processed_total", "frames_processed"),
+        ("facegate_frames_captured_total", "frames_captured"),
+        ("facegate_frames_dropped_total", "frames_dropped"),
+    ] {
+        assert_eq!(
+            number(sample(metric, None)),
+            stopped[key].as_f64().unwrap(),
+            "{metric}"
+        );
+    }
+    assert_eq!(
+        number(sample("facegate_frames_processed_total", None)),
+        90.0
+    );
+    assert_eq!(
+        number(sample("facegate_up", None)),
+        0.0,
+        "the file written at exit"
+    );
+    assert_eq!(number(sample("facegate_gallery_templates", None)), 1.0);
+    assert_eq!(number(sample("facegate_stored_subjects", None)), 1.0);
+    assert_eq!(
+        number(sample("facegate_filing_status", Some(("status", "ok")))),
+        1.0
+    );
+    assert_eq!(number(sample("facegate_audit_chain_intact", None)), 1.0);
+    // The deciding attempt's total latency of every decision is in the histogram.
+    let total = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "facegate_stage_latency_seconds" && s.labels.get("stage") == Some("total")
+        })
+        .unwrap();
+    let prometheus_parse::Value::Histogram(buckets) = &total.value else {
+        panic!("{total:?}")
+    };
+    let inf = buckets.iter().find(|b| b.less_than.is_infinite()).unwrap();
+    assert_eq!(inf.count, decisions.len() as f64);
+    assert!(
+        buckets.windows(2).all(|w| w[0].count <= w[1].count),
+        "cumulative"
+    );
+}

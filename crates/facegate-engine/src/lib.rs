@@ -54,6 +54,10 @@
 //!   face live; a frozen, planar or failed face is `spoof_suspected` with the reason. Measured
 //!   per attack species by `facegate eval liveness` (README, "Liveness").
 //!
+//! - **Watching without a socket**: [`Observer`]s see the loop's counters and the store between
+//!   frames; [`Metrics`] uses one (with an [`EventSink`]) to write the health metrics file for
+//!   node_exporter's textfile collector (`[service] metrics_file`).
+//!
 //! [`LivenessSession`]: facegate_vision::LivenessSession
 
 mod config;
@@ -63,6 +67,8 @@ mod engine;
 mod error;
 mod feed;
 mod gate;
+mod metrics;
+mod observe;
 mod osdp;
 mod presented;
 mod sections;
@@ -85,6 +91,8 @@ pub use feed::{
     StreamEnd,
 };
 pub use gate::{CardNumber, CommandGate, DryRun, GateOutput, GateWorker, GpioGate, Pulse};
+pub use metrics::{LATENCY_BUCKETS, METRICS_INTERVAL_MS_RANGE, Metrics, MetricsFile, MetricsSink};
+pub use observe::{Observation, Observer};
 pub use osdp::{
     MAX_OSDP_ADDRESS, OSDP_BAUD_RATES, OsdpGate, OsdpReader, OsdpSecurity, OsdpSettings, OsdpSink,
     Scbk, SerialChannel,

@@ -137,6 +137,11 @@ pub struct ServiceConfig {
     /// A credential alone decides (`alone`), or claims an identity the face verifies 1:1
     /// (`with_face`).
     pub credential_mode: CredentialModeKind,
+    /// Health metrics in the Prometheus text format for node_exporter's textfile collector
+    /// (a `*.prom` file in its directory); unset: none.
+    pub metrics_file: Option<PathBuf>,
+    /// How often the metrics file is rewritten (and once more at exit).
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for ServiceConfig {
@@ -149,6 +154,8 @@ impl Default for ServiceConfig {
             liveness_threshold: None,
             unknown_retry_ms: DEFAULT_UNKNOWN_RETRY.as_millis() as u64,
             credential_mode: CredentialModeKind::Alone,
+            metrics_file: None,
+            metrics_interval_ms: 15_000,
         }
     }
 }
@@ -216,6 +223,25 @@ impl ServiceConfig {
                 format!("= {} must lie in {lo}..={hi}", self.unknown_retry_ms),
             ));
         }
+        let (lo, hi) = crate::metrics::METRICS_INTERVAL_MS_RANGE;
+        if !(lo..=hi).contains(&self.metrics_interval_ms) {
+            return Err(setting(
+                "service.metrics_interval_ms",
+                format!("= {} must lie in {lo}..={hi}", self.metrics_interval_ms),
+            ));
+        }
+        if let Some(path) = &self.metrics_file
+            && path.extension().and_then(|e| e.to_str()) != Some("prom")
+        {
+            return Err(setting(
+                "service.metrics_file",
+                format!(
+                    "= {:?} must end in .prom (node_exporter's textfile collector reads only \
+                     *.prom files)",
+                    path.display().to_string()
+                ),
+            ));
+        }
         if self.credentials.is_some() {
             return Err(setting(
                 "service.credentials",
@@ -225,6 +251,19 @@ impl ServiceConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The health metrics this section asks for: the file's two halves (add the sink with
+    /// [`crate::Engine::with_sink`], the file with [`crate::Engine::with_observer`]), or `None`.
+    pub fn metrics(&self) -> Result<Option<(crate::MetricsSink, crate::MetricsFile)>, EngineError> {
+        self.validate()?;
+        match &self.metrics_file {
+            None => Ok(None),
+            Some(path) => {
+                crate::Metrics::open(path, Duration::from_millis(self.metrics_interval_ms))
+                    .map(Some)
+            }
+        }
     }
 
     /// Sets the engine values this section decides: liveness threshold, unknown retry and

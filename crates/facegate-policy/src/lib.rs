@@ -37,7 +37,10 @@ pub use credential::{
     RawLockout,
 };
 pub use error::PolicyError;
-pub use filing::{ART15_FILING_THRESHOLD, FilingStatus};
+pub use filing::{
+    ART15_FILING_THRESHOLD, FILING_EXPORT_FORMAT, FILING_EXPORT_VERSION, FilingExport,
+    FilingMergeError, FilingStatus, MergedFiling, merge_filing_exports,
+};
 pub use matching::{
     FpirThreshold, IdentifyOutcome, UnknownReason, VerifyOutcome, check_calibration, fmr_for_fpir,
     fpir_threshold, identification_outcome, resolve_threshold, verification_outcome,

@@ -226,8 +226,56 @@ pub fn summary(
     })
 }
 
+/// The host name, for a terminal's export.
+fn host_name() -> Result<String> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the host name (name the terminal with --terminal)")?;
+    Ok(text.trim().to_owned())
+}
+
+/// `report filing --merge`: distinct people over several terminals' exports.
+fn filing_merge(config: &Config, files: &[PathBuf]) -> Result<ExitCode> {
+    let mut texts = Vec::with_capacity(files.len());
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading filing export {}", f.display()))?;
+        texts.push((f.display().to_string(), text));
+    }
+    let m = facegate_policy::merge_filing_exports(&texts)?;
+    let status = m.status(config.policy.filing().warn_fraction());
+    println!(
+        "# Filing count over {} terminals (Art. 15)",
+        m.terminals.len()
+    );
+    println!();
+    println!("Processor: {}", m.processor);
+    println!();
+    println!("| terminal | site | exported | people stored |");
+    println!("|---|---|---|---|");
+    for (name, (site, at, n)) in &m.terminals {
+        println!(
+            "| {name} | {site} | {} | {n} |",
+            facegate_engine::rfc3339(facegate_types::UnixMillis(*at))
+        );
+    }
+    println!();
+    println!(
+        "Distinct people (by subject id): **{}** ({} stored at more than one terminal; the \
+         terminals' counts add up to {}).",
+        m.distinct, m.at_several, m.sum
+    );
+    println!();
+    println!("**Status:** {}", status.describe(m.distinct));
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn report(cli: &Cli, cmd: &ReportCommand) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
+    if let ReportCommand::Filing(a) = cmd
+        && !a.merge.is_empty()
+    {
+        return filing_merge(&config, &a.merge);
+    }
     let mut store = open_store(cli, &config)?;
     let egress = facegate_policy::egress::status().is_active();
     let mut state = summary(&store, &config, cli, egress)?;
@@ -263,7 +311,43 @@ pub fn report(cli: &Cli, cmd: &ReportCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ReportCommand::Filing => {
+        ReportCommand::Filing(a) => {
+            if let Some(path) = &a.export {
+                let terminal = match &a.terminal {
+                    Some(t) => t.clone(),
+                    None => host_name()?,
+                };
+                let dep = config.policy.deployment();
+                let subjects = store
+                    .list_subjects()?
+                    .into_iter()
+                    .filter(|s| s.templates > 0)
+                    .map(|s| s.subject);
+                let export = facegate_policy::FilingExport::new(
+                    dep.processor_name(),
+                    dep.site_name(),
+                    &terminal,
+                    state.generated_at.0,
+                    subjects,
+                );
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, export.to_json())
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                store.record(
+                    AuditEvent::new(AuditKind::Export, "cli", "filing_export").details(json!({
+                        "terminal": terminal,
+                        "subjects": export.subjects.len(),
+                    })),
+                )?;
+                eprintln!(
+                    "facegate: filing export of terminal {terminal} ({} people) written to {}",
+                    export.subjects.len(),
+                    path.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("{}", filing_report(&config.policy, &state));
             Ok(ExitCode::SUCCESS)
         }

@@ -146,6 +146,11 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
                 .with_peer_check(Box::new(crate::adminsock::may_subscribe)),
         ));
     }
+    if let Some((sink, file)) = config.service.metrics()? {
+        engine = engine
+            .with_sink(Box::new(sink))
+            .with_observer(Box::new(file));
+    }
     let handle = engine.handle();
     if let Some(path) = &config.service.admin_socket {
         let site = crate::adminsock::Site {

@@ -31,6 +31,7 @@ use crate::decide::Decider;
 use crate::decision::{Agreement, AlertEvent, Method, Outcome, rfc3339};
 use crate::feed::{CaptureThread, Received, SourceOpener, StreamEnd};
 use crate::gate::{GateOutput, GateWorker};
+use crate::observe::{Observation, Observer};
 use crate::presented::Credential;
 use crate::sink::EventSink;
 
@@ -261,6 +262,7 @@ pub struct Engine<P: BorrowMut<Pipeline> = Pipeline> {
     opener: Option<SourceOpener>,
     gate: Option<Box<dyn GateOutput>>,
     sinks: Vec<Box<dyn EventSink>>,
+    observers: Vec<Box<dyn Observer>>,
     clock: Arc<dyn Clock>,
     stop: Arc<AtomicBool>,
     cred_tx: SyncSender<Credential>,
@@ -356,6 +358,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             claim_locks: HashMap::new(),
             frame_index: 0,
             detections: Vec::new(),
+            observers: Vec::new(),
             decider,
             summary: RunSummary::default(),
             rng: rand::make_rng(),
@@ -391,6 +394,13 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
     #[must_use]
     pub fn with_sink(mut self, sink: Box<dyn EventSink>) -> Self {
         self.sinks.push(sink);
+        self
+    }
+
+    /// Adds an observer of the loop (health metrics, say), called between frames.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Box<dyn Observer>) -> Self {
+        self.observers.push(observer);
         self
     }
 
@@ -485,6 +495,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
                 Received::End(StreamEnd::Stopped) => break Ok(EndReason::Stopped),
                 Received::End(StreamEnd::Failed(e)) => break Err(EngineError::Capture(e)),
             }
+            self.observe(&capture.stats, false);
         };
         capture.stop();
         // An enrollment still taking frames ends unfinished (its caller is told so).
@@ -505,6 +516,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
         self.summary.bad_frames = s.bad_frames.load(Ordering::Relaxed);
         self.summary.source_opens = s.opens.load(Ordering::Relaxed);
         self.summary.source_open_failures = s.open_failures.load(Ordering::Relaxed);
+        self.observe(s, true);
         let ended = result?;
         self.summary.ended = Some(ended);
         tracing::info!(
@@ -516,6 +528,27 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             "engine stopped"
         );
         Ok(self.summary.clone())
+    }
+
+    /// Hands the observers the counters so far (capture counters copied in: a few atomic
+    /// loads, no allocation).
+    fn observe(&mut self, stats: &crate::feed::CaptureStats, finished: bool) {
+        if self.observers.is_empty() {
+            return;
+        }
+        self.summary.frames_captured = stats.captured.load(Ordering::Relaxed);
+        self.summary.frames_dropped = stats.dropped.load(Ordering::Relaxed);
+        self.summary.bad_frames = stats.bad_frames.load(Ordering::Relaxed);
+        self.summary.source_opens = stats.opens.load(Ordering::Relaxed);
+        self.summary.source_open_failures = stats.open_failures.load(Ordering::Relaxed);
+        let view = Observation {
+            summary: &self.summary,
+            store: &self.store,
+            finished,
+        };
+        for o in &mut self.observers {
+            o.observe(&view);
+        }
     }
 
     /// Hands something to every sink; a failing sink is logged and counted, never stops the
