@@ -476,6 +476,9 @@ pub struct FpirArgs {
     /// Random galleries per size (fixed seeds).
     #[arg(long, default_value_t = 5)]
     pub seeds: usize,
+    /// Only this many people of LFW (a fixed random subset; all by default).
+    #[arg(long)]
+    pub people: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }

@@ -346,6 +346,15 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// The embedder's calibration for 1:N, each rate its 95 % upper bound
+    /// (`ModelSpec::fpir_calibration`).
+    pub fn fpir_calibration(manifest: &Manifest) -> Vec<(f64, f32)> {
+        manifest
+            .model(facegate_vision::Role::Embedder)
+            .map(|m| m.fpir_calibration())
+            .unwrap_or_default()
+    }
+
     /// The 1:N threshold at `gallery_size` templates: the fpir rule's when `[matching] fpir` is
     /// set (`facegate_policy::fpir_threshold`), else [`Config::threshold`].
     pub fn identification_threshold(
@@ -357,14 +366,15 @@ impl Config {
         let Some(fpir) = self.policy.matching().fpir() else {
             return Ok(threshold);
         };
-        let t = facegate_policy::fpir_threshold(&Self::calibration(manifest), fpir, gallery_size)
-            .with_context(|| {
-            format!("the fpir threshold from {}", manifest.path().display())
-        })?;
+        let t =
+            facegate_policy::fpir_threshold(&Self::fpir_calibration(manifest), fpir, gallery_size)
+                .with_context(|| {
+                    format!("the fpir threshold from {}", manifest.path().display())
+                })?;
         if !t.met {
             eprintln!(
                 "facegate: warning: {gallery_size} templates need a false-match rate of {:.1e} for \
-                 fpir {fpir:e}, below the calibration's strictest ({:e}): that one is used",
+                 fpir {fpir:e}, below what the calibration can promise at 95 % confidence (its strictest point's bound is {:.1e}): that point is used and the target is not met",
                 t.needed_fmr, t.fmr
             );
         }

@@ -554,11 +554,23 @@ fn fpir(cli: &Cli, args: &FpirArgs) -> Result<ExitCode> {
     let images = args.lfw.join("images");
     require(&images, "LFW images")?;
     let mut loaded = super::load(cli, |v| v.liveness = false)?;
-    let calibration = Config::calibration(&loaded.manifest);
+    // The table the product derives 1:N thresholds from: each rate its 95 % upper bound.
+    let calibration = Config::fpir_calibration(&loaded.manifest);
     facegate_policy::check_calibration(&calibration)?;
     let margin = loaded.config.policy.matching().margin();
     let all = metrics::lfw_images(&images)?;
-    let split = metrics::lfw_split(&all, &HashSet::new());
+    let mut split = metrics::lfw_split(&all, &HashSet::new());
+    if let Some(p) = args.people {
+        // A fixed random subset of the people (a shorter run for the tests).
+        anyhow::ensure!(
+            p >= 2 && p <= split.firsts.len(),
+            "--people {p} must be between 2 and the {} people of LFW",
+            split.firsts.len()
+        );
+        shuffle(&mut split.firsts, 0x5eed_0f_5e75);
+        split.firsts.truncate(p);
+        split.firsts.sort_unstable();
+    }
     // Each person's first photo, and the second for the mated searches (FNIR).
     let mut second: HashMap<usize, usize> = HashMap::new();
     for (k, &f) in split.firsts.iter().enumerate() {
@@ -579,6 +591,22 @@ fn fpir(cli: &Cli, args: &FpirArgs) -> Result<ExitCode> {
     )?;
     let people = split.firsts.len();
     let first = |k: usize| emb.get(&all[split.firsts[k]].path).and_then(Option::as_ref);
+    // The gallery population's own per-pair rate: every cross-identity pair of the first
+    // photos, scored once (the top only; the thresholds lie far above 0.3).
+    let (mut population_top, mut population_pairs) = (Vec::new(), 0u64);
+    for a in 0..people {
+        let Some(ea) = first(a) else { continue };
+        for b in a + 1..people {
+            if let Some(eb) = first(b) {
+                population_pairs += 1;
+                let s = ea.cosine(eb);
+                if s > 0.3 {
+                    population_top.push(s);
+                }
+            }
+        }
+    }
+    let population_above = |t: f32| population_top.iter().filter(|&&s| s >= t).count() as u64;
     let mut rows = Vec::new();
     for &n in &args.sizes {
         anyhow::ensure!(
@@ -588,6 +616,9 @@ fn fpir(cli: &Cli, args: &FpirArgs) -> Result<ExitCode> {
         for &target in &args.fpir {
             let t = fpir_threshold(&calibration, target, n)?;
             let (mut probes, mut false_pos, mut mated, mut missed) = (0u64, 0u64, 0u64, 0u64);
+            // The (stranger, enrolled person) pairs behind the false positives: the same pair
+            // comes back in every seed that puts one in the gallery and the other outside.
+            let mut fp_pairs: HashSet<(usize, String)> = HashSet::new();
             for seed in 0..args.seeds {
                 let mut order: Vec<usize> = (0..people).collect();
                 shuffle(&mut order, 0x9e37_79b9_7f4a_7c15 ^ (seed as u64 + 1));
@@ -616,7 +647,10 @@ fn fpir(cli: &Cli, args: &FpirArgs) -> Result<ExitCode> {
                 for &k in &order[n..] {
                     if let Some(e) = first(k) {
                         probes += 1;
-                        false_pos += u64::from(decide(e)?.is_some());
+                        if let Some(who) = decide(e)? {
+                            false_pos += 1;
+                            fp_pairs.insert((k, who));
+                        }
                     }
                 }
                 for &k in &order[..n] {
@@ -634,46 +668,89 @@ fn fpir(cli: &Cli, args: &FpirArgs) -> Result<ExitCode> {
                     missed += u64::from(decide(e)?.as_deref() != Some(format!("p{k}").as_str()));
                 }
             }
-            rows.push((n, target, t, probes, false_pos, mated, missed));
+            rows.push(FpirRow {
+                n,
+                target,
+                t,
+                probes,
+                false_pos,
+                distinct: fp_pairs.len() as u64,
+                population_above: population_above(t.cosine),
+                mated,
+                missed,
+            });
         }
     }
     if args.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(n, target, t, probes, fp, mated, missed)| {
-                json!({ "gallery": n, "fpir_target": target, "threshold": t.cosine, "calibrated_fmr": t.fmr,
-                    "needed_fmr": t.needed_fmr, "met": t.met, "stranger_searches": probes, "false_positives": fp,
-                    "fpir": *fp as f64 / (*probes).max(1) as f64, "fpir_upper95": metrics::upper95(*fp, *probes),
-                    "mated_searches": mated, "fnir": *missed as f64 / (*mated).max(1) as f64 })
+            .map(|r| {
+                json!({ "gallery": r.n, "fpir_target": r.target, "threshold": r.t.cosine, "calibrated_fmr_upper95": r.t.fmr,
+                    "needed_fmr": r.t.needed_fmr, "met": r.t.met, "stranger_searches": r.probes, "false_positives": r.false_pos,
+                    "distinct_false_pairs": r.distinct,
+                    "fpir": r.fpir(), "fpir_upper95": metrics::upper95(r.false_pos, r.probes),
+                    "population_pairs_above": r.population_above,
+                    "population_fmr": r.population_above as f64 / population_pairs.max(1) as f64,
+                    "mated_searches": r.mated, "fnir": r.missed as f64 / r.mated.max(1) as f64 })
             })
             .collect();
         println!(
             "{}",
-            json!({ "people": people, "images_without_face": counts.no_face, "seeds": args.seeds, "margin": margin, "rows": v })
+            json!({ "people": people, "images_without_face": counts.no_face, "seeds": args.seeds, "margin": margin,
+                "population_pairs": population_pairs, "rows": v })
         );
     } else {
         println!(
             "LFW: {people} people; gallery = N people's first photos, strangers = everybody else's first photo; \
-             {} seeds; margin {margin}; {} photos without a face",
+             {} seeds; margin {margin}; {} photos without a face; {population_pairs} cross-identity pairs of first photos",
             args.seeds, counts.no_face
         );
         println!(
-            "| N | target FPIR | threshold (calibrated FMR) | stranger searches | false positives | FPIR (95% upper) | FNIR (mated searches) |"
+            "| N | target FPIR | threshold (FMR bound) | stranger searches | false positives (distinct pairs) | FPIR (95% upper) | first-photo pairs above (FMR) | FNIR (mated searches) |"
         );
-        println!("|---|---|---|---|---|---|---|");
-        for (n, target, t, probes, fp, mated, missed) in &rows {
+        println!("|---|---|---|---|---|---|---|---|");
+        for r in &rows {
             println!(
-                "| {n} | {target:e} | {:.4} ({:e}{}) | {probes} | {fp} | {:.2e} ({:.2e}) | {:.2}% ({mated}) |",
-                t.cosine,
-                t.fmr,
-                if t.met { "" } else { ", target not met" },
-                *fp as f64 / (*probes).max(1) as f64,
-                metrics::upper95(*fp, *probes),
-                100.0 * *missed as f64 / (*mated).max(1) as f64
+                "| {} | {:e} | {:.4} ({:.2e}{}) | {} | {} ({}) | {:.2e} ({:.2e}) | {} ({:.2e}) | {:.2}% ({}) |",
+                r.n,
+                r.target,
+                r.t.cosine,
+                r.t.fmr,
+                if r.t.met { "" } else { ", cannot be promised" },
+                r.probes,
+                r.false_pos,
+                r.distinct,
+                r.fpir(),
+                metrics::upper95(r.false_pos, r.probes),
+                r.population_above,
+                r.population_above as f64 / population_pairs.max(1) as f64,
+                100.0 * r.missed as f64 / r.mated.max(1) as f64,
+                r.mated
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One gallery size and target of [`fpir`], over all seeds.
+struct FpirRow {
+    n: usize,
+    target: f64,
+    t: facegate_policy::FpirThreshold,
+    probes: u64,
+    false_pos: u64,
+    /// Distinct (stranger, enrolled person) pairs behind `false_pos`.
+    distinct: u64,
+    /// Cross-identity pairs of the first photos scoring at or above the threshold.
+    population_above: u64,
+    mated: u64,
+    missed: u64,
+}
+
+impl FpirRow {
+    fn fpir(&self) -> f64 {
+        self.false_pos as f64 / self.probes.max(1) as f64
+    }
 }
 
 /// A fixed-seed Fisher-Yates shuffle (xorshift64*), so the galleries repeat run to run.

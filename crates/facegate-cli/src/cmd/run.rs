@@ -120,7 +120,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         .fpir()
         .map(|fpir| facegate_engine::FpirRule {
             fpir,
-            calibration: Config::calibration(&loaded.manifest),
+            calibration: Config::fpir_calibration(&loaded.manifest),
         });
     ec.liveness = config.liveness.clone();
     config.service.apply(&mut ec);
