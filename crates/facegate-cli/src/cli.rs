@@ -414,6 +414,11 @@ pub struct LfwArgs {
     /// Only the first look at each photo (no margin, no fallback detector): the detector alone.
     #[arg(long)]
     pub direct_only: bool,
+    /// A measurement, not the product: each tight crop aligned with the landmarks found on its
+    /// uncropped image (moved into the crop's coordinates), to tell what the crop removes from
+    /// what the landmarks found on it get wrong.
+    #[arg(long, requires = "tight_crop")]
+    pub landmarks_from_uncropped: bool,
     #[arg(long)]
     pub json: bool,
 }

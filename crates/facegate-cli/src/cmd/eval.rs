@@ -46,6 +46,8 @@ struct Looks {
     tight_crop: bool,
     /// The detector alone, no margin and no fallback.
     direct_only: bool,
+    /// The tight crop aligned with the uncropped image's landmarks (a measurement).
+    landmarks_from_uncropped: bool,
 }
 
 /// How many images each look found their face in, and how many had none.
@@ -65,6 +67,37 @@ fn embed_centre_face(
     frame: &Frame,
     looks: Looks,
 ) -> Result<Option<(Embedding, PhotoPass)>> {
+    if looks.tight_crop && looks.landmarks_from_uncropped {
+        let crop = metrics::tight_grey_crop(frame).context("image smaller than the tight crop")?;
+        let plain = Looks {
+            tight_crop: false,
+            landmarks_from_uncropped: false,
+            ..looks
+        };
+        let Some((_, pass, landmarks)) = centre_face(pipeline, frame, plain)? else {
+            return Ok(None);
+        };
+        let (dx, dy) = (
+            ((frame.width() - crop.width()) / 2) as f32,
+            ((frame.height() - crop.height()) / 2) as f32,
+        );
+        let moved = facegate_types::Landmarks5(
+            landmarks
+                .points()
+                .map(|p| facegate_types::Point::new(p.x - dx, p.y - dy)),
+        );
+        let e = pipeline.embed_at(&crop, &moved, facegate_vision::preprocess::Border::Zero)?;
+        return Ok(Some((e, pass)));
+    }
+    Ok(centre_face(pipeline, frame, looks)?.map(|(e, pass, _)| (e, pass)))
+}
+
+/// [`embed_centre_face`]'s face, with its landmarks in the image's coordinates.
+fn centre_face(
+    pipeline: &mut Pipeline,
+    frame: &Frame,
+    looks: Looks,
+) -> Result<Option<(Embedding, PhotoPass, facegate_types::Landmarks5)>> {
     let tight;
     let frame = if looks.tight_crop {
         tight = metrics::tight_grey_crop(frame).context("image smaller than the tight crop")?;
@@ -111,7 +144,24 @@ fn embed_centre_face(
         max_faces: 1,
     };
     let face = pipeline.analyse_face(&photo, face.detection, opts, &mut t)?;
-    Ok(Some((face.embedding.context("no embedding")?, pass)))
+    let (dx, dy) = match &photo {
+        // The margin's canvas: the photo sits centred on it.
+        std::borrow::Cow::Owned(c) => (
+            ((c.width() - frame.width()) / 2) as f32,
+            ((c.height() - frame.height()) / 2) as f32,
+        ),
+        std::borrow::Cow::Borrowed(_) => (0.0, 0.0),
+    };
+    let landmarks = facegate_types::Landmarks5(
+        face.landmarks
+            .points()
+            .map(|p| facegate_types::Point::new(p.x - dx, p.y - dy)),
+    );
+    Ok(Some((
+        face.embedding.context("no embedding")?,
+        pass,
+        landmarks,
+    )))
 }
 
 /// Embeds every image once. An image without a face has `None`; unreadable images are an error
@@ -208,6 +258,7 @@ fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
     let looks = Looks {
         tight_crop: args.tight_crop.is_some(),
         direct_only: args.direct_only,
+        landmarks_from_uncropped: args.landmarks_from_uncropped,
     };
     let start = Instant::now();
     let (scores, unscored, counts, images) = if args.tight_crop == Some(TightCrop::First) {
@@ -260,7 +311,7 @@ fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
                 "pairs": all.len(), "images": images, "images_without_face": counts.no_face,
                 "pairs_with_an_image_without_face": unscored, "found_direct": counts.direct,
                 "found_with_margin": counts.margin, "found_by_fallback_detector": counts.fallback,
-                "tight_crop": args.tight_crop.map(|t| format!("{t:?}").to_lowercase()), "direct_only": looks.direct_only, "flip_tta": flip,
+                "tight_crop": args.tight_crop.map(|t| format!("{t:?}").to_lowercase()), "direct_only": looks.direct_only, "landmarks_from_uncropped": looks.landmarks_from_uncropped, "flip_tta": flip,
                 "accuracy": k.accuracy_mean, "accuracy_std": k.accuracy_std, "fold_accuracy": k.fold_accuracy,
                 "fold_thresholds": k.thresholds, "tar_at_far_1e-2": tar2, "threshold_at_far_1e-2": t2,
                 "tar_at_far_1e-3": tar3, "threshold_at_far_1e-3": t3, "seconds": secs,
@@ -269,7 +320,7 @@ fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "{}: {} pairs, {} images{}, flip TTA {}",
+            "{}: {} pairs, {} images{}{}, flip TTA {}",
             args.pairs.display(),
             all.len(),
             images,
@@ -277,6 +328,11 @@ fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
                 Some(TightCrop::Both) => " (tight grey crops)",
                 Some(TightCrop::First) => " (the first of each pair a tight grey crop)",
                 None => "",
+            },
+            if looks.landmarks_from_uncropped {
+                ", aligned with the uncropped images' landmarks"
+            } else {
+                ""
             },
             if flip { "on" } else { "off" }
         );
@@ -567,7 +623,7 @@ fn fpir(cli: &Cli, args: &FpirArgs) -> Result<ExitCode> {
             "--people {p} must be between 2 and the {} people of LFW",
             split.firsts.len()
         );
-        shuffle(&mut split.firsts, 0x5eed_0f_5e75);
+        shuffle(&mut split.firsts, 0x005e_ed0f_5e75);
         split.firsts.truncate(p);
         split.firsts.sort_unstable();
     }
