@@ -512,6 +512,11 @@ pub struct LfwArgs {
     /// Only the first look at each photo (no margin, no fallback detector): the detector alone.
     #[arg(long)]
     pub direct_only: bool,
+    /// A measurement, not the product: each tight crop aligned with the landmarks found on its
+    /// uncropped image (moved into the crop's coordinates), to tell what the crop removes from
+    /// what the landmarks found on it get wrong.
+    #[arg(long, requires = "tight_crop")]
+    pub landmarks_from_uncropped: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -574,6 +579,9 @@ pub struct FpirArgs {
     /// Random galleries per size (fixed seeds).
     #[arg(long, default_value_t = 5)]
     pub seeds: usize,
+    /// Only this many people of LFW (a fixed random subset; all by default).
+    #[arg(long)]
+    pub people: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }

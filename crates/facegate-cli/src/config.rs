@@ -349,6 +349,15 @@ impl Config {
             .unwrap_or_default()
     }
 
+    /// The embedder's calibration for 1:N, each rate its 95 % upper bound
+    /// (`ModelSpec::fpir_calibration`).
+    pub fn fpir_calibration(manifest: &Manifest) -> Vec<(f64, f32)> {
+        manifest
+            .model(facegate_vision::Role::Embedder)
+            .map(|m| m.fpir_calibration())
+            .unwrap_or_default()
+    }
+
     /// The engine's settings from this config: the operating point (threshold, `fpir` rule,
     /// margin) resolved against the manifest's calibration, liveness, `[service]`, and the
     /// embedder's width. `run` starts the engine on it; `verify`, `identify` and `demo` decide
@@ -357,7 +366,7 @@ impl Config {
         let mut ec = EngineConfig::new(&self.policy, self.threshold(manifest)?);
         ec.fpir = self.policy.matching().fpir().map(|fpir| FpirRule {
             fpir,
-            calibration: Self::calibration(manifest),
+            calibration: Self::fpir_calibration(manifest),
         });
         ec.liveness = self.liveness.clone();
         self.service.apply(&mut ec);

@@ -39,7 +39,8 @@ pub enum CredentialMode {
 pub struct FpirRule {
     /// Target false-positive identifications per attempt (`MatchingPolicy::fpir`).
     pub fpir: f64,
-    /// The embedder's calibration table, `(fmr, cosine)`, from the model manifest.
+    /// The embedder's calibration table for 1:N, `(fmr, cosine)`, from the model manifest, each
+    /// rate the 95 % upper bound of its measurement (`ModelSpec::fpir_calibration`).
     pub calibration: Vec<(f64, f32)>,
 }
 

@@ -5,7 +5,7 @@
 use facegate_types::{Frame, Landmarks5, Point};
 
 pub use crate::affine::Affine;
-use crate::preprocess::{Normalise, warp_to_planar};
+use crate::preprocess::{Border, Normalise, warp_to_planar_with};
 
 /// The ArcFace reference positions of the five landmarks in a 112x112 crop.
 pub const ARCFACE_TEMPLATE: [Point; 5] = [
@@ -99,9 +99,20 @@ pub fn align_into(
     norm: Normalise,
     out: &mut AlignedFace,
 ) -> Option<()> {
+    align_into_with(frame, landmarks, norm, Border::Zero, out)
+}
+
+/// [`align_into`] with the given [`Border`] where the crop reaches beyond the frame.
+pub fn align_into_with(
+    frame: &Frame,
+    landmarks: &Landmarks5,
+    norm: Normalise,
+    border: Border,
+    out: &mut AlignedFace,
+) -> Option<()> {
     let to_crop = similarity(landmarks.points(), &ARCFACE_TEMPLATE)?;
     let to_src = to_crop.inverse()?;
-    warp_to_planar(frame, &to_src, ALIGNED_SIZE, norm, &mut out.tensor);
+    warp_to_planar_with(frame, &to_src, ALIGNED_SIZE, norm, border, &mut out.tensor);
     out.transform = to_crop;
     Some(())
 }

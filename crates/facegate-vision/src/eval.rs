@@ -383,6 +383,23 @@ pub fn upper95(k: u64, n: u64) -> f64 {
     (chi2 / 2.0 / n as f64).min(1.0)
 }
 
+/// The one-sided 95 % lower confidence bound of a rate after `k` events in `n` trials (Poisson,
+/// Wilson-Hilferty as [`upper95`]; 0 for `k = 0`): a measured rate whose lower bound is above a
+/// target misses the target with 95 % confidence.
+pub fn lower95(k: u64, n: u64) -> f64 {
+    if n == 0 || k == 0 {
+        return 0.0;
+    }
+    if k == 1 {
+        // Exact: P(Poisson(m) >= 1) = 0.05 at m = -ln 0.95 (the approximation is poor here).
+        return (-(0.95f64.ln()) / n as f64).min(1.0);
+    }
+    let nu = 2.0 * k as f64;
+    let a = 2.0 / (9.0 * nu);
+    let chi2 = nu * (1.0 - a - 1.644_853_6 * a.sqrt()).max(0.0).powi(3);
+    (chi2 / 2.0 / n as f64).min(1.0)
+}
+
 /// Thresholds at each of `fmrs` from the impostor scores above some floor (`top`, any order)
 /// out of `total` impostor pairs, as [`threshold_at_fmr`] picks them. `None` when `top` holds
 /// too few scores for the loosest rate (the floor was too high).
@@ -659,6 +676,13 @@ mod tests {
         for (k, b) in [(0, 2.996), (2, 6.296), (10, 16.96)] {
             let got = upper95(k, 1_000_000) * 1e6;
             assert!((got - b).abs() / b < 0.01, "k {k}: {got} vs {b}");
+        }
+        // Lower bounds: k = 1 -> 0.0513 / n, 2 -> 0.355 / n, 10 -> 5.425 / n, 32 -> 23.29 / n
+        // (within 3 %, on the low side).
+        assert_eq!(lower95(0, 1000), 0.0);
+        for (k, b) in [(1, 0.05129), (2, 0.3554), (10, 5.425), (32, 23.29)] {
+            let got = lower95(k, 1_000_000) * 1e6;
+            assert!(got <= b * 1.001 && got >= 0.97 * b, "k {k}: {got} vs {b}");
         }
     }
 

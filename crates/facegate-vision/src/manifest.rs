@@ -144,6 +144,24 @@ impl ModelSpec {
         self.params.get(key).copied().unwrap_or(default)
     }
 
+    /// The calibration table for 1:N (`[matching] fpir`): each point's false-match rate replaced
+    /// by the one-sided 95 % upper confidence bound of what was measured behind it
+    /// ([`crate::eval::upper95`] of `impostors_above` out of `calibration_pairs`), so that a
+    /// threshold derived from it keeps its promise at 95 % confidence even where a point rests
+    /// on a few pairs. A point without its evidence keeps its nominal rate. The 1:1 path uses
+    /// [`ModelSpec::calibration`] as it is.
+    pub fn fpir_calibration(&self) -> Vec<(f64, f32)> {
+        self.calibration
+            .iter()
+            .map(|c| match (c.impostors_above, self.calibration_pairs) {
+                (Some(above), Some(pairs)) if pairs > 0 => {
+                    (crate::eval::upper95(above, pairs).max(c.fmr), c.cosine)
+                }
+                _ => (c.fmr, c.cosine),
+            })
+            .collect()
+    }
+
     /// The id recorded next to every template made by this model: name and hash prefix, so a
     /// swapped model can never silently reuse old templates.
     pub fn model_id(&self) -> String {

@@ -7,7 +7,7 @@ use facegate_types::{Embedding, Frame, Landmarks5, Point};
 use serde::Serialize;
 
 use crate::VisionError;
-use crate::align::{AlignedFace, align_into};
+use crate::align::{AlignedFace, align_into, align_into_with};
 use crate::centerface::{CenterFace, LandmarkedDetection};
 use crate::cues::FaceSample;
 use crate::detector::{Detection, FaceDetector, UltraFace};
@@ -19,6 +19,7 @@ use crate::photo::{PhotoPass, fills_photo, touches_border, with_margin};
 use crate::plausible::{
     FaceGeometryLimits, Implausible, context_canvas, enlarged, landmark_shift, whole_face,
 };
+use crate::preprocess::Border;
 use crate::preprocess::Normalise;
 use crate::quality::{QualityConfig, QualityReport, assess};
 use crate::runtime::{self, ModelSession, RuntimeConfig};
@@ -364,6 +365,24 @@ impl Pipeline {
         t.inference += self.embedder.last_inference();
         t.embed += start.elapsed();
         Ok(e)
+    }
+
+    /// The template of the face with `landmarks` in `frame`, aligned with `border` where the
+    /// aligned crop reaches beyond the frame.
+    pub fn embed_at(
+        &mut self,
+        frame: &Frame,
+        landmarks: &Landmarks5,
+        border: Border,
+    ) -> Result<Embedding, VisionError> {
+        align_into_with(frame, landmarks, self.embed_norm, border, &mut self.aligned).ok_or(
+            VisionError::Input {
+                stage: "align",
+                reason: "degenerate landmarks (eyes coincide)".into(),
+            },
+        )?;
+        self.generation += 1;
+        self.embedder.embed(&self.aligned)
     }
 
     /// Everything for one face found by [`Pipeline::detect`]: the three stages in a row.

@@ -164,10 +164,56 @@ pub fn resize_to_planar(
     }
 }
 
+/// What an aligned crop holds where it reaches beyond the picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Border {
+    /// Black (OpenCV's constant border, what the embedder's reference pipeline does).
+    #[default]
+    Zero,
+    /// The nearest edge pixel repeated (OpenCV's `BORDER_REPLICATE`).
+    Replicate,
+    /// The picture mirrored about its edge pixel (OpenCV's `BORDER_REFLECT_101`).
+    Reflect,
+}
+
+impl Border {
+    /// The in-picture index for `i` on an axis of `n` pixels; `None` for the zero border.
+    #[inline]
+    fn index(self, i: i64, n: i64) -> Option<i64> {
+        if (0..n).contains(&i) {
+            return Some(i);
+        }
+        match self {
+            Border::Zero => None,
+            Border::Replicate => Some(i.clamp(0, n - 1)),
+            Border::Reflect => {
+                if n == 1 {
+                    return Some(0);
+                }
+                let period = 2 * (n - 1);
+                let m = i.rem_euclid(period);
+                Some(if m < n { m } else { period - m })
+            }
+        }
+    }
+}
+
 /// Warps `frame` into a `size` x `size` planar tensor: output pixel `(u, v)` samples the frame
 /// at `to_src(u, v)` bilinearly; outside the frame the pixel value is 0 (OpenCV's constant
 /// border), then normalised by `norm` (3 planes).
 pub fn warp_to_planar(frame: &Frame, to_src: &Affine, size: u32, norm: Normalise, out: &mut [f32]) {
+    warp_to_planar_with(frame, to_src, size, norm, Border::Zero, out);
+}
+
+/// [`warp_to_planar`] with the given [`Border`] outside the frame.
+pub fn warp_to_planar_with(
+    frame: &Frame,
+    to_src: &Affine,
+    size: u32,
+    norm: Normalise,
+    border_mode: Border,
+    out: &mut [f32],
+) {
     let plane = (size * size) as usize;
     assert!(out.len() >= plane * 3);
     let (w, h) = (frame.width() as i64, frame.height() as i64);
@@ -180,6 +226,7 @@ pub fn warp_to_planar(frame: &Frame, to_src: &Affine, size: u32, norm: Normalise
     ];
     let m = to_src.0;
     let border = (0.0 - norm.mean) * norm.scale;
+    let zero = border_mode == Border::Zero;
     for v in 0..size as usize {
         // Source position of the centre of (0, v), then step by the first column per u.
         let vy = v as f32;
@@ -191,13 +238,15 @@ pub fn warp_to_planar(frame: &Frame, to_src: &Affine, size: u32, norm: Normalise
             let y0 = sy.floor();
             let (fx, fy) = (sx - x0, sy - y0);
             let (xi, yi) = (x0 as i64, y0 as i64);
-            if xi >= -1 && yi >= -1 && xi < w && yi < h {
-                // Four taps, each 0 when outside the frame (constant border).
+            if !zero || (xi >= -1 && yi >= -1 && xi < w && yi < h) {
+                // Four taps, each 0 when outside the frame (constant border) or taken from
+                // inside it (replicate, reflect).
                 let tap = |x: i64, y: i64, c: usize| -> f32 {
-                    if x < 0 || y < 0 || x >= w || y >= h {
-                        0.0
-                    } else {
-                        f32::from(data[y as usize * stride + x as usize * 3 + c])
+                    match (border_mode.index(x, w), border_mode.index(y, h)) {
+                        (Some(x), Some(y)) => {
+                            f32::from(data[y as usize * stride + x as usize * 3 + c])
+                        }
+                        _ => 0.0,
                     }
                 };
                 for (p, &c) in chans.iter().enumerate() {
@@ -369,6 +418,35 @@ mod tests {
         assert_eq!(out[4 + 2], 20.0);
         assert_eq!(out[3], 0.0); // column 3 is outside: border 0
         assert_eq!(out[32 + 15], 0.0); // B plane, corner outside
+    }
+
+    #[test]
+    fn borders_outside_the_frame() {
+        // Indices on an axis of 3 pixels, from -3 to 5.
+        let on = |b: Border| (-3..=5).map(|i| b.index(i, 3)).collect::<Vec<_>>();
+        assert_eq!(
+            on(Border::Replicate),
+            [0, 0, 0, 0, 1, 2, 2, 2, 2].map(Some).to_vec()
+        );
+        assert_eq!(
+            on(Border::Reflect),
+            [1, 2, 1, 0, 1, 2, 1, 0, 1].map(Some).to_vec()
+        );
+        assert_eq!(on(Border::Zero)[..3], [None, None, None]);
+        assert_eq!(Border::Reflect.index(-4, 1), Some(0));
+        // A warp one pixel to the left of a 3x3 gradient: column 0 repeats, or mirrors column 1.
+        let f = gradient(3, 3);
+        let shifted = Affine([1.0, 0.0, -1.0, 0.0, 1.0, 0.0]);
+        let mut out = vec![0.0; 3 * 3 * 3];
+        warp_to_planar_with(&f, &shifted, 3, RAW_RGB, Border::Replicate, &mut out);
+        assert_eq!(
+            (out[0], out[1]),
+            (f32::from(f.row(0)[0]), f32::from(f.row(0)[0]))
+        );
+        warp_to_planar_with(&f, &shifted, 3, RAW_RGB, Border::Reflect, &mut out);
+        assert_eq!(out[0], f32::from(f.row(0)[3]));
+        warp_to_planar_with(&f, &shifted, 3, RAW_RGB, Border::Zero, &mut out);
+        assert_eq!(out[0], 0.0);
     }
 
     #[test]
