@@ -13,6 +13,7 @@ pub mod eval;
 pub mod keys;
 pub mod liveness_eval;
 pub mod records;
+pub mod relay;
 pub mod run;
 pub mod store;
 pub mod subjects;
