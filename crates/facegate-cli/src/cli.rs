@@ -109,6 +109,14 @@ pub enum Command {
     /// Health check: models, key, egress guard, camera, audit chain, filing threshold.
     /// Exit status 1 when anything needs attention.
     Doctor(JsonArg),
+    /// The site relay (events to MQTT): runs `facegate-relay` from beside this binary with
+    /// these arguments (`run`, `validate`, `--config FILE`). It is a separate program outside
+    /// the egress guard; this process hands over before installing the guard and never
+    /// processes a face itself.
+    Relay {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

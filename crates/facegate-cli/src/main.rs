@@ -34,6 +34,12 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
+    // The site relay is another program that must reach a broker: hand over to it before the
+    // guard, which an exec would carry over. Nothing of this process runs after the exec.
+    if let Command::Relay { args } = &cli.command {
+        eprintln!("facegate: error: {:#}", cmd::relay::exec(args));
+        return ExitCode::from(2);
+    }
     output::init_tracing(cli.verbose, cli.log_json);
     // No facegate command needs the network: every process closes it on itself before any
     // thread pool starts (Art. 8). `doctor` reports when the kernel refuses the filter.
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         Command::Audit(c) => cmd::records::audit(&cli, c),
         Command::Report(c) => cmd::records::report(&cli, c),
         Command::Doctor(a) => cmd::doctor::run(&cli, a),
+        Command::Relay { .. } => unreachable_relay(),
     };
     match result {
         Ok(code) => code,
@@ -75,4 +82,9 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `relay` was handed over before the guard; this arm only completes the match.
+fn unreachable_relay() -> anyhow::Result<ExitCode> {
+    anyhow::bail!("facegate relay is handed over to facegate-relay before any command runs")
 }

@@ -1892,3 +1892,35 @@ fn tight_crops_aligned_with_the_uncropped_landmarks_score_at_least_the_product()
         acc(&product)
     );
 }
+
+#[test]
+fn facegate_relay_hands_over_to_the_relay_binary() {
+    // `cargo test --workspace` builds facegate-relay beside this binary; alone, `cargo build
+    // --release -p facegate-relay` first (the error says so).
+    let out = facegate(&[
+        "relay",
+        "validate",
+        "--config",
+        "configs/facegate-relay.toml",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains(
+            "ok: events from /run/facegate/events.sock to mqtt://127.0.0.1:1883 as facegate-relay-gate-1"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    // The relay's own errors come through, with its exit status.
+    let out = facegate(&["relay", "validate", "--config", "/nonexistent/relay.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "facegate-relay: error: relay config /nonexistent/relay.toml: cannot be read"
+        )
+    );
+}

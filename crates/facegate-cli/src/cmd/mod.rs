@@ -14,6 +14,7 @@ pub mod gate;
 pub mod keys;
 pub mod liveness_eval;
 pub mod records;
+pub mod relay;
 pub mod run;
 pub mod store;
 pub mod subjects;
