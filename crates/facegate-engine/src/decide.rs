@@ -5,6 +5,8 @@
 //! `verify`, `identify` and `demo` decide one image through [`Decider::decide_once`], so a
 //! decision on the command line is taken, and recorded, exactly as at the gate.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use facegate_policy::NoticePending;
 use facegate_store::{
     AuditEvent, AuditKind, ConsentStatus, Gallery, Identification, SearchMode, Store, StoreError,
@@ -126,13 +128,29 @@ pub struct Origin {
 }
 
 /// Decides faces at one operating point for one operator (the engine, or the CLI's user).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Decider {
     threshold: f32,
     fpir: Option<FpirRule>,
     margin: f32,
     top_k: usize,
     operator: String,
+    /// The gallery size last warned about (an unmet `fpir` target is said once per size, not
+    /// at every identification).
+    warned_at: AtomicUsize,
+}
+
+impl Clone for Decider {
+    fn clone(&self) -> Self {
+        Self {
+            threshold: self.threshold,
+            fpir: self.fpir.clone(),
+            margin: self.margin,
+            top_k: self.top_k,
+            operator: self.operator.clone(),
+            warned_at: AtomicUsize::new(self.warned_at.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl Decider {
@@ -145,6 +163,7 @@ impl Decider {
             margin: config.margin,
             top_k: config.top_k,
             operator: config.operator.clone(),
+            warned_at: AtomicUsize::new(0),
         }
     }
 
@@ -177,7 +196,7 @@ impl Decider {
         };
         match facegate_policy::fpir_threshold(&rule.calibration, rule.fpir, gallery_size) {
             Ok(t) => {
-                if !t.met {
+                if !t.met && self.warned_at.swap(gallery_size, Ordering::Relaxed) != gallery_size {
                     tracing::warn!(
                         gallery_size,
                         fpir = rule.fpir,
