@@ -481,6 +481,27 @@ pub enum EvalCommand {
     Fpir(FpirArgs),
     /// Presentation-attack detection: APCER per attack species and BPCER, challenge off and on.
     Liveness(LivenessEvalArgs),
+    /// Whether flip test-time augmentation changes decisions at the operating points, on LFW
+    /// and the live clips (each variant at its own calibrated threshold).
+    Flip(FlipEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FlipEvalArgs {
+    /// The LFW folder (with `images/`, `pairs.txt` and `pairsDevTest.txt`).
+    #[arg(long, default_value = "../shared/eval/lfw")]
+    pub lfw: PathBuf,
+    /// The evaluation data holding the live clips (liveness/, blink/, headturn/, video/...).
+    #[arg(long, default_value = "../shared/eval")]
+    pub dir: PathBuf,
+    /// Operating points (false-match rates) at which decisions are compared.
+    #[arg(long, value_delimiter = ',', default_values_t = [1e-3, 1e-4, 1e-5])]
+    pub fmr: Vec<f64>,
+    /// Every this many frames of each clip are compared.
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub every: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -510,8 +531,12 @@ pub struct LfwArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Embed without flip test-time augmentation, whatever the config says.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "flip")]
     pub no_flip: bool,
+    /// Embed with flip test-time augmentation, whatever the config says (its `auto` embeds
+    /// once at the default operating point).
+    #[arg(long)]
+    pub flip: bool,
     /// The ID-photo protocol: images replaced by their centre 84x100, grey, with harsh
     /// contrast (`facegate_vision::eval::tight_grey_crop`): `both` images of every pair, or
     /// only the `first` (an ID photo enrolled, the person seen as they are).
@@ -569,6 +594,10 @@ pub struct CalibrateArgs {
     /// The LFW folder (with `images/` and `pairsDevTest.txt`), for --split.
     #[arg(long, default_value = "../shared/eval/lfw")]
     pub lfw: PathBuf,
+    /// Embed without flip test-time augmentation: the table for `flip_tta` off
+    /// (`calibration_no_flip`). Without it, flip is on: the manifest's `calibration`.
+    #[arg(long)]
+    pub no_flip: bool,
     #[arg(long)]
     pub json: bool,
 }

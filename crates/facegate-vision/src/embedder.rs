@@ -28,6 +28,10 @@ pub struct ArcFace {
     flipped_in: Vec<f32>,
     flipped_out: Vec<f32>,
     flip_inference: std::time::Duration,
+    /// A measurement, not the product: with flip on, also keep the template of the unmirrored
+    /// crop alone (`facegate eval flip` compares both in one pass).
+    keep_plain: bool,
+    plain: Option<Embedding>,
 }
 
 impl ArcFace {
@@ -44,7 +48,22 @@ impl ArcFace {
             flipped_in: vec![0.0; in_len],
             flipped_out: vec![0.0; out_len],
             flip_inference: std::time::Duration::ZERO,
+            keep_plain: false,
+            plain: None,
         }
+    }
+
+    /// With flip on, keep the unmirrored crop's own template of every `embed` too, for
+    /// [`ArcFace::take_plain`]. Off by default; the gate never turns it on.
+    pub fn set_keep_plain(&mut self, on: bool) {
+        self.keep_plain = on;
+        self.plain = None;
+    }
+
+    /// The unmirrored crop's template from the last `embed`, when [`ArcFace::set_keep_plain`]
+    /// is on and flip is on.
+    pub fn take_plain(&mut self) -> Option<Embedding> {
+        self.plain.take()
     }
 
     pub fn session(&self) -> &ModelSession {
@@ -62,7 +81,11 @@ impl FaceEmbedder for ArcFace {
         self.flip_inference = std::time::Duration::ZERO;
         self.session
             .run("embed", &face.tensor, &mut [&mut self.output])?;
+        self.plain = None;
         if self.flip {
+            if self.keep_plain {
+                self.plain = Some(Embedding::from_raw(self.output.clone())?);
+            }
             let first = self.session.last_inference();
             mirror_planes(&face.tensor, ALIGNED_SIZE as usize, &mut self.flipped_in);
             self.session

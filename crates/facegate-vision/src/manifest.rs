@@ -129,8 +129,14 @@ pub struct ModelSpec {
     pub preprocess: Preprocess,
     #[serde(default)]
     pub params: BTreeMap<String, f64>,
+    /// Cosine thresholds at false-match rates with flip test-time augmentation on (the crop
+    /// and its mirror embedded and summed).
     #[serde(default)]
     pub calibration: Vec<CalibrationPoint>,
+    /// The same model's thresholds with flip off (one embedding per face), measured on the
+    /// same images and pairs as `calibration`.
+    #[serde(default)]
+    pub calibration_no_flip: Vec<CalibrationPoint>,
     #[serde(default)]
     pub calibration_method: Option<String>,
     /// The number of impostor pairs the calibration was measured on.
@@ -144,14 +150,24 @@ impl ModelSpec {
         self.params.get(key).copied().unwrap_or(default)
     }
 
+    /// The calibration table for embeddings made with flip test-time augmentation on or off
+    /// (empty when the manifest does not measure that setting).
+    pub fn calibration_for(&self, flip_tta: bool) -> &[CalibrationPoint] {
+        if flip_tta {
+            &self.calibration
+        } else {
+            &self.calibration_no_flip
+        }
+    }
+
     /// The calibration table for 1:N (`[matching] fpir`): each point's false-match rate replaced
     /// by the one-sided 95 % upper confidence bound of what was measured behind it
     /// ([`crate::eval::upper95`] of `impostors_above` out of `calibration_pairs`), so that a
     /// threshold derived from it keeps its promise at 95 % confidence even where a point rests
     /// on a few pairs. A point without its evidence keeps its nominal rate. The 1:1 path uses
     /// [`ModelSpec::calibration`] as it is.
-    pub fn fpir_calibration(&self) -> Vec<(f64, f32)> {
-        self.calibration
+    pub fn fpir_calibration(&self, flip_tta: bool) -> Vec<(f64, f32)> {
+        self.calibration_for(flip_tta)
             .iter()
             .map(|c| match (c.impostors_above, self.calibration_pairs) {
                 (Some(above), Some(pairs)) if pairs > 0 => {
@@ -284,7 +300,12 @@ impl Manifest {
                     m.name
                 )));
             }
-            let fmrs: Vec<f64> = m.calibration.iter().map(|c| c.fmr).collect();
+            let fmrs: Vec<f64> = m
+                .calibration
+                .iter()
+                .chain(&m.calibration_no_flip)
+                .map(|c| c.fmr)
+                .collect();
             if fmrs.iter().any(|f| !(*f > 0.0 && *f < 1.0)) {
                 return Err(bad(format!(
                     "model {}: calibration fmr must lie in (0, 1)",

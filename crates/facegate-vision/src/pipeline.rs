@@ -161,7 +161,7 @@ impl Pipeline {
         let landmarks = Pfld68::new(ModelSession::load(manifest, spec(Role::Landmarks)?)?);
         let embed_spec = spec(Role::Embedder)?;
         let embed_norm = Normalise::from(&embed_spec.preprocess);
-        let calibration = embed_spec.calibration.clone();
+        let calibration = embed_spec.calibration_for(config.flip_tta).to_vec();
         let embedder = ArcFace::new(ModelSession::load(manifest, embed_spec)?, config.flip_tta);
         let liveness = if config.liveness {
             Some(PassiveLiveness::new(ModelSession::load(
@@ -185,6 +185,18 @@ impl Pipeline {
             aligned: AlignedFace::new(),
             generation: 0,
         })
+    }
+
+    /// A measurement, not the product: with flip TTA on, keep each template's unmirrored
+    /// counterpart too ([`Pipeline::take_plain_embedding`]).
+    pub fn keep_plain_embeddings(&mut self, on: bool) {
+        self.embedder.set_keep_plain(on);
+    }
+
+    /// The unmirrored crop's template from the last embedding, when
+    /// [`Pipeline::keep_plain_embeddings`] and flip TTA are on.
+    pub fn take_plain_embedding(&mut self) -> Option<Embedding> {
+        self.embedder.take_plain()
     }
 
     /// Id of the embedding model, stored with every template.

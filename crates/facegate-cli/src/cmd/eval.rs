@@ -15,7 +15,6 @@ use serde_json::json;
 use crate::cli::{
     CalibrateArgs, Cli, EvalCommand, FpirArgs, LfwArgs, PairsArgs, TightCrop, WiderArgs,
 };
-use crate::config::Config;
 use crate::output::progress;
 
 pub fn run(cli: &Cli, cmd: &EvalCommand) -> Result<ExitCode> {
@@ -26,10 +25,11 @@ pub fn run(cli: &Cli, cmd: &EvalCommand) -> Result<ExitCode> {
         EvalCommand::Calibrate(a) => calibrate(cli, a),
         EvalCommand::Liveness(a) => super::liveness_eval::run(cli, a),
         EvalCommand::Fpir(a) => fpir(cli, a),
+        EvalCommand::Flip(a) => super::flip_eval::run(cli, a),
     }
 }
 
-fn require(path: &Path, what: &str) -> Result<()> {
+pub(super) fn require(path: &Path, what: &str) -> Result<()> {
     if !path.exists() {
         bail!(
             "{what} not found at {} (the evaluation data lives in ../shared/eval)",
@@ -41,7 +41,7 @@ fn require(path: &Path, what: &str) -> Result<()> {
 
 /// How the images of an evaluation were looked at.
 #[derive(Debug, Clone, Copy, Default)]
-struct Looks {
+pub(super) struct Looks {
     /// The ID-photo protocol (`eval::tight_grey_crop`) instead of the image.
     tight_crop: bool,
     /// The detector alone, no margin and no fallback.
@@ -62,7 +62,7 @@ struct LookCounts {
 /// The face an LFW-style image is about, found as a photo is ([`Pipeline::analyse_photo`]):
 /// the detection nearest the centre among the large ones. `None` when no face is found; there
 /// is no guessed box.
-fn embed_centre_face(
+pub(super) fn embed_centre_face(
     pipeline: &mut Pipeline,
     frame: &Frame,
     looks: Looks,
@@ -247,11 +247,14 @@ fn lfw(cli: &Cli, args: &LfwArgs) -> Result<ExitCode> {
             *n <= limit
         });
     }
-    let no_flip = args.no_flip;
+    let (no_flip, force_flip) = (args.no_flip, args.flip);
     let mut loaded = super::load(cli, |v| {
         v.liveness = false;
         if no_flip {
             v.flip_tta = false;
+        }
+        if force_flip {
+            v.flip_tta = true;
         }
     })?;
     let flip = loaded.config.vision.flip_tta;
@@ -477,7 +480,7 @@ fn wider(cli: &Cli, args: &WiderArgs) -> Result<ExitCode> {
 
 /// The images the tests use (View 1 DevTest, and the few photos the CLI tests name), left out
 /// of the calibration set so that no test scores a pair the thresholds were fitted on.
-fn test_images(lfw: &Path, images: &Path) -> Result<HashSet<PathBuf>> {
+pub(super) fn test_images(lfw: &Path, images: &Path) -> Result<HashSet<PathBuf>> {
     let mut out: HashSet<PathBuf> = HashSet::new();
     let devtest = lfw.join("pairsDevTest.txt");
     require(&devtest, "LFW View 1 DevTest pair list")?;
@@ -499,7 +502,7 @@ fn test_images(lfw: &Path, images: &Path) -> Result<HashSet<PathBuf>> {
 
 /// Impostor scores above `floor` of every cross-identity pair of `items` (identity, template),
 /// and how many pairs there were in all.
-fn impostor_scores(items: &[(&str, &Embedding)], floor: f32) -> (Vec<f32>, u64) {
+pub(super) fn impostor_scores(items: &[(&str, &Embedding)], floor: f32) -> (Vec<f32>, u64) {
     let mut top = Vec::new();
     let mut total = 0u64;
     for i in 0..items.len() {
@@ -517,7 +520,10 @@ fn impostor_scores(items: &[(&str, &Embedding)], floor: f32) -> (Vec<f32>, u64) 
 }
 
 fn calibrate(cli: &Cli, args: &CalibrateArgs) -> Result<ExitCode> {
-    let mut loaded = super::load(cli, |v| v.liveness = false)?;
+    let mut loaded = super::load(cli, |v| {
+        v.liveness = false;
+        v.flip_tta = !args.no_flip;
+    })?;
     // The images: the LFW split's calibration set (every image but each person's first and the
     // tests' images), or those of one pair list.
     let (list, what) = if args.split {
@@ -610,8 +616,18 @@ fn fpir(cli: &Cli, args: &FpirArgs) -> Result<ExitCode> {
     let images = args.lfw.join("images");
     require(&images, "LFW images")?;
     let mut loaded = super::load(cli, |v| v.liveness = false)?;
+    // The flip setting the product uses when 1:N follows an `fpir` target (`auto` turns it on).
+    let flip = loaded.config.flip_setting.resolve(
+        loaded.config.policy.matching().operating_point(),
+        args.fpir.first().copied(),
+    );
+    if flip != loaded.config.vision.flip_tta {
+        loaded.config.vision.flip_tta = flip;
+        loaded.pipeline = facegate_vision::Pipeline::load(&loaded.manifest, &loaded.config.vision)
+            .context("loading the vision pipeline")?;
+    }
     // The table the product derives 1:N thresholds from: each rate its 95 % upper bound.
-    let calibration = Config::fpir_calibration(&loaded.manifest);
+    let calibration = loaded.config.fpir_calibration(&loaded.manifest)?;
     facegate_policy::check_calibration(&calibration)?;
     let margin = loaded.config.policy.matching().margin();
     let all = metrics::lfw_images(&images)?;

@@ -361,7 +361,7 @@ fn fps_of(frames: &[Frame]) -> f64 {
 }
 
 /// Every frame of a clip (up to [`MAX_FRAMES`]) through ffmpeg as a Y4M stream.
-fn decode(path: &Path, max_pixels: u64) -> Result<Vec<Frame>> {
+pub(super) fn decode(path: &Path, max_pixels: u64) -> Result<Vec<Frame>> {
     decode_some(path, max_pixels, MAX_FRAMES)
 }
 

@@ -10,6 +10,7 @@ pub mod detect;
 pub mod doctor;
 pub mod enroll;
 pub mod eval;
+pub mod flip_eval;
 pub mod gate;
 pub mod keys;
 pub mod liveness_eval;

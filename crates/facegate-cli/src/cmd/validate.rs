@@ -26,8 +26,18 @@ pub fn run(cli: &Cli, service: bool) -> Result<ExitCode> {
         loaded.manifest.path().display()
     );
     println!(
-        "embedder {}: match threshold {threshold:.4}",
-        loaded.pipeline.model_id()
+        "embedder {}: match threshold {threshold:.4}, flip TTA {} (flip_tta = {})",
+        loaded.pipeline.model_id(),
+        if loaded.config.vision.flip_tta {
+            "on"
+        } else {
+            "off"
+        },
+        match loaded.config.flip_setting {
+            crate::config::FlipTta::Auto => "\"auto\"",
+            crate::config::FlipTta::On => "true",
+            crate::config::FlipTta::Off => "false",
+        }
     );
     if service {
         println!(
