@@ -50,6 +50,11 @@ setup() {
     fi
     log "fetching ONNX Runtime, models and samples (checked against models/manifest.toml)"
     python3 deploy/fetch-assets.py
+    # The Python reference and face_recognition that benches/compare measures facegate against;
+    # facegate-benches' `reference` test checks the reference agrees with facegate. A pinned venv
+    # under ~/.cache/facegate/peers: about 30-60 s the first time, 1 s when up to date.
+    log "the pinned peers of benches/compare (Python venv)"
+    benches/compare/setup-peers.sh
 }
 
 build() {
