@@ -33,6 +33,8 @@ setup() {
     done
     command -v python3 >/dev/null || need+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+    # python3-venv: benches/compare's pinned venv (Debian's python3 has no ensurepip without it).
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
     command -v npm >/dev/null || need+=(npm)
     # Rust: the machine's toolchain if it has one, else Debian's 1.96 (rustc-web, cargo-web).
     command -v cargo >/dev/null || need+=(rustc-web cargo-web)
