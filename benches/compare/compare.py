@@ -3,7 +3,8 @@
 
     cargo build --release -p facegate
     benches/compare/setup-peers.sh           # the pinned peers' venv (idempotent)
-    python3 benches/compare/compare.py [--images 400] [--rounds 3] [--pairs 100] [--json FILE]
+    python3 benches/compare/compare.py [--images 400] [--rounds 3] [--pairs 100] [--markdown] [--json FILE]
+    python3 benches/compare/compare.py --aarch64 --images 10 --rounds 1 --pairs 0   # under qemu-user
 
 Runs, each a whole process over the same N LFW images (every image measured once after a
 warm-up on the first few), interleaved round by round in a rotating order so that a change in
@@ -12,6 +13,7 @@ the machine's load falls on all of them alike:
   facegate    `facegate bench pipeline DIR --json`, flip TTA off and on (liveness off)
   reference   `peers.py reference`: the same models in numpy + onnxruntime + Pillow, flip off, on
   dlib        `peers.py face-recognition`: ageitgey/face_recognition, HOG + ResNet encoding
+  (ref-off-1t, only with --only: the reference on one intra-op thread per session)
 
 and prints, as medians over the rounds: the per-image pipeline median (decode excluded) and
 decode median of each, the whole process's wall and CPU time, the ratios to facegate, and
@@ -160,6 +162,36 @@ def agreement(args, fg: Path, py: Path, lfw: Path, tmp: Path) -> dict:
     }
 
 
+def markdown(summary, runs, label, base, images):
+    """The README's "Side by side" tables from this run."""
+    print(f"\n| run ({images} images) | per image, detect to last embedding | decode | whole process: wall | CPU | faces "
+          "| vs facegate (same flip): per image / wall / CPU |\n|---|---|---|---|---|---|---|")
+    for k in runs:
+        s, b = summary[k], summary.get(base[k])
+        ratio = ""
+        if b and k != base[k]:
+            ratio = " / ".join(f"{s[m] / b[m]:.2f}x" for m in ("per_image_ms", "wall_s", "cpu_s"))
+        print(f"| {label[k]} | {s['per_image_ms']:.1f} ms | {s['decode_ms']:.2f} ms | {s['wall_s']:.1f} s "
+              f"| {s['cpu_s']:.1f} s | {s['faces']} | {ratio} |")
+    cols = [k for k in runs if k.startswith(("fg", "ref"))]
+    rows = [("detect", "detect", "detect"), ("landmarks", "landmarks_per_face", "landmarks"),
+            ("align", "align_per_face", "align"), ("quality", "quality_per_face", None),
+            ("embed", "embed_per_face", "embed"), ("whole pipeline", "pipeline_per_frame", "pipeline")]
+    print("\n| stage | " + " | ".join(label[k] for k in cols) + " |\n|---|" + "---|" * len(cols))
+    for name, fg_key, ref_key in rows:
+        cells = []
+        for k in cols:
+            key = fg_key if k.startswith("fg") else ref_key
+            v = summary[k]["stages_p50_ms"].get(key) if key else None
+            cells.append("(none)" if v is None else f"{v:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    share = []
+    for k in cols:
+        o = summary[k]["overhead_pct"]
+        share.append(f"{100.0 / (1.0 + o / 100.0):.1f} % (overhead {o:.1f} % of inference)")
+    print("| ONNX Runtime's share | " + " | ".join(share) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description="facegate against its peers on the same images")
     ap.add_argument("--images", type=int, default=400, help="LFW images per run")
@@ -173,6 +205,7 @@ def main():
                     help="facegate's aarch64 build under qemu-user (deploy/cross-aarch64.sh run), facegate runs only")
     ap.add_argument("--only", default="", help="comma list of runs: fg-off,fg-on,ref-off,ref-on,dlib (the default), ref-off-1t")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--markdown", action="store_true", help="also print the README's two tables")
     args = ap.parse_args()
 
     py = args.peers / "bin" / "python"
@@ -283,6 +316,8 @@ def main():
               f"{agree['facegate_failed']} refused by facegate); |cosine facegate - reference| median "
               f"{agree['median_abs_diff']:.4f}, max {agree['max_abs_diff']:.4f}; same decision at the threshold "
               f"{agree['threshold']:.4f} (FMR {agree['fmr']}) on {agree['same_decisions']} of {agree['compared']}")
+    if args.markdown:
+        markdown(summary, runs, label, base, args.images)
     if args.json:
         args.json.write_text(json.dumps({"started": started, "machine": platform.machine(), "cores": os.cpu_count(),
                                          "load_start": load0, "load_end": load1, "images": args.images,
