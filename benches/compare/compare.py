@@ -83,7 +83,8 @@ def scratch(images: list[Path]) -> tuple[Path, Path]:
 
 def config_with_flip(flip: bool, tmp: Path) -> Path:
     base = (REPO / "configs" / "facegate.toml").read_text()
-    text, n = re.subn(r"(?m)^flip_tta = (true|false)$", f"flip_tta = {str(flip).lower()}", base)
+    # `true`, `false` or `"auto"` (which resolves by the operating point): always explicit here.
+    text, n = re.subn(r"(?m)^flip_tta = .*$", f"flip_tta = {str(flip).lower()}", base)
     if n != 1:
         fail("configs/facegate.toml: expected one `flip_tta = ...` line")
     path = tmp / f"facegate-flip-{'on' if flip else 'off'}.toml"
@@ -124,7 +125,7 @@ def lfw_pairs(path: Path, n: int):
     return out
 
 
-def agreement(args, fg: Path, py: Path, lfw: Path, tmp: Path) -> dict:
+def agreement(args, fg: Path, py: Path, lfw: Path, tmp: Path, flip_on: Path) -> dict:
     pairs = lfw_pairs(lfw / "pairs.txt", args.pairs)
     plist = tmp / "pairs.txt"
     plist.write_text(f"{len(pairs)}\n" + "\n".join(pairs) + "\n")
@@ -137,7 +138,8 @@ def agreement(args, fg: Path, py: Path, lfw: Path, tmp: Path) -> dict:
     for line, r in zip(pairs, ref["pairs"]):
         f = line.split()
         a, b = (img(f[0], f[1]), img(f[0], f[2])) if len(f) == 3 else (img(f[0], f[1]), img(f[2], f[3]))
-        p = subprocess.run([str(fg), "compare", a, b, "--json"], cwd=REPO, capture_output=True, text=True)
+        p = subprocess.run([str(fg), "--config", str(flip_on), "compare", a, b, "--json"],
+                           cwd=REPO, capture_output=True, text=True)
         if p.returncode != 0:
             rows.append({"facegate": None, "reference": r["similarity"], "looks": r["looks"]})
             continue
@@ -310,7 +312,7 @@ def main():
 
     agree = None
     if args.pairs > 0 and not args.aarch64:
-        agree = agreement(args, args.facegate, py, args.lfw, tmp)
+        agree = agreement(args, args.facegate, py, args.lfw, tmp, cfg[True])
         print(f"agreement on {agree['pairs']} LFW View 2 pairs (flip on): {agree['compared']} compared "
               f"({agree['reference_needs_fallback']} need facegate's fallback detector, which the reference lacks; "
               f"{agree['facegate_failed']} refused by facegate); |cosine facegate - reference| median "
