@@ -230,8 +230,19 @@ case "${1:-}" in
     setup) setup ;;
     build) setup; build ;;
     smoke) setup; build; smoke ;;
+    run)
+        # The built aarch64 binary under emulation, as the smoke step runs it (benches/compare
+        # uses this): deploy/cross-aarch64.sh run ARGS...
+        shift
+        [ -x "$BIN" ] || die "$BIN is missing: deploy/cross-aarch64.sh build"
+        WORK=$(mktemp -d)
+        trap 'rm -rf "$WORK"' EXIT
+        fake_cpuinfo >"$WORK/cpuinfo"
+        unshare -m sh -c "mount --bind '$WORK/cpuinfo' /proc/cpuinfo" 2>/dev/null || EMU_NS=0
+        emu "$@"
+        ;;
     *)
-        echo "usage: deploy/cross-aarch64.sh setup|build|smoke" >&2
+        echo "usage: deploy/cross-aarch64.sh setup|build|smoke|run ARGS..." >&2
         exit 2
         ;;
 esac

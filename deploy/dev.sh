@@ -33,6 +33,8 @@ setup() {
     done
     command -v python3 >/dev/null || need+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+    # python3-venv: benches/compare's pinned venv (Debian's python3 has no ensurepip without it).
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
     command -v npm >/dev/null || need+=(npm)
     # Rust: the machine's toolchain if it has one, else Debian's 1.96 (rustc-web, cargo-web).
     command -v cargo >/dev/null || need+=(rustc-web cargo-web)
@@ -50,6 +52,11 @@ setup() {
     fi
     log "fetching ONNX Runtime, models and samples (checked against models/manifest.toml)"
     python3 deploy/fetch-assets.py
+    # The Python reference and face_recognition that benches/compare measures facegate against;
+    # facegate-benches' `reference` test checks the reference agrees with facegate. A pinned venv
+    # under ~/.cache/facegate/peers: about 30-60 s the first time, 1 s when up to date.
+    log "the pinned peers of benches/compare (Python venv)"
+    benches/compare/setup-peers.sh
 }
 
 build() {
