@@ -6,6 +6,7 @@
 //! `cargo bench -p facegate-benches --bench preprocess` (about two minutes). After criterion's
 //! report it checks that old and new give the same tensors and prints, per case, the medians of
 //! old and new over interleaved calls (old, new, old, new, ...) and their ratio.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -150,27 +150,46 @@ impl Pipeline {
                 reason: format!("no {} model", role.as_str()),
             })
         };
-        let mut detector = UltraFace::new(ModelSession::load(manifest, spec(Role::Detector)?)?);
-        if let Some(t) = config.detector_threshold {
-            detector.set_threshold(t);
-        }
-        let fallback = match manifest.model(Role::FallbackDetector) {
-            Some(s) => Some(CenterFace::new(ModelSession::load(manifest, s)?)?),
-            None => None,
-        };
-        let landmarks = Pfld68::new(ModelSession::load(manifest, spec(Role::Landmarks)?)?);
         let embed_spec = spec(Role::Embedder)?;
-        let embed_norm = Normalise::from(&embed_spec.preprocess);
-        let calibration = embed_spec.calibration.clone();
-        let embedder = ArcFace::new(ModelSession::load(manifest, embed_spec)?, config.flip_tta);
-        let liveness = if config.liveness {
-            Some(PassiveLiveness::new(ModelSession::load(
-                manifest,
-                spec(Role::Liveness)?,
-            )?))
+        let liveness_spec = if config.liveness {
+            Some(spec(Role::Liveness)?)
         } else {
             None
         };
+        // Sessions are created in parallel: that is most of the start-up time.
+        let [
+            Some(detector),
+            Some(landmarks),
+            Some(embedder),
+            fallback,
+            liveness,
+        ] = ModelSession::load_parallel(
+            manifest,
+            [
+                Some(spec(Role::Detector)?),
+                Some(spec(Role::Landmarks)?),
+                Some(embed_spec),
+                manifest.model(Role::FallbackDetector),
+                liveness_spec,
+            ],
+        )?
+        else {
+            // load_parallel gives a session for every spec it is given.
+            return Err(VisionError::Manifest {
+                path: manifest.path().to_path_buf(),
+                reason: "a required model did not load".into(),
+            });
+        };
+        let mut detector = UltraFace::new(detector);
+        if let Some(t) = config.detector_threshold {
+            detector.set_threshold(t);
+        }
+        let fallback = fallback.map(CenterFace::new).transpose()?;
+        let landmarks = Pfld68::new(landmarks);
+        let embed_norm = Normalise::from(&embed_spec.preprocess);
+        let calibration = embed_spec.calibration.clone();
+        let embedder = ArcFace::new(embedder, config.flip_tta);
+        let liveness = liveness.map(PassiveLiveness::new);
         Ok(Self {
             detector,
             fallback,
