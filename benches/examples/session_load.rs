@@ -45,15 +45,26 @@ fn main() {
         quantile(&l, 0.5)
     );
     let (mut seq, mut par) = (Vec::new(), Vec::new());
+    let mut per_role = vec![Vec::new(); roles.len()];
     for _ in 0..reps {
         let t = Instant::now();
-        for s in specs.iter().flatten() {
+        for (times, s) in per_role.iter_mut().zip(&specs) {
+            let Some(s) = s else { continue };
+            let one = Instant::now();
             drop(ModelSession::load(&manifest, s).unwrap());
+            times.push(one.elapsed().as_secs_f64() * 1e3);
         }
         seq.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         drop(ModelSession::load_parallel(&manifest, specs).unwrap());
         par.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    for (role, times) in roles.iter().zip(&per_role) {
+        println!(
+            "  {:<18} load (hash + session + shape checks) median {:.1} ms",
+            role.as_str(),
+            quantile(times, 0.5)
+        );
     }
     let (s, p) = (quantile(&seq, 0.5), quantile(&par, 0.5));
     println!(

@@ -22,7 +22,7 @@ use crate::plausible::{
 use crate::preprocess::Border;
 use crate::preprocess::Normalise;
 use crate::quality::{QualityConfig, QualityReport, assess};
-use crate::runtime::{self, ModelSession, RuntimeConfig};
+use crate::runtime::{self, ModelSession, RuntimeConfig, VerifiedModel};
 
 /// What the pipeline loads and how it runs.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -115,7 +115,7 @@ impl StageTimings {
 pub struct Pipeline {
     detector: UltraFace,
     /// The second detector for photos, when the manifest has one.
-    fallback: Option<CenterFace>,
+    fallback: Fallback,
     fallback_found: Vec<LandmarkedDetection>,
     landmarks: Pfld68,
     embedder: ArcFace,
@@ -129,6 +129,29 @@ pub struct Pipeline {
     generation: u64,
 }
 
+/// The photo fallback detector. Its file is hashed at start-up with the others, but its session
+/// (the largest model, about a quarter of the service's model start-up, and unused by the gate
+/// loop, which sees camera frames, not photos) is created at the first photo that needs it.
+enum Fallback {
+    Absent,
+    Deferred(Box<VerifiedModel>),
+    Ready(Box<CenterFace>),
+}
+
+impl Fallback {
+    /// The detector, creating its session on first use; `None` when the manifest has none.
+    fn get(&mut self) -> Result<Option<&mut CenterFace>, VisionError> {
+        if let Fallback::Deferred(model) = self {
+            let detector = CenterFace::new(ModelSession::from_verified(model)?)?;
+            *self = Fallback::Ready(Box::new(detector));
+        }
+        Ok(match self {
+            Fallback::Ready(d) => Some(d),
+            Fallback::Absent | Fallback::Deferred(_) => None,
+        })
+    }
+}
+
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
@@ -140,7 +163,8 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Initialises ONNX Runtime (once per process) and loads every model named by the manifest,
-    /// checking each file's hash and tensor shapes.
+    /// checking each file's hash and tensor shapes (the photo fallback detector's shapes when its
+    /// session is created, at the first photo that needs it; its hash now).
     pub fn load(manifest: &Manifest, config: &VisionConfig) -> Result<Self, VisionError> {
         let library = runtime::find_library(config.runtime.library.as_deref(), Some(manifest))?;
         runtime::init(&library, &config.runtime)?;
@@ -156,23 +180,21 @@ impl Pipeline {
         } else {
             None
         };
+        let fallback = match manifest.model(Role::FallbackDetector) {
+            Some(s) => Fallback::Deferred(Box::new(VerifiedModel::read(manifest, s)?)),
+            None => Fallback::Absent,
+        };
         // Sessions are created in parallel: that is most of the start-up time.
-        let [
-            Some(detector),
-            Some(landmarks),
-            Some(embedder),
-            fallback,
-            liveness,
-        ] = ModelSession::load_parallel(
-            manifest,
-            [
-                Some(spec(Role::Detector)?),
-                Some(spec(Role::Landmarks)?),
-                Some(embed_spec),
-                manifest.model(Role::FallbackDetector),
-                liveness_spec,
-            ],
-        )?
+        let [Some(detector), Some(landmarks), Some(embedder), liveness] =
+            ModelSession::load_parallel(
+                manifest,
+                [
+                    Some(spec(Role::Detector)?),
+                    Some(spec(Role::Landmarks)?),
+                    Some(embed_spec),
+                    liveness_spec,
+                ],
+            )?
         else {
             // load_parallel gives a session for every spec it is given.
             return Err(VisionError::Manifest {
@@ -184,7 +206,6 @@ impl Pipeline {
         if let Some(t) = config.detector_threshold {
             detector.set_threshold(t);
         }
-        let fallback = fallback.map(CenterFace::new).transpose()?;
         let landmarks = Pfld68::new(landmarks);
         let embed_norm = Normalise::from(&embed_spec.preprocess);
         let calibration = embed_spec.calibration.clone();
@@ -281,7 +302,7 @@ impl Pipeline {
         if photo.pass == PhotoPass::Direct {
             return Ok(Ok(()));
         }
-        let Some(fallback) = &mut self.fallback else {
+        let Some(fallback) = self.fallback.get()? else {
             return Ok(Err(Implausible::DetectorsDisagree));
         };
         fallback.detect_landmarked(&photo.frame, &mut self.fallback_found)?;
@@ -473,7 +494,7 @@ impl Pipeline {
 
     /// Whether the pipeline has a fallback detector for photos.
     pub fn has_fallback_detector(&self) -> bool {
-        self.fallback.is_some()
+        !matches!(self.fallback, Fallback::Absent)
     }
 
     /// The faces of a photo (enrollment, 1:1, evaluation), found in up to three looks: the
@@ -519,7 +540,7 @@ impl Pipeline {
                 timings,
             });
         }
-        if let Some(fallback) = &mut self.fallback {
+        if let Some(fallback) = self.fallback.get()? {
             let start = Instant::now();
             fallback.detect_landmarked(&canvas, &mut self.fallback_found)?;
             timings.detect += start.elapsed();

@@ -189,6 +189,39 @@ fn read_verified(role: &str, path: &Path, expected: &str) -> Result<Vec<u8>, Vis
     Ok(bytes)
 }
 
+/// A model file's bytes whose SHA-256 matched the manifest, kept until its session is created
+/// ([`ModelSession::from_verified`]): the hash is checked at start-up like every other model's,
+/// while a session only some paths need (the photo fallback detector) is created at its first
+/// use, from these bytes and never from the file again.
+pub struct VerifiedModel {
+    bytes: Vec<u8>,
+    spec: ModelSpec,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for VerifiedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedModel")
+            .field("role", &self.spec.role)
+            .field("path", &self.path)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl VerifiedModel {
+    /// Reads the file `spec` names in `manifest`'s folder and checks its SHA-256.
+    pub fn read(manifest: &Manifest, spec: &ModelSpec) -> Result<Self, VisionError> {
+        let path = manifest.resolve(&spec.dest);
+        let bytes = read_verified(spec.role.as_str(), &path, &spec.sha256)?;
+        Ok(Self {
+            bytes,
+            spec: spec.clone(),
+            path,
+        })
+    }
+}
+
 /// A session whose file hash and tensor shapes were checked against the manifest once, at load.
 /// Inference on it never re-checks anything.
 pub struct ModelSession {
@@ -215,9 +248,16 @@ impl ModelSession {
     /// The file is read once: its bytes are hashed and the same bytes become the session, so a
     /// file swapped after the check is never what runs.
     pub fn load(manifest: &Manifest, spec: &ModelSpec) -> Result<Self, VisionError> {
+        Self::from_verified(&VerifiedModel::read(manifest, spec)?)
+    }
+
+    /// The session of a model file checked earlier (see [`VerifiedModel`]), with its input and
+    /// output names and shapes checked now. [`init`] must have run. A failure leaves `model`
+    /// as it was, so a later call fails the same way.
+    pub fn from_verified(model: &VerifiedModel) -> Result<Self, VisionError> {
+        let VerifiedModel { bytes, spec, path } = model;
+        let (spec, path) = (spec, path.clone());
         let role = spec.role.as_str();
-        let path = manifest.resolve(&spec.dest);
-        let bytes = read_verified(role, &path, &spec.sha256)?;
         let Some(env) = ENVIRONMENT.get() else {
             return Err(VisionError::Runtime {
                 path: path.clone(),
@@ -236,8 +276,7 @@ impl ModelSession {
             .map_err(|e| fail(&e))?
             .with_memory_pattern(true)
             .map_err(|e| fail(&e))?;
-        let session = builder.commit_from_memory(&bytes).map_err(|e| fail(&e))?;
-        drop(bytes);
+        let session = builder.commit_from_memory(bytes).map_err(|e| fail(&e))?;
         let shape_err = |what: String, expected: String, found: String| VisionError::ModelShape {
             role: role.to_string(),
             path: path.clone(),
