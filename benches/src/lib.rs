@@ -1,6 +1,8 @@
 //! Shared helpers of facegate's benchmarks and evaluation harness: locating the evaluation data
 //! beside the repository and summarising latency samples. Benchmarks live in `benches/benches/`.
 
+pub mod preprocess_old;
+
 use std::path::PathBuf;
 
 /// The evaluation data folder: `$FACEGATE_EVAL_DIR`, else `../shared/eval` beside the workspace.

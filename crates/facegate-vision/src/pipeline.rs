@@ -22,7 +22,7 @@ use crate::plausible::{
 use crate::preprocess::Border;
 use crate::preprocess::Normalise;
 use crate::quality::{QualityConfig, QualityReport, assess};
-use crate::runtime::{self, ModelSession, RuntimeConfig};
+use crate::runtime::{self, ModelSession, RuntimeConfig, VerifiedModel};
 
 /// What the pipeline loads and how it runs.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -115,7 +115,7 @@ impl StageTimings {
 pub struct Pipeline {
     detector: UltraFace,
     /// The second detector for photos, when the manifest has one.
-    fallback: Option<CenterFace>,
+    fallback: Fallback,
     fallback_found: Vec<LandmarkedDetection>,
     landmarks: Pfld68,
     embedder: ArcFace,
@@ -129,6 +129,29 @@ pub struct Pipeline {
     generation: u64,
 }
 
+/// The photo fallback detector. Its file is hashed at start-up with the others, but its session
+/// (the largest model, about a quarter of the service's model start-up, and unused by the gate
+/// loop, which sees camera frames, not photos) is created at the first photo that needs it.
+enum Fallback {
+    Absent,
+    Deferred(Box<VerifiedModel>),
+    Ready(Box<CenterFace>),
+}
+
+impl Fallback {
+    /// The detector, creating its session on first use; `None` when the manifest has none.
+    fn get(&mut self) -> Result<Option<&mut CenterFace>, VisionError> {
+        if let Fallback::Deferred(model) = self {
+            let detector = CenterFace::new(ModelSession::from_verified(model)?)?;
+            *self = Fallback::Ready(Box::new(detector));
+        }
+        Ok(match self {
+            Fallback::Ready(d) => Some(d),
+            Fallback::Absent | Fallback::Deferred(_) => None,
+        })
+    }
+}
+
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
@@ -140,7 +163,8 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Initialises ONNX Runtime (once per process) and loads every model named by the manifest,
-    /// checking each file's hash and tensor shapes.
+    /// checking each file's hash and tensor shapes (the photo fallback detector's shapes when its
+    /// session is created, at the first photo that needs it; its hash now).
     pub fn load(manifest: &Manifest, config: &VisionConfig) -> Result<Self, VisionError> {
         let library = runtime::find_library(config.runtime.library.as_deref(), Some(manifest))?;
         runtime::init(&library, &config.runtime)?;
@@ -150,27 +174,43 @@ impl Pipeline {
                 reason: format!("no {} model", role.as_str()),
             })
         };
-        let mut detector = UltraFace::new(ModelSession::load(manifest, spec(Role::Detector)?)?);
-        if let Some(t) = config.detector_threshold {
-            detector.set_threshold(t);
-        }
-        let fallback = match manifest.model(Role::FallbackDetector) {
-            Some(s) => Some(CenterFace::new(ModelSession::load(manifest, s)?)?),
-            None => None,
-        };
-        let landmarks = Pfld68::new(ModelSession::load(manifest, spec(Role::Landmarks)?)?);
         let embed_spec = spec(Role::Embedder)?;
-        let embed_norm = Normalise::from(&embed_spec.preprocess);
-        let calibration = embed_spec.calibration_for(config.flip_tta).to_vec();
-        let embedder = ArcFace::new(ModelSession::load(manifest, embed_spec)?, config.flip_tta);
-        let liveness = if config.liveness {
-            Some(PassiveLiveness::new(ModelSession::load(
-                manifest,
-                spec(Role::Liveness)?,
-            )?))
+        let liveness_spec = if config.liveness {
+            Some(spec(Role::Liveness)?)
         } else {
             None
         };
+        let fallback = match manifest.model(Role::FallbackDetector) {
+            Some(s) => Fallback::Deferred(Box::new(VerifiedModel::read(manifest, s)?)),
+            None => Fallback::Absent,
+        };
+        // Sessions are created in parallel: that is most of the start-up time.
+        let [Some(detector), Some(landmarks), Some(embedder), liveness] =
+            ModelSession::load_parallel(
+                manifest,
+                [
+                    Some(spec(Role::Detector)?),
+                    Some(spec(Role::Landmarks)?),
+                    Some(embed_spec),
+                    liveness_spec,
+                ],
+            )?
+        else {
+            // load_parallel gives a session for every spec it is given.
+            return Err(VisionError::Manifest {
+                path: manifest.path().to_path_buf(),
+                reason: "a required model did not load".into(),
+            });
+        };
+        let mut detector = UltraFace::new(detector);
+        if let Some(t) = config.detector_threshold {
+            detector.set_threshold(t);
+        }
+        let landmarks = Pfld68::new(landmarks);
+        let embed_norm = Normalise::from(&embed_spec.preprocess);
+        let calibration = embed_spec.calibration_for(config.flip_tta).to_vec();
+        let embedder = ArcFace::new(embedder, config.flip_tta);
+        let liveness = liveness.map(PassiveLiveness::new);
         Ok(Self {
             detector,
             fallback,
@@ -274,7 +314,7 @@ impl Pipeline {
         if photo.pass == PhotoPass::Direct {
             return Ok(Ok(()));
         }
-        let Some(fallback) = &mut self.fallback else {
+        let Some(fallback) = self.fallback.get()? else {
             return Ok(Err(Implausible::DetectorsDisagree));
         };
         fallback.detect_landmarked(&photo.frame, &mut self.fallback_found)?;
@@ -466,7 +506,7 @@ impl Pipeline {
 
     /// Whether the pipeline has a fallback detector for photos.
     pub fn has_fallback_detector(&self) -> bool {
-        self.fallback.is_some()
+        !matches!(self.fallback, Fallback::Absent)
     }
 
     /// The faces of a photo (enrollment, 1:1, evaluation), found in up to three looks: the
@@ -512,7 +552,7 @@ impl Pipeline {
                 timings,
             });
         }
-        if let Some(fallback) = &mut self.fallback {
+        if let Some(fallback) = self.fallback.get()? {
             let start = Instant::now();
             fallback.detect_landmarked(&canvas, &mut self.fallback_found)?;
             timings.detect += start.elapsed();

@@ -9,6 +9,7 @@ use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
+use sha2::{Digest, Sha256};
 
 use crate::VisionError;
 use crate::manifest::{Manifest, ModelSpec, verify_file};
@@ -161,6 +162,66 @@ pub fn init(library: &Path, config: &RuntimeConfig) -> Result<(), VisionError> {
     Ok(())
 }
 
+/// The bytes of the model file at `path` once their SHA-256 is `expected` (the manifest's).
+fn read_verified(role: &str, path: &Path, expected: &str) -> Result<Vec<u8>, VisionError> {
+    let bytes = std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            VisionError::ModelMissing {
+                role: role.to_string(),
+                path: path.to_path_buf(),
+            }
+        } else {
+            VisionError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let found = hex::encode(Sha256::digest(&bytes));
+    if !found.eq_ignore_ascii_case(expected) {
+        return Err(VisionError::ModelHash {
+            role: role.to_string(),
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            found,
+        });
+    }
+    Ok(bytes)
+}
+
+/// A model file's bytes whose SHA-256 matched the manifest, kept until its session is created
+/// ([`ModelSession::from_verified`]): the hash is checked at start-up like every other model's,
+/// while a session only some paths need (the photo fallback detector) is created at its first
+/// use, from these bytes and never from the file again.
+pub struct VerifiedModel {
+    bytes: Vec<u8>,
+    spec: ModelSpec,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for VerifiedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedModel")
+            .field("role", &self.spec.role)
+            .field("path", &self.path)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl VerifiedModel {
+    /// Reads the file `spec` names in `manifest`'s folder and checks its SHA-256.
+    pub fn read(manifest: &Manifest, spec: &ModelSpec) -> Result<Self, VisionError> {
+        let path = manifest.resolve(&spec.dest);
+        let bytes = read_verified(spec.role.as_str(), &path, &spec.sha256)?;
+        Ok(Self {
+            bytes,
+            spec: spec.clone(),
+            path,
+        })
+    }
+}
+
 /// A session whose file hash and tensor shapes were checked against the manifest once, at load.
 /// Inference on it never re-checks anything.
 pub struct ModelSession {
@@ -183,10 +244,20 @@ impl std::fmt::Debug for ModelSession {
 impl ModelSession {
     /// Verifies the file named by `spec` in `manifest`'s folder, loads it on the global pool and
     /// checks its input and output names and shapes. [`init`] must have run.
+    ///
+    /// The file is read once: its bytes are hashed and the same bytes become the session, so a
+    /// file swapped after the check is never what runs.
     pub fn load(manifest: &Manifest, spec: &ModelSpec) -> Result<Self, VisionError> {
+        Self::from_verified(&VerifiedModel::read(manifest, spec)?)
+    }
+
+    /// The session of a model file checked earlier (see [`VerifiedModel`]), with its input and
+    /// output names and shapes checked now. [`init`] must have run. A failure leaves `model`
+    /// as it was, so a later call fails the same way.
+    pub fn from_verified(model: &VerifiedModel) -> Result<Self, VisionError> {
+        let VerifiedModel { bytes, spec, path } = model;
+        let (spec, path) = (spec, path.clone());
         let role = spec.role.as_str();
-        let path = manifest.resolve(&spec.dest);
-        verify_file(role, &path, &spec.sha256)?;
         let Some(env) = ENVIRONMENT.get() else {
             return Err(VisionError::Runtime {
                 path: path.clone(),
@@ -205,7 +276,7 @@ impl ModelSession {
             .map_err(|e| fail(&e))?
             .with_memory_pattern(true)
             .map_err(|e| fail(&e))?;
-        let session = builder.commit_from_file(&path).map_err(|e| fail(&e))?;
+        let session = builder.commit_from_memory(bytes).map_err(|e| fail(&e))?;
         let shape_err = |what: String, expected: String, found: String| VisionError::ModelShape {
             role: role.to_string(),
             path: path.clone(),
@@ -255,6 +326,32 @@ impl ModelSession {
             path,
             last_inference: Duration::ZERO,
         })
+    }
+
+    /// [`ModelSession::load`] for several models at once, each on its own thread: creating a
+    /// session (parsing, graph optimisation) is most of the service's start-up and runs on one
+    /// core, so on a two-core terminal two at a time take about half as long. `None` entries
+    /// stay `None`; the first error in `specs` order is returned.
+    pub fn load_parallel<const N: usize>(
+        manifest: &Manifest,
+        specs: [Option<&ModelSpec>; N],
+    ) -> Result<[Option<Self>; N], VisionError> {
+        let results: [Result<Option<Self>, VisionError>; N] = std::thread::scope(|scope| {
+            let handles =
+                specs.map(|spec| spec.map(|spec| scope.spawn(move || Self::load(manifest, spec))));
+            handles.map(|handle| match handle {
+                None => Ok(None),
+                Some(h) => match h.join() {
+                    Ok(loaded) => loaded.map(Some),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+            })
+        });
+        let mut out = [const { None }; N];
+        for (slot, result) in out.iter_mut().zip(results) {
+            *slot = result?;
+        }
+        Ok(out)
     }
 
     pub fn spec(&self) -> &ModelSpec {

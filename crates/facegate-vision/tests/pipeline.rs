@@ -138,6 +138,44 @@ fn a_tampered_or_misdescribed_model_is_refused_at_load() {
     assert!(err.to_string().contains("input input shape"), "{err}");
 }
 
+/// The photo fallback detector's session is created at its first use, but its file is checked
+/// when the pipeline loads like every other model: a tampered copy stops `Pipeline::load`.
+#[test]
+fn a_tampered_fallback_detector_stops_the_pipeline_at_load_though_its_session_waits() {
+    let _p = pipeline(); // ONNX Runtime initialised
+    let m = manifest();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(m.path()).unwrap();
+    let fallback = m.model(Role::FallbackDetector).unwrap().dest.clone();
+    for role in [
+        Role::Detector,
+        Role::Landmarks,
+        Role::Embedder,
+        Role::Liveness,
+        Role::FallbackDetector,
+    ] {
+        let dest = &m.model(role).unwrap().dest;
+        let to = dir.path().join(dest);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let mut bytes = std::fs::read(m.resolve(dest)).unwrap();
+        if *dest == fallback {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x01;
+        }
+        std::fs::write(&to, bytes).unwrap();
+    }
+    let copied = Manifest::parse(&text, Path::new("m.toml"), dir.path().to_path_buf()).unwrap();
+    let mut config = VisionConfig::default();
+    config.runtime.library = Some(facegate_vision::runtime::find_library(None, Some(&m)).unwrap());
+    let err = Pipeline::load(&copied, &config).unwrap_err();
+    assert!(matches!(err, VisionError::ModelHash { .. }), "{err}");
+    assert!(err.to_string().contains(&fallback), "{err}");
+    // With the right file the same copy loads, and has its fallback detector.
+    std::fs::copy(m.resolve(&fallback), dir.path().join(&fallback)).unwrap();
+    let p = Pipeline::load(&copied, &config).unwrap();
+    assert!(p.has_fallback_detector());
+}
+
 /// A fixed sample of LFW View 1 DevTest (the first 60 same and 60 different pairs): at the
 /// calibrated FMR 1e-3 threshold, same pairs score above it and different pairs below, with at
 /// most 4 errors in 120 (the full View 2 error at this point is about 1.2%).
