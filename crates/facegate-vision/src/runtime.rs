@@ -11,7 +11,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
 use crate::VisionError;
-use crate::manifest::{Manifest, ModelSpec, verify_file};
+use crate::manifest::{Manifest, ModelSpec, Precision, verify_file};
 
 /// How ONNX Runtime runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -186,7 +186,11 @@ impl ModelSession {
     pub fn load(manifest: &Manifest, spec: &ModelSpec) -> Result<Self, VisionError> {
         let role = spec.role.as_str();
         let path = manifest.resolve(&spec.dest);
-        verify_file(role, &path, &spec.sha256)?;
+        match spec.precision {
+            Precision::Fp32 => verify_file(role, &path, &spec.sha256)?,
+            // Built at set-up (deploy/fetch-assets.py) rather than fetched: say so when absent.
+            p => verify_file(&format!("{role} ({})", p.as_str()), &path, &spec.sha256)?,
+        }
         let Some(env) = ENVIRONMENT.get() else {
             return Err(VisionError::Runtime {
                 path: path.clone(),

@@ -26,6 +26,7 @@ pub fn run(cli: &Cli, cmd: &EvalCommand) -> Result<ExitCode> {
         EvalCommand::Calibrate(a) => calibrate(cli, a),
         EvalCommand::Liveness(a) => super::liveness_eval::run(cli, a),
         EvalCommand::Fpir(a) => fpir(cli, a),
+        EvalCommand::CalibrationInputs(a) => super::calibration_inputs::run(cli, a),
     }
 }
 
