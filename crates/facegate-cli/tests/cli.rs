@@ -2034,6 +2034,6 @@ mod precision {
         );
     }
 
-    /// The int8 DevTest accuracy measured on 2026-12-01 (flip off: 99.60%) less 0.5 point.
-    const INT8_DEVTEST_FLOOR: f64 = 0.991;
+    /// The int8 DevTest accuracy measured on 2026-12-01 (flip off: 99.50%) less 0.5 point.
+    const INT8_DEVTEST_FLOOR: f64 = 0.990;
 }

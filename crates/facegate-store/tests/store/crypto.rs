@@ -318,7 +318,7 @@ fn gallery_load_alerts_have_a_bounded_size() {
 fn a_gallery_of_another_model_reports_the_templates_it_cannot_match() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _, _) = store_with(dir.path(), &["alice", "bob"]);
-    let int8 = "arcface-r100-faceplugin-int8:9dda54800ad1";
+    let int8 = "arcface-r100-faceplugin-int8:8c86add0c4d0";
     let load = store.load_gallery(int8, DIM).unwrap();
     assert_eq!(load.loaded, 0);
     assert_eq!(load.other_models, vec![(MODEL.to_string(), 2)]);
