@@ -1190,7 +1190,7 @@ mod operator_errors {
                  {line} | surprise = 1\n\
                  {pad} | ^^^^^^^^\n\
                  unknown field `surprise`, expected one of `flip_tta`, `liveness`, \
-                 `detector_threshold`, `quality`\n\n",
+                 `detector_threshold`, `precision`, `quality`\n\n",
                 cfg.display()
             )
         );
