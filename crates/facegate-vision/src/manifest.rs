@@ -34,6 +34,26 @@ impl Role {
     }
 }
 
+/// The arithmetic a model file runs in: the shipped fp32 graph, or the int8 graph set-up derives
+/// from it (static QDQ quantisation, `deploy/quantise.py`). Selected per role by the config's
+/// `[vision] precision`; the manifest holds exactly one fp32 entry per role and at most one int8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
 /// Channel order of a model's colour input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,9 +117,38 @@ pub struct CalibrationPoint {
 #[serde(deny_unknown_fields)]
 pub struct Transform {
     /// `fix_dims`: the model's input and output dimensions set to the manifest's shapes.
+    /// `quantize_qdq`: ONNX Runtime's static QDQ quantisation of the fp32 model `source`, with
+    /// the activation ranges of the committed `calibration` file (so the result is
+    /// byte-reproducible and pinned by `sha256`).
     pub kind: String,
     pub requirements: Vec<String>,
+    /// `quantize_qdq`: the fp32 model file it starts from (a `dest` of another entry).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `quantize_qdq`: the activation ranges (ONNX Runtime's calibration cache, JSON), relative
+    /// to the models folder; made by `deploy/quantise.py calibrate`.
+    #[serde(default)]
+    pub calibration: Option<String>,
+    /// `quantize_qdq`: `uint8` or `int8` activations.
+    #[serde(default)]
+    pub activations: Option<String>,
+    /// `quantize_qdq`: weights quantised per output channel.
+    #[serde(default)]
+    pub per_channel: Option<bool>,
+    /// `quantize_qdq`: nodes left in fp32 (by name).
+    #[serde(default)]
+    pub exclude_nodes: Vec<String>,
+    /// `quantize_qdq`: the operator types quantised (ONNX Runtime's default set when absent).
+    #[serde(default)]
+    pub op_types: Option<Vec<String>>,
+    /// `quantize_qdq`: how `deploy/quantise.py calibrate` turned activations into ranges
+    /// (ONNX Runtime's `CalibrationMethod`: `MinMax`, `Percentile`, `Entropy`).
+    #[serde(default)]
+    pub method: Option<String>,
 }
+
+/// The transform kinds `deploy/fetch-assets.py` knows.
+const TRANSFORMS: [&str; 2] = ["fix_dims", "quantize_qdq"];
 
 /// One model entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -107,6 +156,9 @@ pub struct Transform {
 pub struct ModelSpec {
     pub role: Role,
     pub name: String,
+    /// fp32 (the default) or the int8 graph derived from the role's fp32 entry.
+    #[serde(default)]
+    pub precision: Precision,
     pub registry: String,
     pub package: String,
     pub package_version: String,
@@ -217,6 +269,8 @@ struct RawManifest {
 pub struct Manifest {
     dir: PathBuf,
     path: PathBuf,
+    /// The precision chosen per role ([`Manifest::select`]); fp32 where absent.
+    selected: BTreeMap<Role, Precision>,
     pub runtime: Vec<AssetSpec>,
     pub samples: Vec<AssetSpec>,
     pub models: Vec<ModelSpec>,
@@ -262,10 +316,21 @@ impl Manifest {
             match (&m.transform, &m.source_sha256) {
                 (None, None) => {}
                 (Some(t), Some(src)) if hex64(src) => {
-                    if t.kind != "fix_dims" {
+                    if !TRANSFORMS.contains(&t.kind.as_str()) {
                         return Err(bad(format!(
-                            "model {}: transform kind {:?} is not known (only \"fix_dims\")",
+                            "model {}: transform kind {:?} is not known (one of {TRANSFORMS:?})",
                             m.name, t.kind
+                        )));
+                    }
+                    if t.kind == "quantize_qdq"
+                        && (t.source.is_none()
+                            || t.calibration.is_none()
+                            || m.precision != Precision::Int8)
+                    {
+                        return Err(bad(format!(
+                            "model {}: a quantize_qdq transform needs source and calibration, \
+                             and makes a precision = \"int8\" entry",
+                            m.name
                         )));
                     }
                     if t.requirements.is_empty() || t.requirements.iter().any(|r| !r.contains("=="))
@@ -283,6 +348,16 @@ impl Manifest {
                         m.name
                     )));
                 }
+            }
+            if m.precision == Precision::Int8
+                && m.transform
+                    .as_ref()
+                    .is_none_or(|t| t.kind != "quantize_qdq")
+            {
+                return Err(bad(format!(
+                    "model {}: an int8 entry is made at set-up by a quantize_qdq transform",
+                    m.name
+                )));
             }
             if m.inputs.is_empty() || m.outputs.is_empty() {
                 return Err(bad(format!(
@@ -313,8 +388,42 @@ impl Manifest {
                 )));
             }
         }
+        let fp32 = |role: Role| {
+            raw.model
+                .iter()
+                .filter(move |m| m.role == role && m.precision == Precision::Fp32)
+        };
+        for m in raw.model.iter().filter(|m| m.precision != Precision::Fp32) {
+            let n = raw
+                .model
+                .iter()
+                .filter(|o| o.role == m.role && o.precision == m.precision)
+                .count();
+            if n > 1 || fp32(m.role).count() != 1 {
+                return Err(bad(format!(
+                    "model {}: expected at most one {} {} model beside exactly one fp32 one",
+                    m.name,
+                    m.precision.as_str(),
+                    m.role.as_str()
+                )));
+            }
+            // It is built from its role's fp32 file, as pinned there.
+            let base = fp32(m.role).next();
+            let from = m.transform.as_ref().and_then(|t| t.source.as_deref());
+            if base.is_none_or(|b| {
+                Some(b.dest.as_str()) != from
+                    || m.source_sha256.as_deref() != Some(b.sha256.as_str())
+            }) {
+                return Err(bad(format!(
+                    "model {}: its transform source and source_sha256 must be the fp32 {} \
+                     entry's dest and sha256",
+                    m.name,
+                    m.role.as_str()
+                )));
+            }
+        }
         for role in [Role::Detector, Role::Landmarks, Role::Embedder] {
-            match raw.model.iter().filter(|m| m.role == role).count() {
+            match fp32(role).count() {
                 1 => {}
                 n => {
                     return Err(bad(format!(
@@ -325,7 +434,7 @@ impl Manifest {
             }
         }
         for role in [Role::FallbackDetector, Role::Liveness] {
-            let n = raw.model.iter().filter(|m| m.role == role).count();
+            let n = fp32(role).count();
             if n > 1 {
                 return Err(bad(format!(
                     "expected at most one {} model, found {n}",
@@ -336,6 +445,7 @@ impl Manifest {
         Ok(Self {
             dir,
             path: path.to_path_buf(),
+            selected: BTreeMap::new(),
             runtime: raw.runtime,
             samples: raw.sample,
             models: raw.model,
@@ -352,9 +462,46 @@ impl Manifest {
         &self.dir
     }
 
-    /// The model for `role`, if the manifest has one.
+    /// The model for `role`, if the manifest has one: the fp32 entry, unless
+    /// [`Manifest::select`] chose another precision for the role.
     pub fn model(&self, role: Role) -> Option<&ModelSpec> {
-        self.models.iter().find(|m| m.role == role)
+        self.model_in(role, self.precision(role))
+    }
+
+    /// The precision [`Manifest::model`] answers with for `role`.
+    pub fn precision(&self, role: Role) -> Precision {
+        self.selected.get(&role).copied().unwrap_or_default()
+    }
+
+    /// The entry of `role` in `precision`, if the manifest has one.
+    pub fn model_in(&self, role: Role, precision: Precision) -> Option<&ModelSpec> {
+        self.models
+            .iter()
+            .find(|m| m.role == role && m.precision == precision)
+    }
+
+    /// Makes `precision`'s entry the one [`Manifest::model`] returns for `role`. The error names
+    /// the config `key` when the manifest has no such entry.
+    pub fn select(
+        &mut self,
+        role: Role,
+        precision: Precision,
+        key: &'static str,
+    ) -> Result<(), VisionError> {
+        if self.model_in(role, precision).is_none() {
+            return Err(VisionError::Setting {
+                key,
+                reason: format!(
+                    "\"{}\" asks for the {} {} model, but the manifest {} has none",
+                    precision.as_str(),
+                    precision.as_str(),
+                    role.as_str(),
+                    self.path.display()
+                ),
+            });
+        }
+        self.selected.insert(role, precision);
+        Ok(())
     }
 
     /// Absolute path of a fetched file.
@@ -476,6 +623,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("exactly one detector"), "{err}");
+    }
+
+    #[test]
+    fn the_int8_embedder_is_selected_by_precision_with_its_own_id_and_calibration() {
+        let mut m =
+            Manifest::parse(SHIPPED, Path::new("manifest.toml"), PathBuf::from("models")).unwrap();
+        let fp32 = m.model(Role::Embedder).unwrap().clone();
+        assert_eq!(fp32.precision, Precision::Fp32);
+        let int8 = m.model_in(Role::Embedder, Precision::Int8).unwrap().clone();
+        let t = int8.transform.as_ref().unwrap();
+        assert_eq!(t.kind, "quantize_qdq");
+        assert_eq!(t.source.as_deref(), Some(fp32.dest.as_str()));
+        assert_eq!(int8.source_sha256.as_deref(), Some(fp32.sha256.as_str()));
+        assert_ne!(int8.model_id(), fp32.model_id());
+        assert_eq!(
+            (int8.inputs.clone(), int8.outputs.clone()),
+            (fp32.inputs, fp32.outputs)
+        );
+        assert!(!int8.calibration.is_empty() && int8.calibration != fp32.calibration);
+        m.select(Role::Embedder, Precision::Int8, "vision.precision")
+            .unwrap();
+        assert_eq!(m.model(Role::Embedder).unwrap().model_id(), int8.model_id());
+        assert_eq!(m.precision(Role::Embedder), Precision::Int8);
+        // The other roles keep fp32.
+        assert_eq!(m.model(Role::Landmarks).unwrap().precision, Precision::Fp32);
+        let err = m
+            .select(Role::Landmarks, Precision::Int8, "vision.landmarks")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("vision.landmarks") && err.contains("int8 landmarks"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn int8_entries_need_their_build_and_one_fp32_beside_them() {
+        let p = Path::new("m.toml");
+        // A second int8 embedder.
+        let start = SHIPPED
+            .find("[[model]]\nrole = \"embedder\"\nprecision")
+            .unwrap();
+        let end = start + SHIPPED[start..].find("\n\n").unwrap();
+        let twice = format!("{SHIPPED}\n{}\n", &SHIPPED[start..end]);
+        let err = Manifest::parse(&twice, p, PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most one int8 embedder"), "{err}");
+        // An int8 entry that is fetched rather than built.
+        let fetched = SHIPPED.replacen("kind = \"quantize_qdq\"", "kind = \"fix_dims\"", 1);
+        let err = Manifest::parse(&fetched, p, PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("quantize_qdq"), "{err}");
+        let unknown = SHIPPED.replacen("kind = \"quantize_qdq\"", "kind = \"prune\"", 1);
+        let err = Manifest::parse(&unknown, p, PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prune"), "{err}");
     }
 
     #[test]

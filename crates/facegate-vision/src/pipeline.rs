@@ -14,7 +14,7 @@ use crate::detector::{Detection, FaceDetector, UltraFace};
 use crate::embedder::{ArcFace, FaceEmbedder};
 use crate::landmarks::{LandmarkLocator, Pfld68};
 use crate::liveness::{LivenessDetector, PassiveLiveness};
-use crate::manifest::{CalibrationPoint, Manifest, Role};
+use crate::manifest::{CalibrationPoint, Manifest, Precision, Role};
 use crate::photo::{PhotoPass, fills_photo, touches_border, with_margin};
 use crate::plausible::{
     FaceGeometryLimits, Implausible, context_canvas, enlarged, landmark_shift, whole_face,
@@ -35,6 +35,10 @@ pub struct VisionConfig {
     pub quality: QualityConfig,
     /// Overrides the manifest's detector score threshold.
     pub detector_threshold: Option<f32>,
+    /// The embedder's precision (`[vision] precision`): the fp32 model or its int8 build. The
+    /// manifest given to [`Pipeline::load`] must have been [`Manifest::select`]ed to match.
+    /// (The detector stays fp32: its int8 build was measured no faster, see README.)
+    pub precision: Precision,
 }
 
 /// What to compute for each face.
@@ -166,6 +170,18 @@ impl Pipeline {
     /// checking each file's hash and tensor shapes (the photo fallback detector's shapes when its
     /// session is created, at the first photo that needs it; its hash now).
     pub fn load(manifest: &Manifest, config: &VisionConfig) -> Result<Self, VisionError> {
+        let selected = manifest.precision(Role::Embedder);
+        if selected != config.precision {
+            return Err(VisionError::Setting {
+                key: "vision.precision",
+                reason: format!(
+                    "the config asks for the {} embedder but the manifest was selected for {} \
+                     (Manifest::select before Pipeline::load)",
+                    config.precision.as_str(),
+                    selected.as_str()
+                ),
+            });
+        }
         let library = runtime::find_library(config.runtime.library.as_deref(), Some(manifest))?;
         runtime::init(&library, &config.runtime)?;
         let spec = |role: Role| {
@@ -375,6 +391,19 @@ impl Pipeline {
             sample,
             generation: self.generation,
         })
+    }
+
+    /// The embedder's input tensor for `face` (the aligned, normalised crop of
+    /// [`Pipeline::prepare`]), while it is still the latest crop. Face information: it exists
+    /// for `facegate eval calibration-inputs`, which pipes it to the quantiser, never to a file.
+    pub fn prepared_input(&self, face: &PreparedFace) -> Option<&[f32]> {
+        (face.generation == self.generation).then_some(&self.aligned.tensor[..])
+    }
+
+    /// The detector's input tensor of the last [`Pipeline::detect`] (see
+    /// [`UltraFace::last_input`]).
+    pub fn detector_input(&self) -> &[f32] {
+        self.detector.last_input()
     }
 
     /// The passive liveness model's live probability for a face (`None` when the pipeline was

@@ -12,7 +12,7 @@ use ort::value::TensorRef;
 use sha2::{Digest, Sha256};
 
 use crate::VisionError;
-use crate::manifest::{Manifest, ModelSpec, verify_file};
+use crate::manifest::{Manifest, ModelSpec, Precision, verify_file};
 
 /// How ONNX Runtime runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -213,7 +213,12 @@ impl VerifiedModel {
     /// Reads the file `spec` names in `manifest`'s folder and checks its SHA-256.
     pub fn read(manifest: &Manifest, spec: &ModelSpec) -> Result<Self, VisionError> {
         let path = manifest.resolve(&spec.dest);
-        let bytes = read_verified(spec.role.as_str(), &path, &spec.sha256)?;
+        let label = match spec.precision {
+            Precision::Fp32 => spec.role.as_str().to_owned(),
+            // Built at set-up (deploy/fetch-assets.py) rather than fetched: say so when absent.
+            p => format!("{} ({})", spec.role.as_str(), p.as_str()),
+        };
+        let bytes = read_verified(&label, &path, &spec.sha256)?;
         Ok(Self {
             bytes,
             spec: spec.clone(),

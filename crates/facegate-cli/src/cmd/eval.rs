@@ -26,6 +26,7 @@ pub fn run(cli: &Cli, cmd: &EvalCommand) -> Result<ExitCode> {
         EvalCommand::Liveness(a) => super::liveness_eval::run(cli, a),
         EvalCommand::Fpir(a) => fpir(cli, a),
         EvalCommand::Flip(a) => super::flip_eval::run(cli, a),
+        EvalCommand::CalibrationInputs(a) => super::calibration_inputs::run(cli, a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod calibration_inputs;
 pub mod cameras;
 pub mod compare;
 pub mod consent;

@@ -27,6 +27,14 @@ fn probe(cli: &Cli, image: &Path, operator: &str) -> Result<(Store, Embedding, D
     for f in &report.failures {
         eprintln!("facegate: warning: {}", ErrorChain(f));
     }
+    for (other, n) in &report.other_models {
+        eprintln!(
+            "facegate: warning: {n} templates were made by model {other}, not {}: they are not \
+             matched; re-enroll their subjects, or set [vision] precision to the model they were \
+             made with",
+            loaded.pipeline.model_id()
+        );
+    }
     let frame = super::read_image(image, loaded.config.max_pixels)?;
     let e = super::embed_largest(&mut loaded.pipeline, &frame, &image.display().to_string())?;
     Ok((store, e, Decider::new(&ec).with_operator(operator)))

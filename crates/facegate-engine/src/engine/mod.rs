@@ -327,6 +327,7 @@ impl<P: BorrowMut<Pipeline>> Engine<P> {
             tracing::info!(
                 loaded = load.loaded,
                 failed = load.failures.len(),
+                other_models = load.other_models.len(),
                 "engine gallery ready"
             );
         }

@@ -81,6 +81,33 @@ impl Store {
                 }
             }
         }
+        {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT model_id, COUNT(*) FROM templates
+                     WHERE model_id != ?1 AND expires_at > ?2 GROUP BY model_id ORDER BY model_id",
+                )
+                .map_err(err("count templates"))?;
+            load.other_models = stmt
+                .query_map(params![model_id, now.0], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(err("count templates"))?
+                .map(|r| r.map(|(m, n)| (m, usize::try_from(n).unwrap_or(0))))
+                .collect::<Result<_, _>>()
+                .map_err(err("count templates"))?;
+        }
+        for (other, count) in &load.other_models {
+            tracing::warn!(
+                model_id,
+                other_model = %other,
+                templates = count,
+                "templates of another model are not matched by this one: re-enroll their \
+                 subjects under this model, or configure the model they were made with \
+                 ([vision] precision)"
+            );
+        }
         for f in &load.failures {
             tracing::error!(error = %ErrorChain(f), "template not loaded into the gallery");
         }

@@ -146,6 +146,10 @@ pub struct GalleryLoad {
     /// Rows that did not open (tampered, moved, wrong shape), each naming template and subject.
     /// The other rows are loaded regardless.
     pub failures: Vec<StoreError>,
+    /// Live templates made by other models (model id, count): never matched against this
+    /// model's probes (their scores are not comparable, e.g. fp32 and int8 embedders); their
+    /// subjects must be re-enrolled under this model, or the config switched back.
+    pub other_models: Vec<(String, usize)>,
 }
 
 /// What a master key rotation did.

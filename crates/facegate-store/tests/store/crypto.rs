@@ -311,3 +311,18 @@ fn gallery_load_alerts_have_a_bounded_size() {
     );
     assert!(alert.details.len() < 2048, "{} bytes", alert.details.len());
 }
+
+/// Switching the embedder (fp32 <-> int8, another model id) matches none of the old templates
+/// and says so: the load reports the other model's live templates so the operator re-enrolls.
+#[test]
+fn a_gallery_of_another_model_reports_the_templates_it_cannot_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _, _) = store_with(dir.path(), &["alice", "bob"]);
+    let int8 = "arcface-r100-faceplugin-int8:8c86add0c4d0";
+    let load = store.load_gallery(int8, DIM).unwrap();
+    assert_eq!(load.loaded, 0);
+    assert_eq!(load.other_models, vec![(MODEL.to_string(), 2)]);
+    let load = store.load_gallery(MODEL, DIM).unwrap();
+    assert_eq!(load.loaded, 2);
+    assert!(load.other_models.is_empty());
+}
