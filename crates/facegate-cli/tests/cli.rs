@@ -316,7 +316,7 @@ fn gallery_bench_reports_median_and_p95() {
         assert_eq!(m["decision_agree"], serde_json::json!([20, 20]), "{m}");
         assert!(m["p95_ms"].as_f64().unwrap() >= m["median_ms"].as_f64().unwrap());
     }
-    assert_eq!(v["bytes_per_template"], 512 * 5 + 64 + 8);
+    assert_eq!(v["bytes_per_template"], 512 * 5 + 4 * 64 + 8);
 }
 
 #[test]

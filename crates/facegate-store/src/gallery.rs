@@ -99,6 +99,9 @@ const BOUND_SLACK: f32 = 1e-4;
 const ROTATION_ROUNDS: usize = 3;
 /// Seed of the rotation's signs (fixed: codes need not be secret-keyed, only well spread).
 const ROTATION_SEED: u64 = 0x0f1e_2d3c_4b5a_6978;
+/// Further sign codes per row (other rotations), read only for rows the first code cannot
+/// exclude: with four codes the check resolves about half the cosine the first one does.
+const EXTRA_CODES: usize = 3;
 
 /// Which scan identification uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,6 +176,9 @@ pub struct Gallery {
     codes: SecretBuf<u64>,
     code_words: usize,
     rotation: Rotation,
+    /// Per row: `EXTRA_CODES * code_words` words, the codes of `extra_rotations`.
+    extra: SecretBuf<u64>,
+    extra_rotations: Vec<Rotation>,
     rows: Vec<RowRef>,
     by_template: HashMap<TemplateId, usize>,
     by_subject: HashMap<SubjectId, Vec<TemplateId>>,
@@ -198,8 +204,11 @@ impl Gallery {
     /// rows before it first grows.
     pub fn new(model_id: impl Into<String>, dim: usize, capacity: usize) -> Self {
         let cap = capacity.max(16);
-        let rotation = Rotation::new(dim);
+        let rotation = Rotation::new(dim, ROTATION_SEED);
         let code_words = rotation.words();
+        let extra_rotations: Vec<Rotation> = (1..=EXTRA_CODES as u64)
+            .map(|i| Rotation::new(dim, ROTATION_SEED.wrapping_add(i)))
+            .collect();
         Self {
             model_id: model_id.into(),
             dim,
@@ -211,6 +220,8 @@ impl Gallery {
             codes: SecretBuf::new(cap * code_words),
             code_words,
             rotation,
+            extra: SecretBuf::new(cap * code_words * EXTRA_CODES),
+            extra_rotations,
             rows: Vec::with_capacity(cap),
             by_template: HashMap::with_capacity(cap),
             by_subject: HashMap::with_capacity(cap),
@@ -241,13 +252,13 @@ impl Gallery {
 
     /// Whether the matrix memory is locked against swapping.
     pub fn is_locked(&self) -> bool {
-        self.exact.locked && self.quant.locked && self.codes.locked
+        self.exact.locked && self.quant.locked && self.codes.locked && self.extra.locked
     }
 
     /// Bytes each template takes in the scans' buffers: the f32 row, its int8 copy, its sign
     /// code, and the int8 scale and residual bound (the row index and maps come on top).
     pub fn bytes_per_template(&self) -> usize {
-        self.dim * 5 + self.code_words * 8 + 8
+        self.dim * 5 + self.code_words * 8 * (1 + EXTRA_CODES) + 8
     }
 
     /// The row index (which row holds which template), in row order.
@@ -287,6 +298,10 @@ impl Gallery {
         self.residual_max = self.residual_max.max(res);
         let code = self.rotation.code(values);
         self.codes.push(&code);
+        for r in &self.extra_rotations {
+            let code = r.code(values);
+            self.extra.push(&code);
+        }
         let row = self.rows.len();
         self.by_template.insert(template, row);
         self.by_subject
@@ -307,6 +322,8 @@ impl Gallery {
         self.inv_scale.swap_remove(row);
         self.residual.swap_remove(row);
         self.codes.swap_remove_chunk(row, self.code_words);
+        self.extra
+            .swap_remove_chunk(row, self.code_words * EXTRA_CODES);
         let removed = self.rows.swap_remove(row);
         if row != last {
             let moved = self.rows[row].template;
@@ -554,17 +571,16 @@ impl Gallery {
     fn prefiltered(&self, p: &[f32], k: usize, rule: MatchRule) -> Option<Found> {
         let n = self.rows.len();
         let bits = self.rotation.bits();
+        let w = self.code_words;
         let code = self.rotation.code(p);
         let mut dist = vec![0u16; n];
         let mut hist = vec![0u32; bits + 1];
-        hamming_scan(
-            self.codes.as_slice(),
-            self.code_words,
-            &code,
-            &mut dist,
-            &mut hist,
-        );
+        hamming_scan(self.codes.as_slice(), w, &code, &mut dist, &mut hist);
         drop(code);
+        let mut extra_code = zeroize::Zeroizing::new(Vec::with_capacity(w * EXTRA_CODES));
+        for r in &self.extra_rotations {
+            extra_code.extend_from_slice(&r.code(p));
+        }
         // within[h]: rows at distance h or less.
         let within: Vec<usize> = hist
             .iter()
@@ -575,36 +591,107 @@ impl Gallery {
             .collect();
         let target = PREFILTER_MIN.max(n / PREFILTER_SHARE);
         let widest = (n / PREFILTER_MAX_SHARE).max(PREFILTER_MIN);
-        let mut cut = within.iter().position(|w| *w >= target).unwrap_or(bits);
-        for _ in 0..4 {
-            let cut16 = cut as u16;
-            let candidates = dist
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| **d <= cut16)
-                .map(|(r, _)| r as u32);
-            let scored = self.rescore(candidates, p);
-            let rescored = scored.len();
-            let (hits, second) = self.collate(scored, k);
+        let cut = within.iter().position(|c| *c >= target).unwrap_or(bits) as u16;
+        let mut marked = vec![false; n];
+        let mut set: Vec<u32> = Vec::with_capacity(target * 2);
+        for (r, d) in dist.iter().enumerate() {
+            if *d <= cut {
+                marked[r] = true;
+                set.push(r as u32);
+            }
+        }
+        // Rows beyond the first candidates are first scored in int8 with their error bound
+        // (`bounded`: upper bound, row) and re-scored in f32 only when the bound reaches the
+        // level; `scored` holds the exact scores.
+        let mut scored = self.rescore(set.iter().copied(), p);
+        let mut bounded: Vec<(f32, u32)> = Vec::new();
+        let (q, sp, rp) = quantise_row(p);
+        let upper = |r: u32| {
+            let r = r as usize;
+            let row = &self.quant.as_slice()[r * self.dim..(r + 1) * self.dim];
+            let res = self.residual[r];
+            dot_i8(row, &q) as f32 * (self.inv_scale[r] * sp) + res + (1.0 + res) * rp + BOUND_SLACK
+        };
+        let mut marked_count = set.len();
+        // Distances by all the codes together, computed once per row when first needed.
+        let mut total: Vec<u16> = Vec::new();
+        for _ in 0..8 {
+            let (hits, second) = self.collate(scored.clone(), k);
             let found = Found {
                 hits,
                 second,
-                rescored,
+                rescored: scored.len(),
             };
-            if rescored == n {
+            if scored.len() == n {
                 return Some(found);
             }
             let level = rule.level(found.hits.first()?.score, found.second);
-            // Rows left out are at distance `cut + 1` or more.
+            // Bounded rows that could reach the level are scored exactly, and the result
+            // collated again.
+            let before = bounded.len();
+            let mut promoted = Vec::new();
+            bounded.retain(|&(ub, r)| {
+                if ub >= level {
+                    promoted.push(r);
+                    false
+                } else {
+                    true
+                }
+            });
+            if bounded.len() != before {
+                scored.extend(self.rescore(promoted.into_iter(), p));
+                continue;
+            }
+            // Rows that could score `level` or more: nearer than `need` by the first code and,
+            // where that leaves too many, nearer than `need_all` by all the codes together.
             let need = sign_code_distance(level, bits)?;
-            if cut + 1 >= need {
+            let near = within[need - 1];
+            let mut missing: Vec<u32> = Vec::new();
+            if near <= widest {
+                for (r, d) in dist.iter().enumerate() {
+                    if usize::from(*d) < need && !marked[r] {
+                        missing.push(r as u32);
+                    }
+                }
+            } else {
+                let need_all = sign_code_distance(level, bits * (1 + EXTRA_CODES))?;
+                let ew = w * EXTRA_CODES;
+                let extra = self.extra.as_slice();
+                if total.is_empty() {
+                    total = vec![u16::MAX; n];
+                }
+                extra_scan(extra, ew, &extra_code, &dist, need as u16, &mut total);
+                for (r, d) in dist.iter().enumerate() {
+                    if usize::from(*d) >= need || marked[r] {
+                        continue;
+                    }
+                    if usize::from(total[r]) >= need_all {
+                        continue;
+                    }
+                    missing.push(r as u32);
+                    if marked_count + missing.len() > widest {
+                        return None;
+                    }
+                }
+            }
+            if missing.is_empty() {
                 return Some(found);
             }
-            // Widen to every row nearer than `need`, if that stays small.
-            if within[need - 1] > widest {
+            if marked_count + missing.len() > widest {
                 return None;
             }
-            cut = need - 1;
+            marked_count += missing.len();
+            let mut exact_now = Vec::new();
+            for r in missing {
+                marked[r as usize] = true;
+                let ub = upper(r);
+                if ub >= level {
+                    exact_now.push(r);
+                } else {
+                    bounded.push((ub, r));
+                }
+            }
+            scored.extend(self.rescore(exact_now.into_iter(), p));
         }
         None
     }
@@ -795,9 +882,9 @@ struct Rotation {
 }
 
 impl Rotation {
-    fn new(dim: usize) -> Self {
+    fn new(dim: usize, seed: u64) -> Self {
         let padded = dim.max(1).next_power_of_two();
-        let mut rng = crate::bench::XorShift::new(ROTATION_SEED);
+        let mut rng = crate::bench::XorShift::new(seed);
         let signs = (0..ROTATION_ROUNDS * padded)
             .map(|_| if rng.next() >> 63 == 0 { 1.0 } else { -1.0 })
             .collect();
@@ -850,8 +937,28 @@ fn fwht(v: &mut [f32]) {
     }
 }
 
-/// Hamming distances of every code to `q` into `dist`, counted into `hist` (by distance).
+/// Hamming distances of every code to `q` into `dist`, counted into `hist` (by distance). On
+/// x86-64 the loop is compiled a second time for CPUs with `popcnt` (the baseline target has
+/// none, and its SSE2 emulation takes about twice as long); aarch64's `cnt` is baseline.
 fn hamming_scan(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has the one feature `hamming_scan_popcnt` is compiled for (checked
+        // just above); the function is otherwise the safe code below.
+        unsafe { hamming_scan_popcnt(codes, words, q, dist, hist) };
+        return;
+    }
+    hamming_scan_any(codes, words, q, dist, hist);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn hamming_scan_popcnt(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
+    hamming_scan_any(codes, words, q, dist, hist);
+}
+
+#[inline(always)]
+fn hamming_scan_any(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
     match words {
         8 => hamming_scan_w::<8>(codes, q, dist, hist),
         16 => hamming_scan_w::<16>(codes, q, dist, hist),
@@ -867,8 +974,48 @@ fn hamming_scan(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hist: 
     }
 }
 
+/// For every row nearer than `need` by the first code whose `total` is not known yet (MAX):
+/// its first distance plus the Hamming distance of its extra codes (`ew` words) to `q`.
+fn extra_scan(extra: &[u64], ew: usize, q: &[u64], dist: &[u16], need: u16, total: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: as in `hamming_scan`: the CPU has `popcnt`, checked just above.
+        unsafe { extra_scan_popcnt(extra, ew, q, dist, need, total) };
+        return;
+    }
+    extra_scan_any(extra, ew, q, dist, need, total);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn extra_scan_popcnt(
+    extra: &[u64],
+    ew: usize,
+    q: &[u64],
+    dist: &[u16],
+    need: u16,
+    total: &mut [u16],
+) {
+    extra_scan_any(extra, ew, q, dist, need, total);
+}
+
+#[inline(always)]
+fn extra_scan_any(extra: &[u64], ew: usize, q: &[u64], dist: &[u16], need: u16, total: &mut [u16]) {
+    for ((e, d), t) in extra
+        .chunks_exact(ew.max(1))
+        .zip(dist)
+        .zip(total.iter_mut())
+    {
+        if *d < need && *t == u16::MAX {
+            let h: u32 = e.iter().zip(q).map(|(x, y)| (x ^ y).count_ones()).sum();
+            *t = *d + h as u16;
+        }
+    }
+}
+
 /// [`hamming_scan`] for a fixed code width (the loop unrolls; `count_ones` is one `popcnt` or
 /// `cnt` where the target has it).
+#[inline(always)]
 fn hamming_scan_w<const W: usize>(codes: &[u64], q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
     let mut qa = [0u64; W];
     qa.copy_from_slice(&q[..W]);
@@ -1204,7 +1351,7 @@ mod tests {
     #[test]
     fn sign_codes_differ_in_the_angles_share_of_bits() {
         let dim = 512;
-        let rot = Rotation::new(dim);
+        let rot = Rotation::new(dim, ROTATION_SEED);
         let mut rng = XorShift::new(9);
         let mut worst_z = 0.0f64;
         for c in [0.0f32, 0.3, 0.5, 0.7, 0.9] {
@@ -1270,7 +1417,7 @@ mod tests {
         assert_eq!(g.codes.as_slice().len(), 39 * 8);
         let r = g.identify(&probe, 1, SearchMode::Prefiltered).unwrap();
         assert_eq!(r.hits[0].template, TemplateId(40));
-        assert_eq!(g.bytes_per_template(), 512 * 5 + 64 + 8);
+        assert_eq!(g.bytes_per_template(), 512 * 5 + 4 * 64 + 8);
     }
 
     #[test]
