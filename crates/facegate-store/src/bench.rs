@@ -86,7 +86,7 @@ pub fn bench_queries(gallery: &Gallery, queries: &[Embedding], mode: SearchMode)
 
 /// A synthetic face population for 1:N benchmarks, shaped like a real embedder's output rather
 /// than random directions (between which every cosine is about 0 +- 0.044 at 512-d):
-/// identities share [`FACTORS`] latent directions with Gaussian weights (the "look-alike"
+/// identities share 16 (`FACTORS`) latent directions with Gaussian weights (the "look-alike"
 /// structure that gives impostor cosines a spread near LFW's, about 0.1, with a heavy upper
 /// tail), and every capture (the enrolled template, each probe) adds its own noise to the
 /// identity. Mated probes score 0.5-0.9 against their template; strangers are identities
@@ -101,7 +101,7 @@ pub struct FaceModel {
 }
 
 /// Latent directions shared by all identities.
-pub const FACTORS: usize = 16;
+const FACTORS: usize = 16;
 /// Weight of the latent part against the identity's own unit vector.
 const FACTOR_WEIGHT: f32 = 0.33;
 /// Noise of the enrolled capture (norm, against a unit identity).

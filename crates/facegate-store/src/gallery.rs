@@ -430,6 +430,12 @@ impl Gallery {
         // crowd the top.
         let want = (4 * (k + 1)).max(16);
         let (found, mode) = match mode {
+            // Distances are u16: codes wider than that (dim above 16,384) take the int8 scan.
+            SearchMode::Prefiltered
+                if self.rotation.bits() * (1 + EXTRA_CODES) > usize::from(u16::MAX) =>
+            {
+                (self.quantised(p, k, want), SearchMode::Quantised)
+            }
             SearchMode::Prefiltered => match self.prefiltered(p, k, rule) {
                 Some(found) => (found, SearchMode::Prefiltered),
                 None => (self.quantised(p, k, want), SearchMode::Quantised),
