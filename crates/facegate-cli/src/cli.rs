@@ -654,7 +654,7 @@ pub struct FpirArgs {
 pub enum BenchCommand {
     /// Per-stage latency over a folder of images or a Y4M stream.
     Pipeline(PipelineBenchArgs),
-    /// 1:N search time over a synthetic gallery of random unit templates.
+    /// 1:N search time over a synthetic face population: every mode in one run, against exact.
     Gallery(GalleryBenchArgs),
 }
 
@@ -667,9 +667,13 @@ pub struct GalleryBenchArgs {
     pub queries: usize,
     #[arg(long, default_value_t = 512)]
     pub dim: usize,
-    /// Search mode: auto (int8 scan + exact re-score for large galleries), exact, quantised.
-    #[arg(long, value_enum, default_value_t = SearchModeArg::Auto)]
-    pub mode: SearchModeArg,
+    /// Only this mode (beside exact, the reference); every mode when absent.
+    #[arg(long, value_enum)]
+    pub mode: Option<SearchModeArg>,
+    /// The 1:N threshold the searches are told (decisions are then checked at it); without
+    /// it the prefilter keeps the top-1 and decisions are checked at 0.3504 and 0.5121.
+    #[arg(long)]
+    pub threshold: Option<f32>,
     #[arg(long)]
     pub json: bool,
 }
@@ -731,12 +735,14 @@ impl From<RelationArg> for facegate_policy::GuardianRelation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum SearchModeArg {
-    /// int8 scan + exact re-score for large galleries, exact for small ones.
+    /// Prefiltered for large galleries, exact for small ones.
     Auto,
     /// Every row in f32.
     Exact,
-    /// The int8 copy, then the best candidates re-scored in f32.
+    /// The int8 copy, then every row that could reach the reported scores re-scored in f32.
     Quantised,
+    /// 1-bit codes by Hamming distance, the nearest re-scored in f32, int8 as the fallback.
+    Prefiltered,
 }
 
 impl SearchModeArg {
@@ -745,6 +751,7 @@ impl SearchModeArg {
             Self::Auto => "auto",
             Self::Exact => "exact",
             Self::Quantised => "quantised",
+            Self::Prefiltered => "prefiltered",
         }
     }
 }
@@ -755,6 +762,7 @@ impl From<SearchModeArg> for facegate_store::SearchMode {
             SearchModeArg::Auto => Self::Auto,
             SearchModeArg::Exact => Self::Exact,
             SearchModeArg::Quantised => Self::Quantised,
+            SearchModeArg::Prefiltered => Self::Prefiltered,
         }
     }
 }
@@ -806,7 +814,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("[possible values: auto, exact, quantised]"),
+            err.contains("[possible values: auto, exact, quantised, prefiltered]"),
             "{err}"
         );
     }

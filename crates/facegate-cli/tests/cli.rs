@@ -307,6 +307,16 @@ fn gallery_bench_reports_median_and_p95() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
     assert!(v["p95_ms"].as_f64().unwrap() >= v["median_ms"].as_f64().unwrap());
+    // Every mode in the one run, each agreeing with the exact scan on every probe.
+    let modes = v["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["exact", "quantised", "prefiltered"]);
+    for m in modes {
+        assert_eq!(m["top1_agree"], 20, "{m}");
+        assert_eq!(m["decision_agree"], serde_json::json!([20, 20]), "{m}");
+        assert!(m["p95_ms"].as_f64().unwrap() >= m["median_ms"].as_f64().unwrap());
+    }
+    assert_eq!(v["bytes_per_template"], 512 * 5 + 4 * 64 + 8);
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use facegate_policy::NoticePending;
 use facegate_store::{
-    AuditEvent, AuditKind, ConsentStatus, Gallery, Identification, SearchMode, Store, StoreError,
+    AuditEvent, AuditKind, ConsentStatus, Gallery, Identification, MatchRule, SearchMode, Store,
+    StoreError,
 };
 use facegate_types::{Embedding, ErrorChain, SubjectId};
 
@@ -230,8 +231,12 @@ impl Decider {
                 })
             }
             Against::Gallery => {
-                let ident = gallery.identify(probe, self.top_k, SearchMode::Auto)?;
                 let threshold = self.identification_threshold(gallery.len());
+                let rule = MatchRule {
+                    threshold: Some(threshold),
+                    margin: self.margin,
+                };
+                let ident = gallery.identify_with(probe, self.top_k, SearchMode::Auto, rule)?;
                 let attempt = Attempt::from_identification(
                     ident.best().map(|h| (&h.subject, h.score)),
                     ident.second_identity_score,

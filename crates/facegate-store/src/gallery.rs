@@ -7,14 +7,24 @@
 //! `LimitMEMLOCK=`), so templates are not written to swap, and are zeroised when the gallery is
 //! dropped, when a buffer grows (the old buffer), and row by row when a template is removed.
 //!
-//! Search: identification scans either the exact f32 matrix ([`SearchMode::Exact`]) or an int8
-//! copy with one scale per row ([`SearchMode::Quantised`], the default for large galleries),
-//! keeping the best candidates, then re-scores those candidates exactly in f32. Scores returned
-//! are always exact cosines. The int8 scan reads a quarter of the bytes, and the scan is memory
-//! bandwidth bound, so it is about four times faster; the candidate list is wide enough (at least
-//! 64 rows) that the quantisation error (well under 0.01 in cosine for 512-d unit vectors) does
-//! not change which identities come out on top in practice. Galleries above a size threshold are
-//! scanned by two threads (`std::thread::scope`).
+//! Search: identification has three scans, and every score it returns is an exact f32 cosine.
+//! - [`SearchMode::Exact`] scans every row of the f32 matrix.
+//! - [`SearchMode::Quantised`] scans an int8 copy (one scale per row) and re-scores in f32
+//!   every row whose int8 score could reach the reported ones. Each row keeps the norm of its
+//!   quantisation residual, so the int8 score's error has a computed bound (see
+//!   [`Gallery::identify_with`]); the hits, the second identity's score and so the decision are
+//!   the exact scan's (up to f32 rounding of the exact scan itself, below 1e-4 in cosine). The
+//!   scan reads a quarter of the bytes of the f32 one.
+//! - [`SearchMode::Prefiltered`] (the default for large galleries) scans a 1-bit code per row
+//!   (the signs of the template after a fixed pseudo-random rotation, 64 bytes for 512-d, held in
+//!   cache at 100,000 templates) by Hamming distance, re-scores the nearest codes in f32, and
+//!   accepts the result only when a row left out could not, at six standard deviations of the
+//!   sign-code statistics, score within the decision margin of the best; otherwise it widens the
+//!   candidate list, and then falls back to the bounded int8 scan. Its guarantee is statistical
+//!   (see [`Gallery::identify_with`]); the tests and `facegate bench gallery` check it.
+//!
+//! The f32 and int8 scans use two threads above a size threshold (`std::thread::scope`); the
+//! prefilter uses one (the gate's second core belongs to the models).
 //!
 //! Updates happen in place: insertion appends a row, removal swap-removes it (the last row moves
 //! into the hole) and keeps the row -> (subject, template) index in step.
@@ -35,6 +45,63 @@ const SEARCH_THREADS: usize = 2;
 const QUANT_CANDIDATES: usize = 64;
 /// Galleries smaller than this use the exact scan even in [`SearchMode::Auto`].
 const QUANT_MIN_ROWS: usize = 4096;
+/// Candidates the prefilter re-scores first: at least this many, and at least
+/// `n / PREFILTER_SHARE` (chosen with `facegate bench gallery`, see the README).
+const PREFILTER_MIN: usize = 256;
+const PREFILTER_SHARE: usize = 1024;
+/// The prefilter widens its candidate list (x4 each time) up to this share of the gallery
+/// before it falls back to the bounded int8 scan.
+const PREFILTER_MAX_SHARE: usize = 16;
+/// Standard deviations of the sign-code statistics a left-out row must lie beyond.
+const PREFILTER_Z: f64 = 6.0;
+/// Margin the prefilter certifies when the caller names no rule (above the policy's default).
+pub const DEFAULT_CERTIFIED_MARGIN: f32 = 0.10;
+
+/// The identification rule a result will be judged by (`facegate_policy::identification_outcome`:
+/// the best score must reach `threshold` and beat the second identity by `margin`). The
+/// prefilter keeps the decision under this rule; without a threshold it keeps the top-1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchRule {
+    pub threshold: Option<f32>,
+    pub margin: f32,
+}
+
+impl MatchRule {
+    /// No threshold, the margin [`DEFAULT_CERTIFIED_MARGIN`].
+    pub const TOP1: Self = Self {
+        threshold: None,
+        margin: DEFAULT_CERTIFIED_MARGIN,
+    };
+
+    /// The cosine every left-out row must stay below for the decision (and, where the result
+    /// is a match or no threshold is set, the top-1) to be the full scan's.
+    fn level(&self, best: f32, second: Option<f32>) -> f32 {
+        let margin = if self.margin.is_finite() {
+            self.margin.max(0.0)
+        } else {
+            1.0
+        };
+        match self.threshold {
+            // Below the threshold: unknown as long as nothing left out reaches it.
+            Some(t) if best < t => t,
+            // Ambiguous: stays so while nothing left out beats the second by the margin.
+            Some(_) if second.is_some_and(|s2| best - s2 < margin) => {
+                second.map_or(best, |s2| s2 + margin)
+            }
+            // A match: stays this one while nothing left out comes within the margin.
+            _ => best - margin,
+        }
+    }
+}
+/// Slack for f32 rounding in the int8 bound and in the exact dot product itself.
+const BOUND_SLACK: f32 = 1e-4;
+/// Rounds of (random signs, Walsh-Hadamard transform) in the code's rotation.
+const ROTATION_ROUNDS: usize = 3;
+/// Seed of the rotation's signs (fixed: codes need not be secret-keyed, only well spread).
+const ROTATION_SEED: u64 = 0x0f1e_2d3c_4b5a_6978;
+/// Further sign codes per row (other rotations), read only for rows the first code cannot
+/// exclude: with four codes the check resolves about half the cosine the first one does.
+const EXTRA_CODES: usize = 3;
 
 /// Which scan identification uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,8 +111,12 @@ pub enum SearchMode {
     Auto,
     /// Scan every row in f32.
     Exact,
-    /// Scan the int8 copy, then re-score the best candidates in f32.
+    /// Scan the int8 copy, then re-score in f32 every row whose bounded int8 score could reach
+    /// the reported scores (exact hits).
     Quantised,
+    /// Scan 1-bit codes by Hamming distance, re-score the nearest in f32, and fall back to
+    /// [`SearchMode::Quantised`] when a left-out row could change the decision.
+    Prefiltered,
 }
 
 /// One row of the gallery.
@@ -72,8 +143,10 @@ pub struct Identification {
     pub second_identity_score: Option<f32>,
     /// Rows scanned.
     pub scanned: usize,
-    /// The scan that was used (never `Auto`).
+    /// The scan that gave the result (never `Auto`; `Quantised` when the prefilter fell back).
     pub mode: SearchMode,
+    /// Rows re-scored exactly in f32.
+    pub rescored: usize,
 }
 
 impl Identification {
@@ -95,6 +168,17 @@ pub struct Gallery {
     quant: SecretBuf<i8>,
     /// Per row: `max|x| / 127`, so `x ≈ q * inv_scale`.
     inv_scale: Vec<f32>,
+    /// Per row: an upper bound of `|x - q * inv_scale|` (the int8 residual's L2 norm).
+    residual: Vec<f32>,
+    /// The largest `residual` any row ever had (a valid bound for every row).
+    residual_max: f32,
+    /// Per row: `code_words` u64 words of sign bits (see [`Rotation`]).
+    codes: SecretBuf<u64>,
+    code_words: usize,
+    rotation: Rotation,
+    /// Per row: `EXTRA_CODES * code_words` words, the codes of `extra_rotations`.
+    extra: SecretBuf<u64>,
+    extra_rotations: Vec<Rotation>,
     rows: Vec<RowRef>,
     by_template: HashMap<TemplateId, usize>,
     by_subject: HashMap<SubjectId, Vec<TemplateId>>,
@@ -107,7 +191,10 @@ impl fmt::Debug for Gallery {
             .field("dim", &self.dim)
             .field("rows", &self.rows.len())
             .field("subjects", &self.by_subject.len())
-            .field("locked", &(self.exact.locked && self.quant.locked))
+            .field(
+                "locked",
+                &(self.exact.locked && self.quant.locked && self.codes.locked),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -117,12 +204,24 @@ impl Gallery {
     /// rows before it first grows.
     pub fn new(model_id: impl Into<String>, dim: usize, capacity: usize) -> Self {
         let cap = capacity.max(16);
+        let rotation = Rotation::new(dim, ROTATION_SEED);
+        let code_words = rotation.words();
+        let extra_rotations: Vec<Rotation> = (1..=EXTRA_CODES as u64)
+            .map(|i| Rotation::new(dim, ROTATION_SEED.wrapping_add(i)))
+            .collect();
         Self {
             model_id: model_id.into(),
             dim,
             exact: SecretBuf::new(cap * dim),
             quant: SecretBuf::new(cap * dim),
             inv_scale: Vec::with_capacity(cap),
+            residual: Vec::with_capacity(cap),
+            residual_max: 0.0,
+            codes: SecretBuf::new(cap * code_words),
+            code_words,
+            rotation,
+            extra: SecretBuf::new(cap * code_words * EXTRA_CODES),
+            extra_rotations,
             rows: Vec::with_capacity(cap),
             by_template: HashMap::with_capacity(cap),
             by_subject: HashMap::with_capacity(cap),
@@ -153,7 +252,13 @@ impl Gallery {
 
     /// Whether the matrix memory is locked against swapping.
     pub fn is_locked(&self) -> bool {
-        self.exact.locked && self.quant.locked
+        self.exact.locked && self.quant.locked && self.codes.locked && self.extra.locked
+    }
+
+    /// Bytes each template takes in the scans' buffers: the f32 row, its int8 copy, its sign
+    /// code, and the int8 scale and residual bound (the row index and maps come on top).
+    pub fn bytes_per_template(&self) -> usize {
+        self.dim * 5 + self.code_words * 8 * (1 + EXTRA_CODES) + 8
     }
 
     /// The row index (which row holds which template), in row order.
@@ -184,11 +289,19 @@ impl Gallery {
     }
 
     pub(crate) fn push_row(&mut self, subject: SubjectId, template: TemplateId, values: &[f32]) {
-        let (q, inv) = quantise_row(values);
+        let (q, inv, res) = quantise_row(values);
         self.exact.push(values);
         self.quant.push(&q);
         drop(q);
         self.inv_scale.push(inv);
+        self.residual.push(res);
+        self.residual_max = self.residual_max.max(res);
+        let code = self.rotation.code(values);
+        self.codes.push(&code);
+        for r in &self.extra_rotations {
+            let code = r.code(values);
+            self.extra.push(&code);
+        }
         let row = self.rows.len();
         self.by_template.insert(template, row);
         self.by_subject
@@ -207,6 +320,10 @@ impl Gallery {
         self.exact.swap_remove_chunk(row, self.dim);
         self.quant.swap_remove_chunk(row, self.dim);
         self.inv_scale.swap_remove(row);
+        self.residual.swap_remove(row);
+        self.codes.swap_remove_chunk(row, self.code_words);
+        self.extra
+            .swap_remove_chunk(row, self.code_words * EXTRA_CODES);
         let removed = self.rows.swap_remove(row);
         if row != last {
             let moved = self.rows[row].template;
@@ -263,17 +380,47 @@ impl Gallery {
     }
 
     /// 1:N identification: the `k` best identities, best first, plus the second identity's best
-    /// score. Scores are exact cosines whatever the mode.
+    /// score. Scores are exact cosines whatever the mode. The prefilter certifies
+    /// [`DEFAULT_CERTIFIED_MARGIN`]; the engine calls [`Gallery::identify_with`] with its own.
     pub fn identify(
         &self,
         probe: &Embedding,
         k: usize,
         mode: SearchMode,
     ) -> Result<Identification, StoreError> {
+        self.identify_with(probe, k, mode, MatchRule::TOP1)
+    }
+
+    /// 1:N identification for a decision under `rule`.
+    ///
+    /// What each mode guarantees against a full exact scan:
+    /// - `Exact` and `Quantised`: the same hits (identities, templates, scores) and second
+    ///   identity score. The int8 score `a` of a row obeys `|cos - a| <= r_x + (1 + r_x) r_p`
+    ///   (`r` the residual norms of row and probe; the rest is Cauchy-Schwarz), so after the
+    ///   best int8 candidates are re-scored, every row whose bound reaches the lowest reported
+    ///   exact score is re-scored too; rows left out score strictly lower.
+    /// - `Prefiltered`: the same decision under `rule`, and the same best identity and score
+    ///   when the result is a match or `rule` has no threshold. The result is accepted only
+    ///   when every left-out row's Hamming distance lies six standard deviations beyond the
+    ///   distance expected of a row scoring the rule's critical level (sign codes of rotated
+    ///   vectors differ in a fraction `acos(cos) / pi` of the bits): `best - margin` for a
+    ///   match (or without a threshold), `second + margin` when ambiguous, the threshold when
+    ///   below it. The second identity's score is exact whenever it is within the margin of the
+    ///   best; otherwise it may be a lower one, still below `best - margin`. Below the
+    ///   threshold, the best hit may be another row under the threshold. When the check fails
+    ///   the candidates are widened to every row the check needs (at most 1/16 of the
+    ///   gallery), then the bounded int8 scan answers (`mode` then says `Quantised`).
+    pub fn identify_with(
+        &self,
+        probe: &Embedding,
+        k: usize,
+        mode: SearchMode,
+        rule: MatchRule,
+    ) -> Result<Identification, StoreError> {
         self.check_dim(probe.dim())?;
         let n = self.rows.len();
         let mode = match mode {
-            SearchMode::Auto if n >= QUANT_MIN_ROWS => SearchMode::Quantised,
+            SearchMode::Auto if n >= QUANT_MIN_ROWS => SearchMode::Prefiltered,
             SearchMode::Auto => SearchMode::Exact,
             m => m,
         };
@@ -282,33 +429,48 @@ impl Gallery {
         // Enough rows to find k + 1 distinct identities even when several templates per person
         // crowd the top.
         let want = (4 * (k + 1)).max(16);
-        let mut candidates = match mode {
-            SearchMode::Quantised => {
-                let (q, _) = quantise_row(p);
-                let found = self.scan(want.max(QUANT_CANDIDATES), |rows, top| {
-                    scan_i8(
-                        self.quant.as_slice(),
-                        &self.inv_scale,
-                        self.dim,
-                        rows,
-                        &q,
-                        top,
-                    );
-                });
-                // Exact re-score.
-                let mut c: Vec<(f32, u32)> = found
-                    .into_iter()
-                    .map(|(_, r)| (dot_f32(self.row(r as usize), p), r))
-                    .collect();
-                c.sort_by(|a, b| b.0.total_cmp(&a.0));
-                c
+        let (found, mode) = match mode {
+            // Distances are u16: codes wider than that (dim above 16,384) take the int8 scan.
+            SearchMode::Prefiltered
+                if self.rotation.bits() * (1 + EXTRA_CODES) > usize::from(u16::MAX) =>
+            {
+                (self.quantised(p, k, want), SearchMode::Quantised)
             }
-            _ => self.scan(want, |rows, top| {
-                scan_f32(self.exact.as_slice(), self.dim, rows, p, top);
-            }),
+            SearchMode::Prefiltered => match self.prefiltered(p, k, rule) {
+                Some(found) => (found, SearchMode::Prefiltered),
+                None => (self.quantised(p, k, want), SearchMode::Quantised),
+            },
+            SearchMode::Quantised => (self.quantised(p, k, want), SearchMode::Quantised),
+            _ => {
+                let c = self.scan(want, |rows, top| {
+                    scan_f32(self.exact.as_slice(), self.dim, rows, p, top);
+                });
+                let rescored = c.len();
+                let (hits, second) = self.collate(c, k);
+                (
+                    Found {
+                        hits,
+                        second,
+                        rescored,
+                    },
+                    SearchMode::Exact,
+                )
+            }
         };
-        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Ok(Identification {
+            hits: found.hits,
+            second_identity_score: found.second,
+            scanned: n,
+            mode,
+            rescored: found.rescored,
+        })
+    }
 
+    /// Sorts scored rows and keeps the best row of each identity: `k` hits and the second
+    /// identity's score.
+    fn collate(&self, mut candidates: Vec<(f32, u32)>, k: usize) -> (Vec<Hit>, Option<f32>) {
+        // Score, then row: equal scores resolve the same way in every mode.
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut hits: Vec<Hit> = Vec::with_capacity(k);
         let mut second = None;
         let mut seen: Vec<&SubjectId> = Vec::with_capacity(k + 1);
@@ -332,12 +494,212 @@ impl Gallery {
                 break;
             }
         }
-        Ok(Identification {
+        (hits, second)
+    }
+
+    /// Exact scores of `rows`.
+    fn rescore(&self, rows: impl Iterator<Item = u32>, p: &[f32]) -> Vec<(f32, u32)> {
+        rows.map(|r| (dot_f32(self.row(r as usize), p), r))
+            .collect()
+    }
+
+    /// The bounded int8 scan (see [`Gallery::identify_with`]).
+    fn quantised(&self, p: &[f32], k: usize, want: usize) -> Found {
+        let n = self.rows.len();
+        let (q, sp, rp) = quantise_row(p);
+        // int8 scores of every row, kept for the second step (4 bytes a row).
+        let mut approx = vec![0.0f32; n];
+        self.par_rows(&mut approx, |rows, out| {
+            scan_i8(
+                self.quant.as_slice(),
+                &self.inv_scale,
+                self.dim,
+                rows,
+                &q,
+                sp,
+                out,
+            );
+        });
+        drop(q);
+        let mut top = TopN::new(want.max(QUANT_CANDIDATES));
+        for (r, a) in approx.iter().enumerate() {
+            top.offer(*a, r as u32);
+        }
+        let floor = top.floor;
+        let kept = top.into_vec();
+        let all_kept = kept.len() == n;
+        let mut rescored = kept.len();
+        let (hits, second) = self.collate(self.rescore(kept.iter().map(|c| c.1), p), k);
+        if all_kept {
+            return Found {
+                hits,
+                second,
+                rescored,
+            };
+        }
+        // The lowest score reported; with fewer identities than asked, every row counts.
+        let lowest = match (hits.len() >= k, second) {
+            (true, Some(s2)) => hits.last().map_or(s2, |h| h.score.min(s2)),
+            _ => f32::NEG_INFINITY,
+        };
+        let bound = |res: f32| res + (1.0 + res) * rp + BOUND_SLACK;
+        if floor + bound(self.residual_max) < lowest {
+            return Found {
+                hits,
+                second,
+                rescored,
+            };
+        }
+        // Every row whose upper bound reaches the lowest reported score, plus those already
+        // scored: the reported scores can only rise, and the rows left out stay below them.
+        let mut more: Vec<u32> = kept.iter().map(|c| c.1).collect();
+        more.sort_unstable();
+        let extra: Vec<u32> = approx
+            .iter()
+            .zip(&self.residual)
+            .enumerate()
+            .filter(|(r, (a, res))| {
+                **a + bound(**res) >= lowest && more.binary_search(&(*r as u32)).is_err()
+            })
+            .map(|(r, _)| r as u32)
+            .collect();
+        more.extend(extra);
+        rescored = more.len();
+        let (hits, second) = self.collate(self.rescore(more.into_iter(), p), k);
+        Found {
             hits,
-            second_identity_score: second,
-            scanned: n,
-            mode,
-        })
+            second,
+            rescored,
+        }
+    }
+
+    /// The sign-code prefilter (see [`Gallery::identify_with`]); `None` means "fall back".
+    fn prefiltered(&self, p: &[f32], k: usize, rule: MatchRule) -> Option<Found> {
+        let n = self.rows.len();
+        let bits = self.rotation.bits();
+        let w = self.code_words;
+        let code = self.rotation.code(p);
+        let mut dist = vec![0u16; n];
+        let mut hist = vec![0u32; bits + 1];
+        hamming_scan(self.codes.as_slice(), w, &code, &mut dist, &mut hist);
+        drop(code);
+        let mut extra_code = zeroize::Zeroizing::new(Vec::with_capacity(w * EXTRA_CODES));
+        for r in &self.extra_rotations {
+            extra_code.extend_from_slice(&r.code(p));
+        }
+        // within[h]: rows at distance h or less.
+        let within: Vec<usize> = hist
+            .iter()
+            .scan(0usize, |acc, c| {
+                *acc += *c as usize;
+                Some(*acc)
+            })
+            .collect();
+        let target = PREFILTER_MIN.max(n / PREFILTER_SHARE);
+        let widest = (n / PREFILTER_MAX_SHARE).max(PREFILTER_MIN);
+        let cut = within.iter().position(|c| *c >= target).unwrap_or(bits) as u16;
+        let mut marked = vec![false; n];
+        let mut set: Vec<u32> = Vec::with_capacity(target * 2);
+        for (r, d) in dist.iter().enumerate() {
+            if *d <= cut {
+                marked[r] = true;
+                set.push(r as u32);
+            }
+        }
+        // Rows beyond the first candidates are first scored in int8 with their error bound
+        // (`bounded`: upper bound, row) and re-scored in f32 only when the bound reaches the
+        // level; `scored` holds the exact scores.
+        let mut scored = self.rescore(set.iter().copied(), p);
+        let mut bounded: Vec<(f32, u32)> = Vec::new();
+        let (q, sp, rp) = quantise_row(p);
+        let upper = |r: u32| {
+            let r = r as usize;
+            let row = &self.quant.as_slice()[r * self.dim..(r + 1) * self.dim];
+            let res = self.residual[r];
+            dot_i8(row, &q) as f32 * (self.inv_scale[r] * sp) + res + (1.0 + res) * rp + BOUND_SLACK
+        };
+        let mut marked_count = set.len();
+        // Distances by all the codes together, computed once per row when first needed.
+        let mut total: Vec<u16> = Vec::new();
+        for _ in 0..8 {
+            let (hits, second) = self.collate(scored.clone(), k);
+            let found = Found {
+                hits,
+                second,
+                rescored: scored.len(),
+            };
+            if scored.len() == n {
+                return Some(found);
+            }
+            let level = rule.level(found.hits.first()?.score, found.second);
+            // Bounded rows that could reach the level are scored exactly, and the result
+            // collated again.
+            let before = bounded.len();
+            let mut promoted = Vec::new();
+            bounded.retain(|&(ub, r)| {
+                if ub >= level {
+                    promoted.push(r);
+                    false
+                } else {
+                    true
+                }
+            });
+            if bounded.len() != before {
+                scored.extend(self.rescore(promoted.into_iter(), p));
+                continue;
+            }
+            // Rows that could score `level` or more: nearer than `need` by the first code and,
+            // where that leaves too many, nearer than `need_all` by all the codes together.
+            let need = sign_code_distance(level, bits)?;
+            let near = within[need - 1];
+            let mut missing: Vec<u32> = Vec::new();
+            if near <= widest {
+                for (r, d) in dist.iter().enumerate() {
+                    if usize::from(*d) < need && !marked[r] {
+                        missing.push(r as u32);
+                    }
+                }
+            } else {
+                let need_all = sign_code_distance(level, bits * (1 + EXTRA_CODES))?;
+                let ew = w * EXTRA_CODES;
+                let extra = self.extra.as_slice();
+                if total.is_empty() {
+                    total = vec![u16::MAX; n];
+                }
+                extra_scan(extra, ew, &extra_code, &dist, need as u16, &mut total);
+                for (r, d) in dist.iter().enumerate() {
+                    if usize::from(*d) >= need || marked[r] {
+                        continue;
+                    }
+                    if usize::from(total[r]) >= need_all {
+                        continue;
+                    }
+                    missing.push(r as u32);
+                    if marked_count + missing.len() > widest {
+                        return None;
+                    }
+                }
+            }
+            if missing.is_empty() {
+                return Some(found);
+            }
+            if marked_count + missing.len() > widest {
+                return None;
+            }
+            marked_count += missing.len();
+            let mut exact_now = Vec::new();
+            for r in missing {
+                marked[r as usize] = true;
+                let ub = upper(r);
+                if ub >= level {
+                    exact_now.push(r);
+                } else {
+                    bounded.push((ub, r));
+                }
+            }
+            scored.extend(self.rescore(exact_now.into_iter(), p));
+        }
+        None
     }
 
     /// Runs `kernel` over all rows (split over two threads when large) and merges the top lists.
@@ -346,14 +708,7 @@ impl Gallery {
         F: Fn(std::ops::Range<usize>, &mut TopN) + Sync,
     {
         let n = self.rows.len();
-        let threads = if n * self.dim >= PARALLEL_MIN_ELEMENTS {
-            std::thread::available_parallelism()
-                .map_or(1, |p| p.get())
-                .clamp(1, SEARCH_THREADS)
-        } else {
-            1
-        };
-        if threads == 1 {
+        if self.threads() == 1 {
             let mut top = TopN::new(keep);
             kernel(0..n, &mut top);
             return top.into_vec();
@@ -372,6 +727,57 @@ impl Gallery {
         }
         a.into_vec()
     }
+
+    /// Runs `kernel` writing one value per row into `out` (split over two threads when large).
+    fn par_rows<F>(&self, out: &mut [f32], kernel: F)
+    where
+        F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+    {
+        let n = self.rows.len();
+        if self.threads() == 1 {
+            kernel(0..n, out);
+            return;
+        }
+        let split = n / 2;
+        let (lo, hi) = out.split_at_mut(split);
+        std::thread::scope(|s| {
+            let kernel = &kernel;
+            s.spawn(move || kernel(split..n, hi));
+            kernel(0..split, lo);
+        });
+    }
+
+    fn threads(&self) -> usize {
+        if self.rows.len() * self.dim >= PARALLEL_MIN_ELEMENTS {
+            std::thread::available_parallelism()
+                .map_or(1, |p| p.get())
+                .clamp(1, SEARCH_THREADS)
+        } else {
+            1
+        }
+    }
+}
+
+/// Hits and second identity score of one scan, with the rows it re-scored.
+struct Found {
+    hits: Vec<Hit>,
+    second: Option<f32>,
+    rescored: usize,
+}
+
+/// The Hamming distance (of `bits`) from which rows score below `level`, at [`PREFILTER_Z`]
+/// standard deviations: a row of cosine `level` differs in a fraction `q = acos(level) / pi`
+/// of the bits, `bits * q` on average with at most the binomial spread. `None` when no
+/// distance is far enough.
+fn sign_code_distance(level: f32, bits: usize) -> Option<usize> {
+    if level.is_nan() || level <= -1.0 {
+        return None;
+    }
+    let q = f64::from(level.min(1.0)).acos() / std::f64::consts::PI;
+    let n = bits as f64;
+    let sd = (n * q * (1.0 - q)).sqrt().max(0.5);
+    let need = (n * q + PREFILTER_Z * sd).ceil().max(1.0) as usize;
+    (need <= bits).then_some(need)
 }
 
 // ----- kernels -------------------------------------------------------------------------------
@@ -437,29 +843,197 @@ fn scan_i8(
     dim: usize,
     rows: std::ops::Range<usize>,
     q: &[i8],
-    top: &mut TopN,
+    probe_scale: f32,
+    out: &mut [f32],
 ) {
-    // Rows are ranked on the integer dot times the row's own scale; the probe's scale is common
-    // to all rows and does not change the order.
     let block = &m[rows.start * dim..rows.end * dim];
-    let scales = &inv_scale[rows.clone()];
-    for (i, (row, s)) in block.chunks_exact(dim).zip(scales).enumerate() {
-        top.offer(dot_i8(row, q) as f32 * s, (rows.start + i) as u32);
+    let scales = &inv_scale[rows];
+    for ((row, s), o) in block.chunks_exact(dim).zip(scales).zip(out.iter_mut()) {
+        *o = dot_i8(row, q) as f32 * (s * probe_scale);
     }
 }
 
-/// Quantises a unit vector to int8 with one scale: returns the codes and `max|x| / 127`.
-fn quantise_row(v: &[f32]) -> (zeroize::Zeroizing<Vec<i8>>, f32) {
+/// Quantises a unit vector to int8 with one scale: returns the codes, `max|x| / 127`, and an
+/// upper bound of the residual's L2 norm `|x - q * scale|` (computed in f64, rounded up).
+fn quantise_row(v: &[f32]) -> (zeroize::Zeroizing<Vec<i8>>, f32, f32) {
     let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let scale = if max > 0.0 { 127.0 / max } else { 0.0 };
-    let q = v
+    let inv = if max > 0.0 { max / 127.0 } else { 0.0 };
+    let q: Vec<i8> = v
         .iter()
         .map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8)
         .collect();
-    (
-        zeroize::Zeroizing::new(q),
-        if max > 0.0 { max / 127.0 } else { 0.0 },
-    )
+    let res2: f64 = v
+        .iter()
+        .zip(&q)
+        .map(|(&x, &c)| {
+            let d = f64::from(x) - f64::from(c) * f64::from(inv);
+            d * d
+        })
+        .sum();
+    let res = (res2.sqrt() as f32) * (1.0 + 1e-5) + 1e-7;
+    (zeroize::Zeroizing::new(q), inv, res)
+}
+
+/// A fixed pseudo-random rotation of `R^dim` (zero-padded to a power of two): rounds of random
+/// sign flips and the Walsh-Hadamard transform. The sign bits of rotated vectors behave like
+/// random-hyperplane hashes: two vectors at angle `t` differ in about `t / pi` of the bits,
+/// whatever the axes of the embedding favour.
+#[derive(Debug)]
+struct Rotation {
+    dim: usize,
+    padded: usize,
+    /// `ROTATION_ROUNDS * padded` signs.
+    signs: Vec<f32>,
+}
+
+impl Rotation {
+    fn new(dim: usize, seed: u64) -> Self {
+        let padded = dim.max(1).next_power_of_two();
+        let mut rng = crate::bench::XorShift::new(seed);
+        let signs = (0..ROTATION_ROUNDS * padded)
+            .map(|_| if rng.next() >> 63 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        Self { dim, padded, signs }
+    }
+
+    fn bits(&self) -> usize {
+        self.padded
+    }
+
+    fn words(&self) -> usize {
+        self.padded.div_ceil(64)
+    }
+
+    /// The sign code of `v`: bit `i` of word `i / 64` is set when rotated coordinate `i` > 0.
+    fn code(&self, v: &[f32]) -> zeroize::Zeroizing<Vec<u64>> {
+        let mut buf = zeroize::Zeroizing::new(vec![0.0f32; self.padded]);
+        let n = v.len().min(self.dim);
+        buf[..n].copy_from_slice(&v[..n]);
+        for signs in self.signs.chunks_exact(self.padded) {
+            for (x, s) in buf.iter_mut().zip(signs) {
+                *x *= s;
+            }
+            fwht(&mut buf);
+        }
+        let mut code = zeroize::Zeroizing::new(vec![0u64; self.words()]);
+        for (i, x) in buf.iter().enumerate() {
+            if *x > 0.0 {
+                code[i / 64] |= 1 << (i % 64);
+            }
+        }
+        code
+    }
+}
+
+/// In-place unnormalised Walsh-Hadamard transform (length a power of two).
+fn fwht(v: &mut [f32]) {
+    let n = v.len();
+    let mut h = 1;
+    while h < n {
+        for block in v.chunks_exact_mut(2 * h) {
+            let (a, b) = block.split_at_mut(h);
+            for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+                let (s, d) = (*x + *y, *x - *y);
+                *x = s;
+                *y = d;
+            }
+        }
+        h *= 2;
+    }
+}
+
+/// Hamming distances of every code to `q` into `dist`, counted into `hist` (by distance). On
+/// x86-64 the loop is compiled a second time for CPUs with `popcnt` (the baseline target has
+/// none, and its SSE2 emulation takes about twice as long); aarch64's `cnt` is baseline.
+fn hamming_scan(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has the one feature `hamming_scan_popcnt` is compiled for (checked
+        // just above); the function is otherwise the safe code below.
+        unsafe { hamming_scan_popcnt(codes, words, q, dist, hist) };
+        return;
+    }
+    hamming_scan_any(codes, words, q, dist, hist);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn hamming_scan_popcnt(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
+    hamming_scan_any(codes, words, q, dist, hist);
+}
+
+#[inline(always)]
+fn hamming_scan_any(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
+    match words {
+        8 => hamming_scan_w::<8>(codes, q, dist, hist),
+        16 => hamming_scan_w::<16>(codes, q, dist, hist),
+        4 => hamming_scan_w::<4>(codes, q, dist, hist),
+        2 => hamming_scan_w::<2>(codes, q, dist, hist),
+        _ => {
+            for (c, d) in codes.chunks_exact(words.max(1)).zip(dist.iter_mut()) {
+                let h: u32 = c.iter().zip(q).map(|(a, b)| (a ^ b).count_ones()).sum();
+                *d = h as u16;
+                hist[h as usize] += 1;
+            }
+        }
+    }
+}
+
+/// For every row nearer than `need` by the first code whose `total` is not known yet (MAX):
+/// its first distance plus the Hamming distance of its extra codes (`ew` words) to `q`.
+fn extra_scan(extra: &[u64], ew: usize, q: &[u64], dist: &[u16], need: u16, total: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: as in `hamming_scan`: the CPU has `popcnt`, checked just above.
+        unsafe { extra_scan_popcnt(extra, ew, q, dist, need, total) };
+        return;
+    }
+    extra_scan_any(extra, ew, q, dist, need, total);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn extra_scan_popcnt(
+    extra: &[u64],
+    ew: usize,
+    q: &[u64],
+    dist: &[u16],
+    need: u16,
+    total: &mut [u16],
+) {
+    extra_scan_any(extra, ew, q, dist, need, total);
+}
+
+#[inline(always)]
+fn extra_scan_any(extra: &[u64], ew: usize, q: &[u64], dist: &[u16], need: u16, total: &mut [u16]) {
+    for ((e, d), t) in extra
+        .chunks_exact(ew.max(1))
+        .zip(dist)
+        .zip(total.iter_mut())
+    {
+        if *d < need && *t == u16::MAX {
+            let h: u32 = e.iter().zip(q).map(|(x, y)| (x ^ y).count_ones()).sum();
+            *t = *d + h as u16;
+        }
+    }
+}
+
+/// [`hamming_scan`] for a fixed code width (the loop unrolls; `count_ones` is one `popcnt` or
+/// `cnt` where the target has it).
+#[inline(always)]
+fn hamming_scan_w<const W: usize>(codes: &[u64], q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
+    let mut qa = [0u64; W];
+    qa.copy_from_slice(&q[..W]);
+    for (c, d) in codes.chunks_exact(W).zip(dist.iter_mut()) {
+        let mut h = 0u32;
+        for i in 0..W {
+            h += (c[i] ^ qa[i]).count_ones();
+        }
+        *d = h as u16;
+        hist[h as usize] += 1;
+    }
+    qa.zeroize();
 }
 
 /// The best `cap` (score, row) pairs seen, unordered until `into_vec`.
@@ -730,5 +1304,222 @@ mod tests {
             .unwrap();
         assert_eq!(r.hits[0].template, TemplateId(99));
         assert!(format!("{g:?}").contains("rows: 100"));
+    }
+
+    /// The full scan the modes are held to: every row scored exactly, then collated.
+    fn reference(g: &Gallery, probe: &Embedding, k: usize) -> (Vec<Hit>, Option<f32>) {
+        let all = g.rescore(0..g.len() as u32, probe.as_slice());
+        g.collate(all, k)
+    }
+
+    fn decision(
+        hits: &[Hit],
+        second: Option<f32>,
+        threshold: f32,
+        margin: f32,
+    ) -> Option<(facegate_policy::IdentifyOutcome, Option<SubjectId>)> {
+        let b = hits.first()?;
+        let o = facegate_policy::identification_outcome(b.score, second, threshold, margin);
+        Some((
+            o,
+            (o == facegate_policy::IdentifyOutcome::Match).then(|| b.subject.clone()),
+        ))
+    }
+
+    /// A face population plus adversarial near-ties: `dups` copies of row `target`, each moved
+    /// by about `eps`, under other subjects (look-alikes) or the same one.
+    fn tied_gallery(
+        seed: u64,
+        n: usize,
+        dim: usize,
+        target: usize,
+        dups: usize,
+        eps: f32,
+    ) -> Gallery {
+        let model = crate::FaceModel::new(dim, seed);
+        let mut g = model.gallery(n);
+        let mut rng = XorShift::new(seed ^ 0x71e5);
+        let base = g.row(target).to_vec();
+        for d in 0..dups {
+            let mut v: Vec<f32> = base.iter().map(|x| x + eps * rng.uniform()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            let subject = if d % 3 == 2 {
+                g.rows()[target].subject.clone()
+            } else {
+                sid(&format!("twin-{d}"))
+            };
+            g.push_row(subject, TemplateId(10_000_000 + d as u64), &v);
+        }
+        g
+    }
+
+    #[test]
+    fn sign_codes_differ_in_the_angles_share_of_bits() {
+        let dim = 512;
+        let rot = Rotation::new(dim, ROTATION_SEED);
+        let mut rng = XorShift::new(9);
+        let mut worst_z = 0.0f64;
+        for c in [0.0f32, 0.3, 0.5, 0.7, 0.9] {
+            let mut sum = 0.0;
+            let trials = 200;
+            for _ in 0..trials {
+                let mut a = vec![0.0f32; dim];
+                let mut o = vec![0.0f32; dim];
+                rng.unit_vector(&mut a);
+                rng.unit_vector(&mut o);
+                // b = c a + sqrt(1 - c^2) (o orthogonalised to a)
+                let d: f32 = a.iter().zip(&o).map(|(x, y)| x * y).sum();
+                o.iter_mut().zip(&a).for_each(|(y, x)| *y -= d * x);
+                let on = o.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let s = (1.0 - c * c).sqrt();
+                let b: Vec<f32> = a.iter().zip(&o).map(|(x, y)| c * x + s * y / on).collect();
+                let (ca, cb) = (rot.code(&a), rot.code(&b));
+                let h: u32 = ca
+                    .iter()
+                    .zip(cb.iter())
+                    .map(|(x, y)| (x ^ y).count_ones())
+                    .sum();
+                let q = f64::from(c).acos() / std::f64::consts::PI;
+                let z = (f64::from(h) - 512.0 * q) / (512.0 * q * (1.0 - q)).sqrt();
+                worst_z = worst_z.max(z.abs());
+                sum += f64::from(h);
+            }
+            let mean = sum / f64::from(trials) / 512.0;
+            let q = f64::from(c).acos() / std::f64::consts::PI;
+            assert!((mean - q).abs() < 0.01, "cos {c}: {mean} vs {q}");
+        }
+        // 1,000 pairs stay well inside the six standard deviations the prefilter relies on.
+        assert!(worst_z < 4.5, "{worst_z}");
+        // The required distance grows as the level falls, and none is past the code.
+        let a = sign_code_distance(0.8, 512).unwrap();
+        let b = sign_code_distance(0.6, 512).unwrap();
+        assert!(a < b && b <= 512);
+        assert_eq!(sign_code_distance(-1.0, 512), None);
+        assert_eq!(sign_code_distance(f32::NAN, 512), None);
+    }
+
+    #[test]
+    fn the_rules_critical_level() {
+        let r = MatchRule {
+            threshold: Some(0.5),
+            margin: 0.05,
+        };
+        // Below the threshold: nothing may reach it.
+        assert_eq!(r.level(0.4, Some(0.3)), 0.5);
+        // A match: nothing may come within the margin of the best.
+        assert!((r.level(0.8, Some(0.3)) - 0.75).abs() < 1e-6);
+        // Ambiguous: nothing may beat the second by the margin.
+        assert!((r.level(0.8, Some(0.78)) - 0.83).abs() < 1e-6);
+        assert!((MatchRule::TOP1.level(0.8, None) - 0.7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn codes_follow_removal_and_bytes_are_counted() {
+        let mut g = Gallery::synthetic(40, 512, 2);
+        let probe = g.synthetic_probe(39, 0.0, 0).unwrap();
+        assert!(g.remove_template(TemplateId(1)));
+        assert!(g.codes.buf[39 * 8..40 * 8].iter().all(|w| *w == 0));
+        assert_eq!(g.codes.as_slice().len(), 39 * 8);
+        let r = g.identify(&probe, 1, SearchMode::Prefiltered).unwrap();
+        assert_eq!(r.hits[0].template, TemplateId(40));
+        assert_eq!(g.bytes_per_template(), 512 * 5 + 4 * 64 + 8);
+    }
+
+    #[test]
+    fn prefilter_answers_mated_probes_and_falls_back_for_doubtful_ones() {
+        let model = crate::FaceModel::new(512, 5);
+        let g = model.gallery(6000);
+        let mut answered = 0;
+        let mut fell_back = 0;
+        for (i, (probe, _)) in model.probes(6000, 40).iter().enumerate() {
+            let (hits, second) = reference(&g, probe, 3);
+            let r = g.identify(probe, 3, SearchMode::Prefiltered).unwrap();
+            match r.mode {
+                SearchMode::Prefiltered => answered += 1,
+                SearchMode::Quantised => fell_back += 1,
+                m => panic!("{m:?}"),
+            }
+            assert_eq!(r.hits[0], hits[0], "probe {i}");
+            if r.mode == SearchMode::Quantised {
+                assert_eq!((&r.hits, r.second_identity_score), (&hits, second));
+            }
+            assert!(r.rescored < g.len(), "probe {i} re-scored everything");
+        }
+        assert!(
+            answered >= 10 && fell_back >= 10,
+            "{answered} / {fell_back}"
+        );
+        // Auto picks the prefilter at this size, exact below the size threshold.
+        let probe = model.mated_probe(17, 1).unwrap();
+        let auto = g.identify(&probe, 1, SearchMode::Auto).unwrap();
+        assert_ne!(auto.mode, SearchMode::Exact);
+        let small = model.gallery(100);
+        let auto = small.identify(&probe, 1, SearchMode::Auto).unwrap();
+        assert_eq!(auto.mode, SearchMode::Exact);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// The bounded int8 scan returns the full scan's hits and second score exactly, also
+        /// with near-duplicate rows whose int8 scores collide.
+        #[test]
+        fn quantised_is_the_full_scan(
+            seed in proptest::prelude::any::<u64>(),
+            n in 1usize..400,
+            dim in 8usize..96,
+            dups in 0usize..8,
+            eps_exp in 2i32..7,
+            k in 1usize..5,
+            mated in proptest::prelude::any::<bool>(),
+        ) {
+            let target = (seed as usize) % n;
+            let g = tied_gallery(seed, n, dim, target, dups, 10f32.powi(-eps_exp));
+            let model = crate::FaceModel::new(dim, seed);
+            let probe = if mated { model.mated_probe(target, seed) } else { model.stranger(seed) };
+            let probe = probe.unwrap();
+            let (hits, second) = reference(&g, &probe, k);
+            let r = g.identify(&probe, k, SearchMode::Quantised).unwrap();
+            proptest::prop_assert_eq!(&r.hits, &hits);
+            proptest::prop_assert_eq!(r.second_identity_score, second);
+        }
+
+        /// The prefilter keeps the full scan's decision under the rule it is told (and the
+        /// top-1 whenever that is a match or no threshold is told), with near-ties placed at
+        /// the threshold and margin.
+        #[test]
+        fn prefiltered_keeps_the_decision(
+            seed in proptest::prelude::any::<u64>(),
+            n in 600usize..2500,
+            dups in 0usize..6,
+            eps_exp in 2i32..7,
+            threshold in proptest::option::of(0.2f32..0.9),
+            margin in 0.0f32..0.15,
+            k in 1usize..4,
+            mated in proptest::prelude::any::<bool>(),
+        ) {
+            let dim = 256;
+            let target = (seed as usize) % n;
+            let g = tied_gallery(seed, n, dim, target, dups, 10f32.powi(-eps_exp));
+            let model = crate::FaceModel::new(dim, seed);
+            let probe = if mated { model.mated_probe(target, seed) } else { model.stranger(seed) };
+            let probe = probe.unwrap();
+            // Put the threshold right at the best score now and then (a tie with the rule).
+            let (hits, second) = reference(&g, &probe, k);
+            let threshold = threshold.map(|t| if seed % 4 == 0 { hits[0].score } else { t });
+            let rule = MatchRule { threshold, margin };
+            let r = g.identify_with(&probe, k, SearchMode::Prefiltered, rule).unwrap();
+            let t = threshold.unwrap_or(0.35);
+            proptest::prop_assert_eq!(
+                decision(&r.hits, r.second_identity_score, t, margin),
+                decision(&hits, second, t, margin)
+            );
+            let matched = decision(&hits, second, t, margin)
+                .is_some_and(|d| d.0 == facegate_policy::IdentifyOutcome::Match);
+            if threshold.is_none() || matched {
+                proptest::prop_assert_eq!(&r.hits[0], &hits[0]);
+            }
+        }
     }
 }

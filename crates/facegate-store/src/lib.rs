@@ -46,10 +46,15 @@ pub use audit::{
     AuditBreak, AuditEvent, AuditKind, AuditRecord, AuditVerification, BreakKind, ChainedRecord,
     PruneReport,
 };
-pub use bench::{QueryTimings, bench_queries, quantile};
+pub use bench::{
+    FaceModel, ModeReport, QueryTimings, ScoreProfile, bench_queries, compare_modes, quantile,
+    score_profile,
+};
 pub use credentials::{CredentialCheck, CredentialId, CredentialInfo, MAX_LABEL_LEN};
 pub use error::StoreError;
-pub use gallery::{Gallery, Hit, Identification, RowRef, SearchMode};
+pub use gallery::{
+    DEFAULT_CERTIFIED_MARGIN, Gallery, Hit, Identification, MatchRule, RowRef, SearchMode,
+};
 pub use keys::{KeyId, KeySource, MasterKey, generate_key_file};
 pub use ledger::ConsentStatus;
 pub use store::{

@@ -1,5 +1,7 @@
 //! `facegate bench pipeline PATH`: per-stage p50/p95, faces per second, and the raw model
 //! inference time beside the pipeline time (the difference is the pipeline's own overhead).
+//! `facegate bench gallery`: the 1:N search modes side by side in one run over a synthetic
+//! face population, with their agreement with the exact scan.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -11,7 +13,7 @@ use facegate_types::ErrorChain;
 use facegate_vision::{AnalyseOptions, StageTimings};
 use serde_json::json;
 
-use crate::cli::{BenchCommand, Cli, GalleryBenchArgs, PipelineBenchArgs};
+use crate::cli::{BenchCommand, Cli, GalleryBenchArgs, PipelineBenchArgs, SearchModeArg};
 use crate::output::{ms, progress};
 
 pub fn run(cli: &Cli, cmd: &BenchCommand) -> Result<ExitCode> {
@@ -28,8 +30,15 @@ const MAX_BENCH_QUERIES: usize = 100_000;
 /// Gallery memory `bench gallery` may ask for (the 1,000,000 x 512 gallery needs 2.4 GiB).
 const MAX_BENCH_BYTES: usize = 4 << 30;
 
+/// Decision thresholds `bench gallery` checks agreement at: the shipped embedder's calibrated
+/// cosines at FMR 1e-3 and 1e-5 (`models/manifest.toml`), with the policy's default margin.
+const BENCH_THRESHOLDS: [f32; 2] = [0.3504, 0.5121];
+const BENCH_MARGIN: f32 = 0.05;
+/// Probes whose full score profile (every row, exact) is summarised.
+const PROFILE_PROBES: usize = 20;
+
 fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
-    use facegate_store::{Gallery, SearchMode, bench_queries};
+    use facegate_store::{FaceModel, MatchRule, SearchMode, compare_modes, score_profile};
     anyhow::ensure!(
         (1..=MAX_BENCH_SIZE).contains(&args.size),
         "--size must lie in 1..={MAX_BENCH_SIZE}, not {}",
@@ -45,8 +54,8 @@ fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
         "--queries must lie in 1..={MAX_BENCH_QUERIES}, not {}",
         args.queries
     );
-    // f32 rows plus their int8 copy.
-    let bytes = args.size.saturating_mul(args.dim).saturating_mul(5);
+    // f32 rows, their int8 copy, the sign codes (at most 2 bits a dimension after padding).
+    let bytes = args.size.saturating_mul(args.dim).saturating_mul(6);
     anyhow::ensure!(
         bytes <= MAX_BENCH_BYTES,
         "--size {} x --dim {} needs {} MiB of gallery memory; the limit is {} MiB",
@@ -55,29 +64,150 @@ fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
         bytes >> 20,
         MAX_BENCH_BYTES >> 20
     );
-    let mode = SearchMode::from(args.mode);
+    let modes: Vec<SearchMode> = match args.mode {
+        None => vec![
+            SearchMode::Exact,
+            SearchMode::Quantised,
+            SearchMode::Prefiltered,
+        ],
+        Some(SearchModeArg::Exact) => vec![SearchMode::Exact],
+        Some(m) => vec![SearchMode::Exact, SearchMode::from(m)],
+    };
     let build = Instant::now();
-    let gallery = Gallery::synthetic(args.size, args.dim, 0x5eed);
+    let model = FaceModel::new(args.dim, 0x5eed);
+    let gallery = model.gallery(args.size);
     let build_s = build.elapsed().as_secs_f64();
-    let probes: Vec<_> = (0..args.queries)
-        .filter_map(|i| gallery.synthetic_probe((i * 7919) % args.size, 0.3, i as u64 + 1))
+    let probes = model.probes(args.size, args.queries);
+    let own: Vec<Option<usize>> = (0..probes.len())
+        .map(|i| (i % 2 == 0).then_some((i * 7919) % args.size))
+        .take(PROFILE_PROBES)
         .collect();
-    let t = bench_queries(&gallery, &probes, mode);
+    let profile = score_profile(&gallery, &probes[..own.len()], &own);
+    let (rule, thresholds) = match args.threshold {
+        Some(t) => {
+            anyhow::ensure!(
+                t.is_finite() && (-1.0..=1.0).contains(&t),
+                "--threshold must be a cosine in [-1, 1], not {t}"
+            );
+            (
+                MatchRule {
+                    threshold: Some(t),
+                    margin: BENCH_MARGIN,
+                },
+                vec![t],
+            )
+        }
+        None => (
+            MatchRule {
+                threshold: None,
+                margin: BENCH_MARGIN,
+            },
+            BENCH_THRESHOLDS.to_vec(),
+        ),
+    };
+    let reports = compare_modes(&gallery, &probes, &modes, rule, &thresholds);
+    let exact_median = reports
+        .iter()
+        .find(|r| r.mode == SearchMode::Exact)
+        .map_or(f64::NAN, |r| r.all.median_ms);
+    let name = |m: SearchMode| match m {
+        SearchMode::Auto => "auto",
+        SearchMode::Exact => "exact",
+        SearchMode::Quantised => "quantised",
+        SearchMode::Prefiltered => "prefiltered",
+    };
+    let headline = reports.last().map(|r| r.all);
     if args.json {
+        let modes_json: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                json!({
+                    "mode": name(r.mode),
+                    "median_ms": r.all.median_ms, "p95_ms": r.all.p95_ms,
+                    "mated_median_ms": r.mated.median_ms, "mated_p95_ms": r.mated.p95_ms,
+                    "stranger_median_ms": r.strangers.median_ms, "stranger_p95_ms": r.strangers.p95_ms,
+                    "exact_over_this": exact_median / r.all.median_ms,
+                    "top1_agree": r.top1_agree,
+                    "decision_agree": r.decision_agree,
+                    "second_agree": r.second_agree,
+                    "prefilter_answered": r.prefilter_answered,
+                    "rescored_median": r.rescored_median,
+                })
+            })
+            .collect();
         println!(
             "{}",
-            json!({ "size": args.size, "dim": args.dim, "queries": t.queries, "mode": args.mode.as_str(), "median_ms": t.median_ms, "p95_ms": t.p95_ms, "build_s": build_s })
+            json!({
+                "size": args.size, "dim": args.dim, "queries": probes.len(),
+                "median_ms": headline.map(|t| t.median_ms), "p95_ms": headline.map(|t| t.p95_ms),
+                "build_s": build_s, "bytes_per_template": gallery.bytes_per_template(),
+                "thresholds": thresholds, "threshold_told": args.threshold, "margin": BENCH_MARGIN,
+                "profile": {
+                    "mated_p5": profile.mated_p5, "mated_median": profile.mated_median,
+                    "mated_p95": profile.mated_p95, "impostor_median": profile.impostor_median,
+                    "impostor_p99": profile.impostor_p99, "impostor_p999": profile.impostor_p999,
+                    "best_impostor_median": profile.best_impostor_median,
+                },
+                "modes": modes_json,
+            })
         );
     } else {
         println!(
-            "1:N over {} templates of {} dimensions ({} mode), {} queries: median {:.3} ms, p95 {:.3} ms (gallery built in {build_s:.1} s)",
+            "1:N over {} synthetic face templates of {} dimensions ({} bytes each in the scans), {} probes \
+             (half mated, half strangers), modes interleaved in one run (gallery built in {build_s:.1} s)",
             args.size,
             args.dim,
-            args.mode.as_str(),
-            t.queries,
-            t.median_ms,
-            t.p95_ms
+            gallery.bytes_per_template(),
+            probes.len()
         );
+        println!(
+            "scores over {} probes: mated p5/median/p95 {:.2}/{:.2}/{:.2}; impostors median {:.2}, p99 {:.2}, p99.9 {:.2}; best impostor in the gallery (median) {:.2}",
+            own.len(),
+            profile.mated_p5,
+            profile.mated_median,
+            profile.mated_p95,
+            profile.impostor_median,
+            profile.impostor_p99,
+            profile.impostor_p999,
+            profile.best_impostor_median
+        );
+        println!(
+            "agreement with the exact scan, probes of {}: top-1 (template and score), decision (subject and outcome) at thresholds {thresholds:?} with margin {BENCH_MARGIN} (the searches were told {}), second identity score; answered: probes the prefilter answered itself; rescored: median rows scored in f32",
+            probes.len(),
+            args.threshold
+                .map_or_else(|| "no threshold".to_owned(), |t| format!("threshold {t}"))
+        );
+        println!(
+            "{:<12} {:>9} {:>9} {:>11} {:>13} {:>9} {:>6} {:>18} {:>8} {:>9} {:>9}",
+            "mode",
+            "median ms",
+            "p95 ms",
+            "mated med",
+            "stranger med",
+            "exact/x",
+            "top-1",
+            "decisions",
+            "second",
+            "answered",
+            "rescored"
+        );
+        for r in &reports {
+            let d: Vec<String> = r.decision_agree.iter().map(ToString::to_string).collect();
+            println!(
+                "{:<12} {:>9.3} {:>9.3} {:>11.3} {:>13.3} {:>9.2} {:>6} {:>18} {:>8} {:>9} {:>9.0}",
+                name(r.mode),
+                r.all.median_ms,
+                r.all.p95_ms,
+                r.mated.median_ms,
+                r.strangers.median_ms,
+                exact_median / r.all.median_ms,
+                r.top1_agree,
+                d.join("/"),
+                r.second_agree,
+                r.prefilter_answered,
+                r.rescored_median
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
