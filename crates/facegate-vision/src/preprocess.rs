@@ -270,8 +270,9 @@ pub fn warp_to_planar(frame: &Frame, to_src: &Affine, size: u32, norm: Normalise
 ///
 /// When every sample of the output falls inside the frame with its right and lower neighbour
 /// (checked once, on the four corners: an affine map's extremes over a square are at its
-/// corners), the warp takes [`warp_inside`], which reads both tap pairs of a sample as two
-/// 6-byte windows and never consults the border; otherwise every tap goes through the border.
+/// corners), the warp takes its all-inside path (`warp_inside`), which reads both tap pairs of
+/// a sample as two 6-byte windows and never consults the border; otherwise every tap goes
+/// through the border.
 /// Both paths compute each sample with the same arithmetic, so the fast path only changes the
 /// time (`tests::warp_matches_the_per_pixel_reference`).
 pub fn warp_to_planar_with(
