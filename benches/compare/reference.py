@@ -218,7 +218,11 @@ class Reference:
     def __init__(self, repo: str | os.PathLike, flip: bool, intra_threads: int = 0):
         repo = Path(repo)
         manifest = tomllib.loads((repo / "models" / "manifest.toml").read_text())
-        self.specs = {m["role"]: m for m in manifest["model"]}
+        # The fp32 entry of each role: the manifest also lists an int8 embedder built at set-up
+        # (`precision = "int8"`), which facegate only runs when its config asks for it.
+        self.specs = {
+            m["role"]: m for m in manifest["model"] if m.get("precision", "fp32") == "fp32"
+        }
         threads = intra_threads or os.cpu_count() or 1
         self.intra_threads = threads
         self.flip = flip
