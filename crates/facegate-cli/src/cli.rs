@@ -453,9 +453,6 @@ pub struct DetectArgs {
     pub images: Vec<PathBuf>,
     #[arg(long)]
     pub json: bool,
-    /// Also print the five landmarks (face information: refused in production mode).
-    #[arg(long)]
-    pub landmarks: bool,
 }
 
 #[derive(Debug, Args)]

@@ -86,10 +86,10 @@ fn bad_input_gives_a_clear_error_not_a_crash() {
     let out = facegate(&["detect", corrupt.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt.jpg"));
-    // Landmarks are face information: refused in production mode (the default config).
+    // Landmarks are biometric data: no option prints them.
     let out = facegate(&["detect", "--landmarks", "models/samples/astronaut.png"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("production mode"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--landmarks"));
     // A config naming a forbidden site kind is refused (Art. 13).
     let cfg = dir.path().join("hotel.toml");
     let text = std::fs::read_to_string(workspace().join("configs/facegate.toml")).unwrap();

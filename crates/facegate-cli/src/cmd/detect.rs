@@ -1,10 +1,9 @@
-//! `facegate detect IMAGE...`: boxes, scores, quality (and landmarks on request, never in
-//! production mode).
+//! `facegate detect IMAGE...`: boxes, scores, quality and liveness. Landmarks are never printed
+//! (they are biometric data of the person, invariant 3).
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
-use facegate_policy::Mode;
+use anyhow::Result;
 use facegate_vision::AnalyseOptions;
 use serde_json::json;
 
@@ -12,11 +11,6 @@ use crate::cli::{Cli, DetectArgs};
 
 pub fn run(cli: &Cli, args: &DetectArgs) -> Result<ExitCode> {
     let mut loaded = super::load(cli, |_| {})?;
-    if args.landmarks && loaded.config.policy.deployment().mode() == Mode::Production {
-        bail!(
-            "--landmarks prints face information and is refused in production mode (set [deployment] mode = \"development\")"
-        );
-    }
     let opts = AnalyseOptions {
         embed: false,
         liveness: loaded.pipeline.has_liveness(),
@@ -38,21 +32,13 @@ pub fn run(cli: &Cli, args: &DetectArgs) -> Result<ExitCode> {
         let list: Vec<_> = faces
             .iter()
             .map(|f| {
-                let mut v = json!({
+                let v = json!({
                     "box": f.detection.bbox,
                     "score": f.detection.score,
                     "quality": f.quality,
                     "quality_ok": f.quality.passes(),
                     "live_probability": f.liveness,
                 });
-                if args.landmarks {
-                    v["landmarks"] = f
-                        .landmarks
-                        .points()
-                        .iter()
-                        .map(|p| json!([p.x, p.y]))
-                        .collect();
-                }
                 v
             })
             .collect();
@@ -89,15 +75,6 @@ pub fn run(cli: &Cli, args: &DetectArgs) -> Result<ExitCode> {
                         issues.join(",")
                     },
                 );
-                if args.landmarks {
-                    let pts: Vec<String> = f
-                        .landmarks
-                        .points()
-                        .iter()
-                        .map(|p| format!("({:.1},{:.1})", p.x, p.y))
-                        .collect();
-                    println!("     landmarks {}", pts.join(" "));
-                }
             }
         }
         report.push(json!({ "image": path, "width": frame.width(), "height": frame.height(), "faces": list }));
