@@ -68,24 +68,8 @@ pub fn run(cli: &Cli, args: &CalibrationInputsArgs) -> Result<ExitCode> {
                     .analyse_photo(&frame, look, &mut faces)
                     .with_context(|| format!("looking at {}", path.display()))?;
                 let photo = photo.frame.into_owned();
-                // The face the image is about: nearest the centre among the large ones, as
-                // `eval lfw` picks it.
-                let (cx, cy) = (photo.width() as f32 / 2.0, photo.height() as f32 / 2.0);
-                let largest = faces
-                    .iter()
-                    .map(|f| f.detection.bbox.area())
-                    .fold(0.0f32, f32::max);
-                let pick = faces
-                    .iter()
-                    .filter(|f| f.detection.bbox.area() >= 0.3 * largest)
-                    .min_by(|a, b| {
-                        let d = |f: &facegate_vision::FaceAnalysis| {
-                            let c = f.detection.bbox.center();
-                            (c.x - cx).powi(2) + (c.y - cy).powi(2)
-                        };
-                        d(a).total_cmp(&d(b))
-                    })
-                    .map(|f| f.detection);
+                // The face the image is about, as `eval lfw` picks it.
+                let pick = super::eval::centre_pick(&faces, &photo).map(|f| f.detection);
                 match pick {
                     None => false,
                     Some(det) => {

@@ -93,6 +93,29 @@ pub(super) fn embed_centre_face(
     Ok(centre_face(pipeline, frame, looks)?.map(|(e, pass, _)| (e, pass)))
 }
 
+/// The face an LFW-style image is about: among the faces at least 0.3 of the largest's area,
+/// the one nearest the centre of `photo`.
+pub(super) fn centre_pick<'a>(
+    faces: &'a [facegate_vision::FaceAnalysis],
+    photo: &Frame,
+) -> Option<&'a facegate_vision::FaceAnalysis> {
+    let (cx, cy) = (photo.width() as f32 / 2.0, photo.height() as f32 / 2.0);
+    let largest = faces
+        .iter()
+        .map(|f| f.detection.bbox.area())
+        .fold(0.0f32, f32::max);
+    faces
+        .iter()
+        .filter(|f| f.detection.bbox.area() >= 0.3 * largest)
+        .min_by(|a, b| {
+            let d = |f: &facegate_vision::FaceAnalysis| {
+                let c = f.detection.bbox.center();
+                (c.x - cx).powi(2) + (c.y - cy).powi(2)
+            };
+            d(a).total_cmp(&d(b))
+        })
+}
+
 /// [`embed_centre_face`]'s face, with its landmarks in the image's coordinates.
 fn centre_face(
     pipeline: &mut Pipeline,
@@ -120,22 +143,7 @@ fn centre_face(
         (p.frame, p.pass)
     };
     // The photo sits centred on its margin, so the centre is the photo's either way.
-    let (cx, cy) = (photo.width() as f32 / 2.0, photo.height() as f32 / 2.0);
-    let largest = faces
-        .iter()
-        .map(|f| f.detection.bbox.area())
-        .fold(0.0f32, f32::max);
-    let pick = faces
-        .iter()
-        .filter(|f| f.detection.bbox.area() >= 0.3 * largest)
-        .min_by(|a, b| {
-            let d = |f: &facegate_vision::FaceAnalysis| {
-                let c = f.detection.bbox.center();
-                (c.x - cx).powi(2) + (c.y - cy).powi(2)
-            };
-            d(a).total_cmp(&d(b))
-        });
-    let Some(face) = pick else {
+    let Some(face) = centre_pick(&faces, &photo) else {
         return Ok(None);
     };
     let mut t = StageTimings::default();
