@@ -20,6 +20,34 @@ pub const MARGIN: f32 = 0.4;
 /// margin of 0.25).
 pub const LARGE_FACE: f32 = 0.5;
 
+/// A face clear of the photo's edge whose box is wider or taller than this fraction of the
+/// photo may still be a part of a face the photo cuts (a box on the eyes and nose of a tight
+/// crop, 0.3-0.5 of its width), so the photo is also looked at on its margin
+/// ([`crate::Pipeline::analyse_photo`]). Smaller faces (a group, a distant face) are not.
+pub const PART_CHECK: f32 = 0.2;
+
+/// A box is a part of another when the other has at least this many times its area...
+pub const PART_AREA: f32 = 2.0;
+
+/// ...and holds at least this fraction of it.
+pub const PART_COVER: f32 = 0.8;
+
+/// Whether a face box of a `width x height` photo is large enough to be a part of a face the
+/// photo cuts ([`PART_CHECK`]).
+pub fn may_be_a_part(bbox: &BBox, width: u32, height: u32) -> bool {
+    bbox.width() > PART_CHECK * width as f32 || bbox.height() > PART_CHECK * height as f32
+}
+
+/// Whether `part` is a part of `whole`: `whole` is at least [`PART_AREA`] times larger and
+/// holds at least [`PART_COVER`] of `part`.
+pub fn part_of(part: &BBox, whole: &BBox) -> bool {
+    let iw = (part.x2.min(whole.x2) - part.x1.max(whole.x1)).max(0.0);
+    let ih = (part.y2.min(whole.y2) - part.y1.max(whole.y1)).max(0.0);
+    part.area() > 0.0
+        && whole.area() >= PART_AREA * part.area()
+        && iw * ih >= PART_COVER * part.area()
+}
+
 /// Which look found the faces of a photo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PhotoPass {
@@ -104,6 +132,20 @@ mod tests {
         let f = Frame::from_rgb8(400, 100, vec![0; 400 * 100 * 3]).unwrap();
         let (c, _) = with_margin(&f, 4.0 / 3.0);
         assert_eq!((c.width(), c.height()), (720, 540));
+    }
+
+    #[test]
+    fn a_box_inside_a_much_larger_one_is_a_part_of_it() {
+        let whole = BBox::new(10.0, 10.0, 90.0, 110.0);
+        // The eyes and nose of the face: inside, a fifth of the area.
+        assert!(part_of(&BBox::new(30.0, 40.0, 70.0, 80.0), &whole));
+        // The same face found again, a little larger: not a part.
+        assert!(!part_of(&BBox::new(15.0, 15.0, 85.0, 105.0), &whole));
+        // A small box mostly outside: not a part.
+        assert!(!part_of(&BBox::new(80.0, 40.0, 120.0, 80.0), &whole));
+        assert!(!part_of(&BBox::new(30.0, 40.0, 30.0, 80.0), &whole));
+        assert!(may_be_a_part(&BBox::new(30.0, 40.0, 70.0, 80.0), 84, 100));
+        assert!(!may_be_a_part(&BBox::new(30.0, 40.0, 70.0, 80.0), 640, 480));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use facegate_types::{Embedding, Frame, Landmarks5, Point};
+use facegate_types::{BBox, Embedding, Frame, Landmarks5, Point};
 use serde::Serialize;
 
 use crate::VisionError;
@@ -15,7 +15,7 @@ use crate::embedder::{ArcFace, FaceEmbedder};
 use crate::landmarks::{LandmarkLocator, Pfld68};
 use crate::liveness::{LivenessDetector, PassiveLiveness};
 use crate::manifest::{CalibrationPoint, Manifest, Precision, Role};
-use crate::photo::{PhotoPass, fills_photo, touches_border, with_margin};
+use crate::photo::{PhotoPass, fills_photo, may_be_a_part, part_of, touches_border, with_margin};
 use crate::plausible::{
     FaceGeometryLimits, Implausible, context_canvas, enlarged, landmark_shift, whole_face,
 };
@@ -278,7 +278,7 @@ impl Pipeline {
     pub fn locate_landmarks(
         &mut self,
         frame: &Frame,
-        bbox: &facegate_types::BBox,
+        bbox: &BBox,
     ) -> Result<Landmarks5, VisionError> {
         self.landmarks.locate(frame, bbox)
     }
@@ -502,18 +502,36 @@ impl Pipeline {
         opts: AnalyseOptions,
         out: &mut Vec<FaceAnalysis>,
     ) -> Result<StageTimings, VisionError> {
-        out.clear();
         let mut t = StageTimings::default();
+        self.detect_timed(frame, &mut t)?;
+        self.analyse_detections(frame, opts, out, &mut t)?;
+        Ok(t)
+    }
+
+    /// The detector on `frame` into `self.detections`, its time added to `t`.
+    fn detect_timed(&mut self, frame: &Frame, t: &mut StageTimings) -> Result<(), VisionError> {
         let start = Instant::now();
         self.detector.detect(frame, &mut self.detections)?;
-        t.detect = start.elapsed();
+        t.detect += start.elapsed();
         t.inference += self.detector.session().last_inference();
+        Ok(())
+    }
+
+    /// The rest of [`Pipeline::analyse`] for the detections of the last detector run on `frame`.
+    fn analyse_detections(
+        &mut self,
+        frame: &Frame,
+        opts: AnalyseOptions,
+        out: &mut Vec<FaceAnalysis>,
+        t: &mut StageTimings,
+    ) -> Result<(), VisionError> {
+        out.clear();
         let n = self.detections.len().min(opts.max_faces);
         for i in 0..n {
             let det = self.detections[i];
-            out.push(self.analyse_face(frame, det, opts, &mut t)?);
+            out.push(self.analyse_face(frame, det, opts, t)?);
         }
-        Ok(t)
+        Ok(())
     }
 
     /// [`Pipeline::analyse`] in the shape of [`Pipeline::analyse_photo`]: the photo as it is,
@@ -561,18 +579,54 @@ impl Pipeline {
                 .is_some_and(|i| fills_photo(&faces[i].detection.bbox, f.width(), f.height()))
         };
         let mut timings = self.analyse(frame, opts, out)?;
+        let direct_pass = |timings| PhotoAnalysis {
+            frame: std::borrow::Cow::Borrowed(frame),
+            offset: Point::new(0.0, 0.0),
+            pass: PhotoPass::Direct,
+            timings,
+        };
         if clear(out, frame) && !fills(out, frame) {
-            return Ok(PhotoAnalysis {
-                frame: std::borrow::Cow::Borrowed(frame),
-                offset: Point::new(0.0, 0.0),
-                pass: PhotoPass::Direct,
-                timings,
+            // A face clear of the edge may still be a part of a face the photo cuts (a box on
+            // the eyes and nose of an ID photo): when it is large enough to be one, the
+            // detector looks at the margin too, and a face there that holds it replaces it.
+            let Some(face) = largest(out)
+                .map(|i| out[i].detection.bbox)
+                .filter(|b| may_be_a_part(b, frame.width(), frame.height()))
+            else {
+                return Ok(direct_pass(timings));
+            };
+            let (canvas, offset) = with_margin(frame, self.detector.input_aspect());
+            self.detect_timed(&canvas, &mut timings)?;
+            let moved = BBox::new(
+                face.x1 + offset.x,
+                face.y1 + offset.y,
+                face.x2 + offset.x,
+                face.y2 + offset.y,
+            );
+            let whole = self.detections.iter().any(|d| {
+                !touches_border(&d.bbox, canvas.width(), canvas.height())
+                    && part_of(&moved, &d.bbox)
             });
+            if !whole {
+                return Ok(direct_pass(timings));
+            }
+            let direct = std::mem::take(out);
+            self.analyse_detections(&canvas, opts, out, &mut timings)?;
+            if clear(out, &canvas) {
+                return Ok(PhotoAnalysis {
+                    frame: std::borrow::Cow::Owned(canvas),
+                    offset,
+                    pass: PhotoPass::Margin,
+                    timings,
+                });
+            }
+            *out = direct;
+            return Ok(direct_pass(timings));
         }
         let direct = std::mem::take(out);
         let (canvas, offset) = with_margin(frame, self.detector.input_aspect());
-        let t = self.analyse(&canvas, opts, out)?;
-        timings.add(&t);
+        self.detect_timed(&canvas, &mut timings)?;
+        self.analyse_detections(&canvas, opts, out, &mut timings)?;
         if clear(out, &canvas) {
             return Ok(PhotoAnalysis {
                 frame: std::borrow::Cow::Owned(canvas),
@@ -681,7 +735,7 @@ impl PhotoAnalysis<'_> {
     pub fn to_photo(&self, mut face: FaceAnalysis) -> FaceAnalysis {
         let (dx, dy) = (self.offset.x, self.offset.y);
         let b = face.detection.bbox;
-        face.detection.bbox = facegate_types::BBox::new(b.x1 - dx, b.y1 - dy, b.x2 - dx, b.y2 - dy);
+        face.detection.bbox = BBox::new(b.x1 - dx, b.y1 - dy, b.x2 - dx, b.y2 - dy);
         face.landmarks = Landmarks5(
             face.landmarks
                 .points()

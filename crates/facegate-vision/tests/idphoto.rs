@@ -125,10 +125,13 @@ fn embed_all(
 /// The ID-photo protocol on every image of LFW View 1 DevTest (1,549 images, 1,000 pairs):
 /// each image's centre 84x100 (forehead and chin cut), grey, contrast x1.8. A face must be
 /// found in at least 99 % of the crops (the detector alone finds one in 1,101, and 448 give no
-/// face at all). Accuracy is pinned at what was measured, with half a point of tolerance, so
-/// that a regression fails: uncropped 99.5 %; an ID photo against the person as they are
-/// (the first image of each pair cropped) 97.6 %; both cropped 95.7 %. The goal of
-/// 1 point from the uncropped figure is not reached (see docs/enrollment.md).
+/// face at all). Accuracy is pinned at what was measured (2026-12-02, this test's own scoring:
+/// the largest face of each image), with half a point of tolerance, so that a regression fails:
+/// uncropped 99.2 %; an ID photo against the person as they are (the first image of each pair
+/// cropped) 98.6 %; both cropped 98.1 % (95.7 % before a face clear of the edge could be found
+/// to be a part of a larger face on the margin, [`facegate_vision::photo::part_of`]). The
+/// issue's goal of 1 point from the uncropped figure is met for an ID photo against the person
+/// as is, not for two ID photos (see README, "ID photos").
 #[test]
 fn tight_grey_crops_of_lfw_devtest_are_found_and_verified() {
     let eval = facegate_testkit::eval_dir(env!("CARGO_MANIFEST_DIR"));
@@ -167,11 +170,11 @@ fn tight_grey_crops_of_lfw_devtest_are_found_and_verified() {
     );
     assert!(uncropped >= 0.99, "uncropped DevTest accuracy {uncropped}");
     assert!(
-        id_vs_live >= uncropped - 0.025,
+        id_vs_live >= uncropped - 0.011,
         "ID photo against the person as is: {id_vs_live} (uncropped {uncropped})"
     );
     assert!(
-        crops.accuracy >= uncropped - 0.043,
+        crops.accuracy >= uncropped - 0.016,
         "both cropped: {} (uncropped {uncropped})",
         crops.accuracy
     );
