@@ -689,12 +689,19 @@ impl Gallery {
         let widest = (n / PREFILTER_MAX_SHARE).max(PREFILTER_MIN);
         let cut = within.iter().position(|c| *c >= target).unwrap_or(bits) as u16;
         let mut marked = vec![false; n];
-        let mut set: Vec<u32> = Vec::with_capacity(target * 2);
+        // The rows at `cut` or nearer, without a branch per row.
+        let mut set = vec![0u32; within[usize::from(cut)].min(n) + 1];
+        let mut len = 0usize;
         for (r, d) in dist.iter().enumerate() {
-            if *d <= cut {
-                marked[r] = true;
-                set.push(r as u32);
+            set[len] = r as u32;
+            len += usize::from(*d <= cut);
+            if len == set.len() {
+                break;
             }
+        }
+        set.truncate(len);
+        for &r in &set {
+            marked[r as usize] = true;
         }
         let (q, sp, rp) = quantise_row(p);
         // (int8 score, upper bound) of row `r`.
@@ -1393,7 +1400,40 @@ fn has_vpopcnt() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt,avx2,avx512f,avx512vpopcntdq")]
 fn hamming_scan_avx512(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hist: &mut [u32]) {
-    hamming_scan_any(codes, words, q, dist, hist);
+    if words == 8 {
+        hamming_scan_lanes::<8>(codes, q, dist, hist);
+    } else {
+        hamming_scan_any(codes, words, q, dist, hist);
+    }
+}
+
+/// [`hamming_scan_w`] counting into four histograms, by row modulo four, summed at the end:
+/// consecutive rows at the same distance (the common case: distances gather near half the
+/// bits) no longer wait on each other's increment of one counter.
+#[inline(always)]
+fn hamming_scan_lanes<const W: usize>(
+    codes: &[u64],
+    q: &[u64],
+    dist: &mut [u16],
+    hist: &mut [u32],
+) {
+    let mut qa = [0u64; W];
+    qa.copy_from_slice(&q[..W]);
+    let mut lanes = vec![[0u32; 4]; hist.len()];
+    for (i, (c, d)) in codes.chunks_exact(W).zip(dist.iter_mut()).enumerate() {
+        let mut h = 0u32;
+        for k in 0..W {
+            h += (c[k] ^ qa[k]).count_ones();
+        }
+        *d = h as u16;
+        if let Some(bucket) = lanes.get_mut(h as usize) {
+            bucket[i % 4] += 1;
+        }
+    }
+    for (out, bucket) in hist.iter_mut().zip(&lanes) {
+        *out += bucket.iter().sum::<u32>();
+    }
+    qa.zeroize();
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1602,9 +1642,12 @@ fn pass_candidates_avx512_w8(
         let u = _mm512_reduce_add_epi64(acc) as f64;
         let bar =
             (pass.level - pass.spread * f64::from(pass.code_beta[r])) * f64::from(pass.code_l1[r]);
-        if l1 - two_delta * u >= bar {
-            kept.push(r as u32);
+        // Out only when the bound is below the bar (a NaN bar keeps the row, as in the
+        // portable loop).
+        if l1 - two_delta * u < bar {
+            continue;
         }
+        kept.push(r as u32);
     }
     drop(near);
     stages.asymmetric += kept.len();
