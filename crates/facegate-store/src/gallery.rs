@@ -759,7 +759,7 @@ impl Gallery {
                 continue;
             }
             if level >= checked {
-                return Some(Found { stages, ..found });
+                return Some(self.polish(Found { stages, ..found }, scored, &bounded, k, p));
             }
             // Rows that could score `level` or more: nearer than `need` by the first code and,
             // where that leaves too many, nearer than `need_all` by all the codes together.
@@ -806,7 +806,7 @@ impl Gallery {
             }
             checked = level;
             if missing.is_empty() {
-                return Some(Found { stages, ..found });
+                return Some(self.polish(Found { stages, ..found }, scored, &bounded, k, p));
             }
             if marked_count + missing.len() > widest {
                 return None;
@@ -825,6 +825,39 @@ impl Gallery {
             scored.extend(self.rescore(exact_now.into_iter(), p));
         }
         None
+    }
+
+    /// The prefilter's last step once the decision is settled: bounded rows whose int8 bound
+    /// lies above the best score are scored in f32 too, so that a result below the threshold
+    /// (or ambiguous) reports the best of every row the checks kept, as the f32 scoring of all
+    /// the nearest rows did before. Such rows lie below the level, so the decision stays.
+    fn polish(
+        &self,
+        found: Found,
+        mut scored: Vec<(f32, u32)>,
+        bounded: &[(f32, u32)],
+        k: usize,
+        p: &[f32],
+    ) -> Found {
+        let Some(best) = found.hits.first().map(|h| h.score) else {
+            return found;
+        };
+        let better: Vec<u32> = bounded
+            .iter()
+            .filter(|(ub, _)| *ub > best)
+            .map(|x| x.1)
+            .collect();
+        if better.is_empty() {
+            return found;
+        }
+        scored.extend(self.rescore(better.into_iter(), p));
+        let (hits, second) = self.collate(scored.clone(), k);
+        Found {
+            hits,
+            second,
+            rescored: scored.len(),
+            stages: found.stages,
+        }
     }
 
     /// [`SearchMode::PrefilteredPrevious`]: the prefilter before the single-pass check (it
@@ -1363,7 +1396,9 @@ fn fwht(v: &mut [f32]) {
 
 /// Hamming distances of every code to `q` into `dist`, counted into `hist` (by distance). On
 /// x86-64 the loop is compiled a second time for CPUs with `popcnt` (the baseline target has
-/// none, and its SSE2 emulation takes about twice as long); aarch64's `cnt` is baseline.
+/// none, and its SSE2 emulation takes about twice as long), and, when `vector`, a third time
+/// for AVX-512 VPOPCNTDQ with four histograms (see [`hamming_scan_lanes`]; the previous
+/// prefilter passes `false`); aarch64's `cnt` is baseline.
 fn hamming_scan(
     codes: &[u64],
     words: usize,
@@ -1372,6 +1407,9 @@ fn hamming_scan(
     hist: &mut [u32],
     vector: bool,
 ) {
+    // Only x86-64 has a vector build to choose.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
     #[cfg(target_arch = "x86_64")]
     if vector && has_vpopcnt() {
         // SAFETY: the CPU has the features `hamming_scan_avx512` is compiled for (checked just
@@ -1410,6 +1448,7 @@ fn hamming_scan_avx512(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16],
 /// [`hamming_scan_w`] counting into four histograms, by row modulo four, summed at the end:
 /// consecutive rows at the same distance (the common case: distances gather near half the
 /// bits) no longer wait on each other's increment of one counter.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn hamming_scan_lanes<const W: usize>(
     codes: &[u64],
