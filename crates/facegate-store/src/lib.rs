@@ -47,13 +47,14 @@ pub use audit::{
     PruneReport,
 };
 pub use bench::{
-    FaceModel, ModeReport, QueryTimings, ScoreProfile, bench_queries, compare_modes, quantile,
-    score_profile,
+    FaceModel, IMPOSTOR_TAIL, ModeReport, QueryTimings, ScoreProfile, bench_queries, compare_modes,
+    quantile, score_profile,
 };
 pub use credentials::{CredentialCheck, CredentialId, CredentialInfo, MAX_LABEL_LEN};
 pub use error::StoreError;
 pub use gallery::{
-    DEFAULT_CERTIFIED_MARGIN, Gallery, Hit, Identification, MatchRule, RowRef, SearchMode,
+    DEFAULT_CERTIFIED_MARGIN, Gallery, Hit, Identification, MatchRule, PrefilterStages, RowRef,
+    SearchMode,
 };
 pub use keys::{KeyId, KeySource, MasterKey, generate_key_file};
 pub use ledger::ConsentStatus;
