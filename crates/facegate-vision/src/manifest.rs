@@ -145,6 +145,15 @@ pub struct Transform {
     /// (ONNX Runtime's `CalibrationMethod`: `MinMax`, `Percentile`, `Entropy`).
     #[serde(default)]
     pub method: Option<String>,
+    /// `quantize_qdq`: `float` keeps the four nodes each PRelu is rewritten into in fp32 between
+    /// the int8 convolutions (`int8`, the default, quantises them too).
+    #[serde(default)]
+    pub prelu: Option<String>,
+    /// `quantize_qdq`: the per-channel activation maxima (JSON, relative to the models folder,
+    /// with the exponent and cap) for the cross-layer equalisation `deploy/quantise.py` applies
+    /// before quantising; made by `deploy/quantise.py calibrate`.
+    #[serde(default)]
+    pub equalise: Option<String>,
 }
 
 /// The transform kinds `deploy/fetch-assets.py` knows.
