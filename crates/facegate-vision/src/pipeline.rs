@@ -585,18 +585,23 @@ impl Pipeline {
             pass: PhotoPass::Direct,
             timings,
         };
-        if clear(out, frame) && !fills(out, frame) {
-            // A face clear of the edge may still be a part of a face the photo cuts (a box on
-            // the eyes and nose of an ID photo): when it is large enough to be one, the
-            // detector looks at the margin too, and a face there that holds it replaces it.
-            let Some(face) = largest(out)
+        // A face clear of the edge may still be a part of a face the photo cuts (a box on the
+        // eyes and nose of an ID photo): when it is large enough to be one, the detector looks
+        // at the margin too, and a face there that holds it replaces it.
+        let part = if clear(out, frame) && !fills(out, frame) {
+            match largest(out)
                 .map(|i| out[i].detection.bbox)
                 .filter(|b| may_be_a_part(b, frame.width(), frame.height()))
-            else {
-                return Ok(direct_pass(timings));
-            };
-            let (canvas, offset) = with_margin(frame, self.detector.input_aspect());
-            self.detect_timed(&canvas, &mut timings)?;
+            {
+                Some(face) => Some(face),
+                None => return Ok(direct_pass(timings)),
+            }
+        } else {
+            None
+        };
+        let (canvas, offset) = with_margin(frame, self.detector.input_aspect());
+        self.detect_timed(&canvas, &mut timings)?;
+        if let Some(face) = part {
             let moved = BBox::new(
                 face.x1 + offset.x,
                 face.y1 + offset.y,
@@ -610,30 +615,20 @@ impl Pipeline {
             if !whole {
                 return Ok(direct_pass(timings));
             }
-            let direct = std::mem::take(out);
-            self.analyse_detections(&canvas, opts, out, &mut timings)?;
-            if clear(out, &canvas) {
-                return Ok(PhotoAnalysis {
-                    frame: std::borrow::Cow::Owned(canvas),
-                    offset,
-                    pass: PhotoPass::Margin,
-                    timings,
-                });
-            }
-            *out = direct;
-            return Ok(direct_pass(timings));
         }
         let direct = std::mem::take(out);
-        let (canvas, offset) = with_margin(frame, self.detector.input_aspect());
-        self.detect_timed(&canvas, &mut timings)?;
         self.analyse_detections(&canvas, opts, out, &mut timings)?;
         if clear(out, &canvas) {
-            return Ok(PhotoAnalysis {
-                frame: std::borrow::Cow::Owned(canvas),
+            return Ok(PhotoAnalysis::on_canvas(
+                canvas,
                 offset,
-                pass: PhotoPass::Margin,
+                PhotoPass::Margin,
                 timings,
-            });
+            ));
+        }
+        if part.is_some() {
+            *out = direct;
+            return Ok(direct_pass(timings));
         }
         if let Some(fallback) = self.fallback.get()? {
             let start = Instant::now();
@@ -651,22 +646,17 @@ impl Pipeline {
             self.fallback_found = found;
             if !faces.is_empty() {
                 *out = faces;
-                return Ok(PhotoAnalysis {
-                    frame: std::borrow::Cow::Owned(canvas),
+                return Ok(PhotoAnalysis::on_canvas(
+                    canvas,
                     offset,
-                    pass: PhotoPass::Fallback,
+                    PhotoPass::Fallback,
                     timings,
-                });
+                ));
             }
         }
         // Nothing clear of the edge anywhere: what the photo itself gave (maybe nothing).
         *out = direct;
-        Ok(PhotoAnalysis {
-            frame: std::borrow::Cow::Borrowed(frame),
-            offset: Point::new(0.0, 0.0),
-            pass: PhotoPass::Direct,
-            timings,
-        })
+        Ok(direct_pass(timings))
     }
 
     /// The template of the largest good face in a photo, found by [`Pipeline::analyse_photo`]
@@ -731,6 +721,16 @@ pub struct PhotoAnalysis<'a> {
 }
 
 impl PhotoAnalysis<'_> {
+    /// The faces found on `canvas`, the photo on its margin with its (0, 0) at `offset`.
+    fn on_canvas(canvas: Frame, offset: Point, pass: PhotoPass, timings: StageTimings) -> Self {
+        PhotoAnalysis {
+            frame: std::borrow::Cow::Owned(canvas),
+            offset,
+            pass,
+            timings,
+        }
+    }
+
     /// `face` (found in [`PhotoAnalysis::frame`]) in the photo's own coordinates.
     pub fn to_photo(&self, mut face: FaceAnalysis) -> FaceAnalysis {
         let (dx, dy) = (self.offset.x, self.offset.y);
