@@ -2,7 +2,10 @@
 //! embedder on the astronaut portrait's aligned crop (one pass, no flip) and the detector on
 //! the whole portrait, each call alternating between the two precisions (ABBA order), with the
 //! medians, p95 and the int8/fp32 ratio of the raw `session.run` time and of the stage's wall
-//! time. Needs the int8 models that `deploy/dev.sh setup` builds.
+//! time. The embedder runs four ways: each precision on the threads its manifest entry names
+//! (`threads`: the shared pool or the caller's thread) and on the other choice, so the choice
+//! is re-checked on every machine the bench runs on. Needs the int8 models that
+//! `deploy/dev.sh setup` builds.
 //! Run: `cargo bench -p facegate-benches --bench precision` (`-- --rounds N`, default 300).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -14,9 +17,9 @@ use facegate_vision::align::{AlignedFace, align_into};
 use facegate_vision::detector::UltraFace;
 use facegate_vision::embedder::ArcFace;
 use facegate_vision::landmarks::Pfld68;
-use facegate_vision::manifest::{Manifest, Precision, Role};
+use facegate_vision::manifest::{Manifest, Precision, Role, SessionThreads};
 use facegate_vision::preprocess::Normalise;
-use facegate_vision::runtime::{self, ModelSession, RuntimeConfig};
+use facegate_vision::runtime::{self, ModelSession, RuntimeConfig, VerifiedModel};
 use facegate_vision::{FaceDetector, FaceEmbedder, LandmarkLocator};
 
 /// Per-call times of one model in one precision: raw inference and the stage's wall time.
@@ -99,10 +102,32 @@ fn main() {
         &mut aligned,
     )
     .unwrap();
-    let mut emb = [
-        ArcFace::new(load(Role::Embedder, Precision::Fp32), false),
-        ArcFace::new(load(Role::Embedder, Precision::Int8), false),
-    ];
+    // Each precision on the threads its manifest entry names, then on the other choice.
+    let on = |precision, threads: Option<SessionThreads>| {
+        let spec = manifest.model_in(Role::Embedder, precision).unwrap();
+        let verified = VerifiedModel::read(&manifest, spec).expect("run deploy/dev.sh setup");
+        let threads = threads.unwrap_or(spec.threads);
+        let session = ModelSession::from_verified_on(&verified, threads).unwrap();
+        (ArcFace::new(session, false), threads)
+    };
+    let other = |t: SessionThreads| match t {
+        SessionThreads::Shared => SessionThreads::Caller,
+        SessionThreads::Caller => SessionThreads::Shared,
+    };
+    let fp32_threads = manifest
+        .model_in(Role::Embedder, Precision::Fp32)
+        .unwrap()
+        .threads;
+    let int8_threads = manifest
+        .model_in(Role::Embedder, Precision::Int8)
+        .unwrap()
+        .threads;
+    let (e0, t0) = on(Precision::Fp32, None);
+    let (e1, t1) = on(Precision::Int8, None);
+    let (e2, t2) = on(Precision::Fp32, Some(other(fp32_threads)));
+    let (e3, t3) = on(Precision::Int8, Some(other(int8_threads)));
+    let mut emb = [e0, e1, e2, e3];
+    let threads = [t0, t1, t2, t3];
     // Warm-up, and the two precisions' agreement on this face.
     let mut out = Vec::new();
     for e in &mut emb {
@@ -122,13 +147,17 @@ fn main() {
     );
 
     let (mut e_times, mut d_times) = (
-        [Times::default(), Times::default()],
+        [(); 4].map(|_| Times::default()),
         [Times::default(), Times::default()],
     );
     for round in 0..rounds {
-        // ABBA: neither precision always runs first.
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
+        // ABBA: neither precision (nor threading) always runs first.
+        let (order, e_order) = if round % 2 == 0 {
+            ([0, 1], [0, 1, 2, 3])
+        } else {
+            ([1, 0], [3, 2, 1, 0])
+        };
+        for i in e_order {
             let start = Instant::now();
             emb[i].embed(&aligned).unwrap();
             e_times[i].push(emb[i].last_inference(), start.elapsed());
@@ -139,7 +168,33 @@ fn main() {
             d_times[i].push(det[i].session().last_inference(), start.elapsed());
         }
     }
-    report("embed", &e_times[0], &e_times[1]);
+    report(
+        &format!(
+            "embed, each on its manifest threads (fp32 {}, int8 {})",
+            t0.as_str(),
+            t1.as_str()
+        ),
+        &e_times[0],
+        &e_times[1],
+    );
+    report(
+        &format!(
+            "embed, the other threads (fp32 {}, int8 {})",
+            t2.as_str(),
+            t3.as_str()
+        ),
+        &e_times[2],
+        &e_times[3],
+    );
+    let m = |t: &Times| quantile(&t.wall, 0.5);
+    for (i, what) in [(0, "fp32"), (1, "int8"), (2, "fp32"), (3, "int8")] {
+        println!(
+            "embed {what} on {}: stage wall median {:.2} ms, {:.3} of fp32 on its manifest threads",
+            threads[i].as_str(),
+            m(&e_times[i]),
+            m(&e_times[i]) / m(&e_times[0])
+        );
+    }
     if has_int8_detector {
         report("detect", &d_times[0], &d_times[1]);
     } else {

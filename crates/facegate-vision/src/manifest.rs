@@ -54,6 +54,28 @@ impl Precision {
     }
 }
 
+/// Which threads run a session's kernels: the process's one global intra-op pool (the
+/// default), or only the thread that calls `run`. A graph of many short kernels (the int8
+/// embedder: 47 int8 convolutions with fp32 PRelu pieces between them) pays the pool's
+/// fork and join on every node and runs faster on one thread (README, "int8 embedder");
+/// such a session creates no threads of its own, so it never competes with the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionThreads {
+    #[default]
+    Shared,
+    Caller,
+}
+
+impl SessionThreads {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionThreads::Shared => "shared",
+            SessionThreads::Caller => "caller",
+        }
+    }
+}
+
 /// Channel order of a model's colour input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -168,6 +190,9 @@ pub struct ModelSpec {
     /// fp32 (the default) or the int8 graph derived from the role's fp32 entry.
     #[serde(default)]
     pub precision: Precision,
+    /// The threads its session runs on (default: the shared global pool).
+    #[serde(default)]
+    pub threads: SessionThreads,
     pub registry: String,
     pub package: String,
     pub package_version: String,
@@ -691,6 +716,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("prune"), "{err}");
+        // A session threading the runtime does not know.
+        let threads = SHIPPED.replacen("\nthreads = \"caller\"\n", "\nthreads = \"all\"\n", 1);
+        assert_ne!(threads, SHIPPED);
+        let err = Manifest::parse(&threads, p, PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("all") && err.contains("shared") && err.contains("caller"),
+            "{err}"
+        );
     }
 
     #[test]

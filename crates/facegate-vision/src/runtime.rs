@@ -1,5 +1,6 @@
 //! ONNX Runtime: finding the shared library, one process-wide environment with one global
-//! intra-op thread pool shared by every session, and loading checked sessions.
+//! intra-op thread pool shared by every session (but those whose manifest entry runs them on
+//! the caller's thread, which start no threads), and loading checked sessions.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -12,7 +13,7 @@ use ort::value::TensorRef;
 use sha2::{Digest, Sha256};
 
 use crate::VisionError;
-use crate::manifest::{Manifest, ModelSpec, Precision, verify_file};
+use crate::manifest::{Manifest, ModelSpec, Precision, SessionThreads, verify_file};
 
 /// How ONNX Runtime runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -247,8 +248,8 @@ impl std::fmt::Debug for ModelSession {
 }
 
 impl ModelSession {
-    /// Verifies the file named by `spec` in `manifest`'s folder, loads it on the global pool and
-    /// checks its input and output names and shapes. [`init`] must have run.
+    /// Verifies the file named by `spec` in `manifest`'s folder, loads it on the threads its
+    /// entry names (the global pool by default) and checks its input and output names and shapes. [`init`] must have run.
     ///
     /// The file is read once: its bytes are hashed and the same bytes become the session, so a
     /// file swapped after the check is never what runs.
@@ -260,6 +261,15 @@ impl ModelSession {
     /// output names and shapes checked now. [`init`] must have run. A failure leaves `model`
     /// as it was, so a later call fails the same way.
     pub fn from_verified(model: &VerifiedModel) -> Result<Self, VisionError> {
+        Self::from_verified_on(model, model.spec.threads)
+    }
+
+    /// [`ModelSession::from_verified`] on `threads` rather than the manifest's choice (the
+    /// precision bench measures both).
+    pub fn from_verified_on(
+        model: &VerifiedModel,
+        threads: SessionThreads,
+    ) -> Result<Self, VisionError> {
         let VerifiedModel { bytes, spec, path } = model;
         let (spec, path) = (spec, path.clone());
         let role = spec.role.as_str();
@@ -281,6 +291,16 @@ impl ModelSession {
             .map_err(|e| fail(&e))?
             .with_memory_pattern(true)
             .map_err(|e| fail(&e))?;
+        if threads == SessionThreads::Caller {
+            // One intra-op thread is the caller itself: ONNX Runtime starts no pool for it.
+            builder = builder
+                .with_independent_thread_pool()
+                .map_err(|e| fail(&e))?
+                .with_intra_threads(1)
+                .map_err(|e| fail(&e))?
+                .with_inter_threads(1)
+                .map_err(|e| fail(&e))?;
+        }
         let session = builder.commit_from_memory(bytes).map_err(|e| fail(&e))?;
         let shape_err = |what: String, expected: String, found: String| VisionError::ModelShape {
             role: role.to_string(),

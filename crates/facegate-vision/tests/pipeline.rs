@@ -347,3 +347,53 @@ fn crop_scaled(
     }
     facegate_types::Frame::from_rgb8(out, out, data).unwrap()
 }
+
+#[test]
+fn the_int8_embedder_runs_on_the_callers_thread_and_embeds_as_on_the_pool() {
+    use facegate_vision::FaceEmbedder;
+    use facegate_vision::align::{AlignedFace, align_into};
+    use facegate_vision::embedder::ArcFace;
+    use facegate_vision::manifest::{Precision, SessionThreads};
+    use facegate_vision::preprocess::Normalise;
+    use facegate_vision::runtime::{ModelSession, VerifiedModel};
+
+    let mut p = pipeline(); // ONNX Runtime initialised
+    let m = manifest();
+    let frame = decode_image_file(m.sample("astronaut").unwrap(), 40_000_000).unwrap();
+    let mut faces = Vec::new();
+    let opts = AnalyseOptions {
+        embed: false,
+        liveness: false,
+        max_faces: 1,
+    };
+    p.analyse(&frame, opts, &mut faces).unwrap();
+    drop(p);
+    let spec = m
+        .model_in(Role::Embedder, Precision::Int8)
+        .expect("deploy/dev.sh setup builds the int8 embedder");
+    // The manifest runs it on the caller's thread (measured faster: README, "int8 embedder").
+    assert_eq!(spec.threads, SessionThreads::Caller);
+    assert_eq!(
+        m.model(Role::Embedder).unwrap().threads,
+        SessionThreads::Shared
+    );
+    let mut aligned = AlignedFace::new();
+    align_into(
+        &frame,
+        &faces[0].landmarks,
+        Normalise::from(&spec.preprocess),
+        &mut aligned,
+    )
+    .unwrap();
+    let verified = VerifiedModel::read(&m, spec).unwrap();
+    let embed = |threads| {
+        let session = ModelSession::from_verified_on(&verified, threads).unwrap();
+        ArcFace::new(session, false).embed(&aligned).unwrap()
+    };
+    let (caller, shared) = (embed(SessionThreads::Caller), embed(SessionThreads::Shared));
+    let cosine = caller.cosine(&shared);
+    assert!(
+        cosine > 0.99999,
+        "the same model on one thread and on the pool differ: cosine {cosine}"
+    );
+}
