@@ -17,10 +17,9 @@ use facegate_types::Embedding;
 
 const DIM: usize = 512;
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
-const MODES: [(SearchMode, &str); 4] = [
+const MODES: [(SearchMode, &str); 3] = [
     (SearchMode::Exact, "exact"),
     (SearchMode::Quantised, "int8-bounded"),
-    (SearchMode::PrefilteredPrevious, "prefiltered-v1"),
     (SearchMode::Prefiltered, "prefiltered"),
 ];
 const RULE: MatchRule = MatchRule {

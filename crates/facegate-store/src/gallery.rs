@@ -24,8 +24,6 @@
 //!   codes, then by the int8 bound; only rows that pass all of these are scored in f32. It falls
 //!   back to the bounded int8 scan when too many rows remain. Its guarantee is statistical (see
 //!   [`Gallery::identify_with`]); the tests and `facegate bench gallery` check it.
-//!   [`SearchMode::PrefilteredPrevious`] keeps the earlier form (Hamming checks only, repeated
-//!   after every re-score) for the bench's side-by-side.
 //!
 //! The f32 and int8 scans use two threads above a size threshold (`std::thread::scope`); the
 //! prefilter uses one (the gate's second core belongs to the models). The bit-counting kernels
@@ -52,10 +50,8 @@ const SEARCH_THREADS: usize = 2;
 const QUANT_CANDIDATES: usize = 64;
 /// Galleries smaller than this use the exact scan even in [`SearchMode::Auto`].
 const QUANT_MIN_ROWS: usize = 4096;
-/// Candidates the prefilter re-scores first: at least this many, and at least
-/// `n / PREFILTER_SHARE` (chosen with `facegate bench gallery`, see the README).
+/// The fewest rows the prefilter's widest candidate list holds (see `PREFILTER_MAX_SHARE`).
 const PREFILTER_MIN: usize = 256;
-const PREFILTER_SHARE: usize = 1024;
 /// The nearest rows by the first code that [`SearchMode::Prefiltered`] scores first (in int8,
 /// the best of them in f32): at least this many, and at least `n / FIRST_SHARE`, as many as the
 /// previous prefilter scored in f32 (64 and 1/4096 measured 0.03-0.1 ms faster on mated probes,
@@ -144,10 +140,6 @@ pub enum SearchMode {
     /// Scan 1-bit codes by Hamming distance, re-score the nearest in f32, and fall back to
     /// [`SearchMode::Quantised`] when a left-out row could change the decision.
     Prefiltered,
-    /// The prefilter as it was before its single-pass check and vector kernels (same codes, same
-    /// guarantee), kept so that `facegate bench gallery` can time both in one run. Never chosen
-    /// by `Auto`.
-    PrefilteredPrevious,
 }
 
 /// One row of the gallery.
@@ -478,9 +470,6 @@ impl Gallery {
     ///   `best - margin`. Below the threshold, the best hit may be another row under the
     ///   threshold. When more than 1/16 of the gallery would need checking, the bounded int8
     ///   scan answers (`mode` then says `Quantised`).
-    /// - `PrefilteredPrevious`: as `Prefiltered` with checks (a) and (c) only and without the
-    ///   concentration guard (a crafted concentrated row can be missed: the property test
-    ///   `prefiltered_keeps_the_decision_for_peaky_rows` finds one).
     pub fn identify_with(
         &self,
         probe: &Embedding,
@@ -502,17 +491,13 @@ impl Gallery {
         let want = (4 * (k + 1)).max(16);
         let (found, mode) = match mode {
             // Distances are u16: codes wider than that (dim above 16,384) take the int8 scan.
-            SearchMode::Prefiltered | SearchMode::PrefilteredPrevious
+            SearchMode::Prefiltered
                 if self.rotation.bits() * (1 + EXTRA_CODES) > usize::from(u16::MAX) =>
             {
                 (self.quantised(p, k, want), SearchMode::Quantised)
             }
             SearchMode::Prefiltered => match self.prefiltered(p, k, want, rule) {
                 Some(found) => (found, SearchMode::Prefiltered),
-                None => (self.quantised(p, k, want), SearchMode::Quantised),
-            },
-            SearchMode::PrefilteredPrevious => match self.prefiltered_previous(p, k, rule) {
-                Some(found) => (found, SearchMode::PrefilteredPrevious),
                 None => (self.quantised(p, k, want), SearchMode::Quantised),
             },
             SearchMode::Quantised => (self.quantised(p, k, want), SearchMode::Quantised),
@@ -860,137 +845,6 @@ impl Gallery {
             rescored: scored.len(),
             stages: found.stages,
         }
-    }
-
-    /// [`SearchMode::PrefilteredPrevious`]: the prefilter before the single-pass check (it
-    /// checks the left-out rows again after every re-score) and the vector kernels.
-    fn prefiltered_previous(&self, p: &[f32], k: usize, rule: MatchRule) -> Option<Found> {
-        let n = self.rows.len();
-        let bits = self.rotation.bits();
-        let w = self.code_words;
-        let code = self.rotation.code(p);
-        let mut dist = vec![0u16; n];
-        let mut hist = vec![0u32; bits + 1];
-        hamming_scan(self.codes.as_slice(), w, &code, &mut dist, &mut hist, false);
-        drop(code);
-        let mut extra_code = zeroize::Zeroizing::new(Vec::with_capacity(w * EXTRA_CODES));
-        for r in &self.extra_rotations {
-            extra_code.extend_from_slice(&r.code(p));
-        }
-        // within[h]: rows at distance h or less.
-        let within: Vec<usize> = hist
-            .iter()
-            .scan(0usize, |acc, c| {
-                *acc += *c as usize;
-                Some(*acc)
-            })
-            .collect();
-        let target = PREFILTER_MIN.max(n / PREFILTER_SHARE);
-        let widest = (n / PREFILTER_MAX_SHARE).max(PREFILTER_MIN);
-        let cut = within.iter().position(|c| *c >= target).unwrap_or(bits) as u16;
-        let mut marked = vec![false; n];
-        let mut set: Vec<u32> = Vec::with_capacity(target * 2);
-        for (r, d) in dist.iter().enumerate() {
-            if *d <= cut {
-                marked[r] = true;
-                set.push(r as u32);
-            }
-        }
-        // Rows beyond the first candidates are first scored in int8 with their error bound
-        // (`bounded`: upper bound, row) and re-scored in f32 only when the bound reaches the
-        // level; `scored` holds the exact scores.
-        let mut scored = self.rescore(set.iter().copied(), p);
-        let mut bounded: Vec<(f32, u32)> = Vec::new();
-        let (q, sp, rp) = quantise_row(p);
-        let upper = |r: u32| {
-            let r = r as usize;
-            let row = &self.quant.as_slice()[r * self.dim..(r + 1) * self.dim];
-            let res = self.residual[r];
-            dot_i8(row, &q) as f32 * (self.inv_scale[r] * sp) + res + (1.0 + res) * rp + BOUND_SLACK
-        };
-        let mut marked_count = set.len();
-        // Distances by all the codes together, computed once per row when first needed.
-        let mut total: Vec<u16> = Vec::new();
-        for _ in 0..8 {
-            let (hits, second) = self.collate(scored.clone(), k);
-            let found = Found {
-                hits,
-                second,
-                rescored: scored.len(),
-                stages: PrefilterStages::default(),
-            };
-            if scored.len() == n {
-                return Some(found);
-            }
-            let level = rule.level(found.hits.first()?.score, found.second);
-            // Bounded rows that could reach the level are scored exactly, and the result
-            // collated again.
-            let before = bounded.len();
-            let mut promoted = Vec::new();
-            bounded.retain(|&(ub, r)| {
-                if ub >= level {
-                    promoted.push(r);
-                    false
-                } else {
-                    true
-                }
-            });
-            if bounded.len() != before {
-                scored.extend(self.rescore(promoted.into_iter(), p));
-                continue;
-            }
-            // Rows that could score `level` or more: nearer than `need` by the first code and,
-            // where that leaves too many, nearer than `need_all` by all the codes together.
-            let need = sign_code_distance(level, bits)?;
-            let near = within[need - 1];
-            let mut missing: Vec<u32> = Vec::new();
-            if near <= widest {
-                for (r, d) in dist.iter().enumerate() {
-                    if usize::from(*d) < need && !marked[r] {
-                        missing.push(r as u32);
-                    }
-                }
-            } else {
-                let need_all = sign_code_distance(level, bits * (1 + EXTRA_CODES))?;
-                let ew = w * EXTRA_CODES;
-                let extra = self.extra.as_slice();
-                if total.is_empty() {
-                    total = vec![u16::MAX; n];
-                }
-                extra_scan(extra, ew, &extra_code, &dist, need as u16, &mut total);
-                for (r, d) in dist.iter().enumerate() {
-                    if usize::from(*d) >= need || marked[r] {
-                        continue;
-                    }
-                    if usize::from(total[r]) >= need_all {
-                        continue;
-                    }
-                    missing.push(r as u32);
-                    if marked_count + missing.len() > widest {
-                        return None;
-                    }
-                }
-            }
-            if missing.is_empty() {
-                return Some(found);
-            }
-            if marked_count + missing.len() > widest {
-                return None;
-            }
-            marked_count += missing.len();
-            let mut exact_now = Vec::new();
-            for r in missing {
-                marked[r as usize] = true;
-                let ub = upper(r);
-                if ub >= level {
-                    exact_now.push(r);
-                } else {
-                    bounded.push((ub, r));
-                }
-            }
-            scored.extend(self.rescore(exact_now.into_iter(), p));
-        }
-        None
     }
 
     /// Runs `kernel` over all rows (split over two threads when large) and merges the top lists.
@@ -1496,45 +1350,6 @@ fn hamming_scan_any(codes: &[u64], words: usize, q: &[u64], dist: &mut [u16], hi
                 *d = h as u16;
                 hist[h as usize] += 1;
             }
-        }
-    }
-}
-
-/// For every row nearer than `need` by the first code whose `total` is not known yet (MAX):
-/// its first distance plus the Hamming distance of its extra codes (`ew` words) to `q`.
-fn extra_scan(extra: &[u64], ew: usize, q: &[u64], dist: &[u16], need: u16, total: &mut [u16]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("popcnt") {
-        // SAFETY: as in `hamming_scan`: the CPU has `popcnt`, checked just above.
-        unsafe { extra_scan_popcnt(extra, ew, q, dist, need, total) };
-        return;
-    }
-    extra_scan_any(extra, ew, q, dist, need, total);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "popcnt")]
-fn extra_scan_popcnt(
-    extra: &[u64],
-    ew: usize,
-    q: &[u64],
-    dist: &[u16],
-    need: u16,
-    total: &mut [u16],
-) {
-    extra_scan_any(extra, ew, q, dist, need, total);
-}
-
-#[inline(always)]
-fn extra_scan_any(extra: &[u64], ew: usize, q: &[u64], dist: &[u16], need: u16, total: &mut [u16]) {
-    for ((e, d), t) in extra
-        .chunks_exact(ew.max(1))
-        .zip(dist)
-        .zip(total.iter_mut())
-    {
-        if *d < need && *t == u16::MAX {
-            let h: u32 = e.iter().zip(q).map(|(x, y)| (x ^ y).count_ones()).sum();
-            *t = *d + h as u16;
         }
     }
 }

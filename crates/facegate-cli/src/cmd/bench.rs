@@ -68,7 +68,6 @@ fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
         None => vec![
             SearchMode::Exact,
             SearchMode::Quantised,
-            SearchMode::PrefilteredPrevious,
             SearchMode::Prefiltered,
         ],
         Some(SearchModeArg::Exact) => vec![SearchMode::Exact],
@@ -116,7 +115,6 @@ fn gallery(args: &GalleryBenchArgs) -> Result<ExitCode> {
         SearchMode::Exact => "exact",
         SearchMode::Quantised => "quantised",
         SearchMode::Prefiltered => "prefiltered",
-        SearchMode::PrefilteredPrevious => "prefiltered-v1",
     };
     let headline = reports.last().map(|r| r.all);
     if args.json {
