@@ -18,7 +18,8 @@ pub trait FaceEmbedder: Send {
 }
 
 /// The ArcFace embedder on ONNX Runtime. The shipped graph has a fixed batch of 1, so faces go
-/// through one at a time on the shared thread pool.
+/// through one at a time, on the threads its manifest entry names (the shared pool for fp32,
+/// the caller's thread for int8).
 #[derive(Debug)]
 pub struct ArcFace {
     session: ModelSession,
