@@ -568,23 +568,36 @@ impl Manifest {
 
 /// Checks that `path` exists and hashes to `expected` (hex SHA-256).
 pub fn verify_file(role: &str, path: &Path, expected: &str) -> Result<(), VisionError> {
-    let mut file = File::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            VisionError::ModelMissing {
-                role: role.to_string(),
-                path: path.to_path_buf(),
-            }
-        } else {
-            VisionError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
+    let mut file = File::open(path).map_err(|source| open_error(role, path, source))?;
     let found = sha256_reader(&mut file).map_err(|source| VisionError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    check_hash(role, path, expected, found)
+}
+
+/// The error for a model file that could not be opened or read: missing, or another I/O error.
+pub(crate) fn open_error(role: &str, path: &Path, source: std::io::Error) -> VisionError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        VisionError::ModelMissing {
+            role: role.to_string(),
+            path: path.to_path_buf(),
+        }
+    } else {
+        VisionError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// `found` (a file's SHA-256 in hex) against the manifest's `expected`, case-insensitively.
+pub(crate) fn check_hash(
+    role: &str,
+    path: &Path,
+    expected: &str,
+    found: String,
+) -> Result<(), VisionError> {
     if !found.eq_ignore_ascii_case(expected) {
         return Err(VisionError::ModelHash {
             role: role.to_string(),

@@ -13,7 +13,9 @@ use ort::value::TensorRef;
 use sha2::{Digest, Sha256};
 
 use crate::VisionError;
-use crate::manifest::{Manifest, ModelSpec, Precision, SessionThreads, verify_file};
+use crate::manifest::{
+    Manifest, ModelSpec, Precision, SessionThreads, check_hash, open_error, verify_file,
+};
 
 /// How ONNX Runtime runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,28 +167,8 @@ pub fn init(library: &Path, config: &RuntimeConfig) -> Result<(), VisionError> {
 
 /// The bytes of the model file at `path` once their SHA-256 is `expected` (the manifest's).
 fn read_verified(role: &str, path: &Path, expected: &str) -> Result<Vec<u8>, VisionError> {
-    let bytes = std::fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            VisionError::ModelMissing {
-                role: role.to_string(),
-                path: path.to_path_buf(),
-            }
-        } else {
-            VisionError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
-    let found = hex::encode(Sha256::digest(&bytes));
-    if !found.eq_ignore_ascii_case(expected) {
-        return Err(VisionError::ModelHash {
-            role: role.to_string(),
-            path: path.to_path_buf(),
-            expected: expected.to_string(),
-            found,
-        });
-    }
+    let bytes = std::fs::read(path).map_err(|source| open_error(role, path, source))?;
+    check_hash(role, path, expected, hex::encode(Sha256::digest(&bytes)))?;
     Ok(bytes)
 }
 
