@@ -109,9 +109,14 @@ case "${1:-}" in
         # evaluations, services on replayed clips) are left to the release pass. `checked` is
         # the dev profile with line tables only (Cargo.toml): 5 min 20 s to build from clean
         # on the 2-core machine against 6 min 41 s with the dev profile's full debug info.
+        # One measurement is not repeated here: the ID-photo accuracy over all 1,549 DevTest
+        # crops (65 s, nearly all of it ONNX Runtime, whose figure the release pass pins); its
+        # code paths run here in the other photo tests (300 crops through the enrollment checks,
+        # the margin and fallback looks, CenterFace on the astronaut).
         FACEGATE_REQUIRE_EVAL=1 cargo test --profile checked --locked -p facegate-types \
             -p facegate-capture -p facegate-vision -p facegate-policy -p facegate-store \
-            -p facegate-engine -p facegate-relay --lib --tests
+            -p facegate-engine -p facegate-relay --lib --tests \
+            -- --skip tight_grey_crops_of_lfw_devtest_are_found_and_verified
         FACEGATE_REQUIRE_EVAL=1 cargo test --profile checked --locked -p facegate --bins
         log "Debian package: install, upgrade, purge in a throwaway root"
         deploy/debian/test-install.sh
