@@ -231,7 +231,8 @@ impl std::fmt::Debug for ModelSession {
 
 impl ModelSession {
     /// Verifies the file named by `spec` in `manifest`'s folder, loads it on the threads its
-    /// entry names (the global pool by default) and checks its input and output names and shapes. [`init`] must have run.
+    /// entry names (the global pool by default) and checks its input and output names and
+    /// shapes. [`init`] must have run.
     ///
     /// The file is read once: its bytes are hashed and the same bytes become the session, so a
     /// file swapped after the check is never what runs.
