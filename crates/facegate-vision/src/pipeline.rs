@@ -589,13 +589,13 @@ impl Pipeline {
         // eyes and nose of an ID photo): when it is large enough to be one, the detector looks
         // at the margin too, and a face there that holds it replaces it.
         let part = if clear(out, frame) && !fills(out, frame) {
-            match largest(out)
+            let Some(face) = largest(out)
                 .map(|i| out[i].detection.bbox)
                 .filter(|b| may_be_a_part(b, frame.width(), frame.height()))
-            {
-                Some(face) => Some(face),
-                None => return Ok(direct_pass(timings)),
-            }
+            else {
+                return Ok(direct_pass(timings));
+            };
+            Some(face)
         } else {
             None
         };
